@@ -1,0 +1,55 @@
+# Sluice: every target does its own set-up, so each works on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KUBE_BIN := .cache/localkube/bin
+export PATH := $(CURDIR)/$(KUBE_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)/tests
+
+.PHONY: all venv kube-bins cluster-up cluster-down kubeconfig crds lint test run bench clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Rebuilds only when the pins in tests/localkube change (build.sh checks).
+kube-bins:
+	@tests/localkube/build.sh $(KUBE_BIN)
+
+cluster-up: venv kube-bins
+	$(PY) -m localkube up
+
+cluster-down: venv
+	$(PY) -m localkube down
+
+kubeconfig: venv
+	@$(PY) -m localkube kubeconfig
+
+crds: venv
+	$(PY) -m sluice crds --output crds/
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+
+test: venv kube-bins lint
+	$(PY) -m pytest
+
+run: venv kube-bins
+	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
+	$(KUBE_BIN)/kubectl apply --server-side -f crds/ && \
+	$(PY) -m sluice run --all-namespaces
+
+bench: venv kube-bins
+	$(PY) -m pytest tests/bench -s -p no:cacheprovider -o testpaths=tests/bench
+
+clean: cluster-down
+	rm -rf .cache $(VENV)

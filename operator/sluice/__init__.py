@@ -1,0 +1,1 @@
+"""Sluice: a Kubernetes operator for Feldera-style streaming pipelines."""

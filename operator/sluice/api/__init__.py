@@ -1,0 +1,1 @@
+"""The Pipeline API: pydantic models, the single source of the CRD schema."""

@@ -1,0 +1,152 @@
+"""Generate the Pipeline CustomResourceDefinition from the pydantic models.
+
+Pydantic writes JSON Schema with `$ref`s, titles and `anyOf: [X, null]` for
+optional fields; the API server wants a structural OpenAPI v3 schema. This
+module inlines the references and keeps only what Kubernetes understands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sluice.api import v1alpha1 as api
+
+_DROP = {"title", "$defs"}
+
+
+def _resolve(node: Any, defs: dict[str, Any], in_status: bool) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs, in_status) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs, in_status)
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        # Optional[X]: absent means unset; Kubernetes has no use for the null branch.
+        rest = [o for o in options if o != {"type": "null"}]
+        merged = {k: v for k, v in node.items() if k != "anyOf"}
+        merged.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        return _resolve(merged, defs, in_status)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP or (key == "default" and (value is None or in_status)):
+            continue
+        if key == "properties":
+            out[key] = {
+                name: _resolve(prop, defs, in_status or name == "status")
+                for name, prop in value.items()
+            }
+        else:
+            out[key] = _resolve(value, defs, in_status)
+    if out.get("default") in ({}, []):
+        del out["default"]
+    return out
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The structural schema of the whole Pipeline object."""
+    raw = api.Pipeline.model_json_schema(by_alias=True)
+    schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}), in_status=False)
+    schema["properties"] = {
+        "apiVersion": {
+            "type": "string",
+            "description": "Versioned schema of this representation: sluice.dev/v1alpha1.",
+        },
+        "kind": {"type": "string", "description": "The REST resource: Pipeline."},
+        "metadata": {"type": "object", "description": "Standard object metadata."},
+        **schema["properties"],
+    }
+    schema["properties"]["status"]["description"] = (
+        "The observed state of the pipeline, written by the operator."
+    )
+    schema["properties"]["spec"]["description"] = "The desired state of the pipeline."
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}",
+            "fieldPath": ".metadata.name",
+            "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: "
+            "the StatefulSet and pod names are derived from it",
+        },
+        # Contract rule 12, the seed's EditRestrictedToClearedStorage.
+        *(
+            {
+                "rule": "!has(oldSelf.status) || !has(oldSelf.status.storage)"
+                " || !has(oldSelf.status.storage.status)"
+                " || oldSelf.status.storage.status == 'Cleared'"
+                f" || (has(self.spec.storage.{field}) == has(oldSelf.spec.storage.{field})"
+                f" && (!has(self.spec.storage.{field})"
+                f" || self.spec.storage.{field} == oldSelf.spec.storage.{field}))",
+                "fieldPath": f".spec.storage.{field}",
+                "reason": "FieldValueForbidden",
+                "message": f"spec.storage.{field} can only change while storage is Cleared "
+                "(EditRestrictedToClearedStorage): stop the pipeline and clear its storage "
+                "first",
+            }
+            for field in ("size", "storageClassName")
+        ),
+    ]
+    return schema
+
+
+def custom_resource_definition() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": ["pl"],
+                "categories": ["sluice"],
+            },
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "additionalPrinterColumns": [
+                        _column("Desired", ".spec.desiredState"),
+                        _column("Status", ".status.deploymentStatus"),
+                        _column("Storage", ".status.storage.status"),
+                        _column("Error", ".status.error.error_code", priority=1),
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def _column(name: str, path: str, priority: int = 0) -> dict[str, Any]:
+    column: dict[str, Any] = {"name": name, "type": "string", "jsonPath": path}
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+CRD_FILE = f"{api.GROUP}_{api.PLURAL}.yaml"
+
+
+def render() -> str:
+    header = "# Generated from operator/sluice/api/v1alpha1.py by `make crds`. Do not edit.\n"
+    return header + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=100)
+
+
+def write(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CRD_FILE
+    path.write_text(render())
+    return path

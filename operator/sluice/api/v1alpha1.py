@@ -1,0 +1,231 @@
+"""`Pipeline` (sluice.dev/v1alpha1): the models the CRD is generated from.
+
+Every field's description becomes `kubectl explain` text. Validation that the
+API server must do at apply time (contract rules 4, 12 and 15) lives here too,
+as patterns, enums and CEL rules, so bad input never reaches the operator.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+GROUP = "sluice.dev"
+VERSION = "v1alpha1"
+KIND = "Pipeline"
+PLURAL = "pipelines"
+SINGULAR = "pipeline"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# StatefulSet pod labels carry "<name>-<10-char hash>" and must fit in 63 characters.
+MAX_NAME_LENGTH = 52
+
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][0-9]+)?$"
+
+# Like core/v1 quantities: `cpu: 2` and `memory: 4Gi` are both accepted.
+Quantity = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "description": "A Kubernetes quantity, e.g. 500m, 2, 30Gi.",
+        }
+    ),
+]
+
+
+class DesiredState(StrEnum):
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+class ClearPolicy(StrEnum):
+    DELETE = "Delete"
+    DETACH = "Detach"
+
+
+class DeploymentStatus(StrEnum):
+    STOPPED = "Stopped"
+    PROVISIONING = "Provisioning"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    FAILED = "Failed"
+
+
+class StorageStatus(StrEnum):
+    """Feldera's `storage_status`."""
+
+    CLEARED = "Cleared"
+    IN_USE = "InUse"
+    CLEARING = "Clearing"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, use_enum_values=True, extra="ignore"
+    )
+
+
+class ResourceRequirements(_Model):
+    """Compute resources of the pipeline's container (core/v1 ResourceRequirements)."""
+
+    limits: dict[str, Quantity] | None = Field(
+        default=None, description="Maximum resources, e.g. {cpu: 2, memory: 4Gi}."
+    )
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Resources the scheduler reserves, e.g. {cpu: 1}."
+    )
+
+
+class StorageSpec(_Model):
+    """Where the pipeline keeps its state, and how a clear disposes of it."""
+
+    size: Quantity = Field(
+        description="Size of the pipeline's PersistentVolumeClaim, e.g. 30Gi. "
+        "Can only change while storage is Cleared."
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="StorageClass of the claim; the cluster default when unset. "
+        "Can only change while storage is Cleared.",
+    )
+    clear_policy: ClearPolicy = Field(
+        default=ClearPolicy.DELETE,
+        description="What a clear does to the claims: Delete deletes them; Detach keeps them "
+        "but disassociates them from the pipeline, which never mounts them again.",
+    )
+    clear_request: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Set to a new value (a timestamp, a counter) to request one clear of the "
+        "storage, like Feldera's POST /clear. Accepted only together with desiredState: "
+        "Stopped. A request cannot be cancelled. Empty or unset: no request.",
+    )
+
+
+class PipelineSpec(_Model):
+    """The desired state of a pipeline."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    # Contract rule 4, the seed's 400 StorageStatusImmutableUnlessStopped.
+                    "rule": "self.desiredState == 'Stopped'"
+                    " || !has(self.storage.clearRequest) || self.storage.clearRequest == ''"
+                    " || (has(oldSelf.storage.clearRequest)"
+                    " && oldSelf.storage.clearRequest == self.storage.clearRequest)",
+                    "fieldPath": ".storage.clearRequest",
+                    "reason": "FieldValueForbidden",
+                    "message": "a new storage.clearRequest needs desiredState: Stopped "
+                    "(StorageStatusImmutableUnlessStopped): storage can only be cleared "
+                    "once the pipeline is stopped; set desiredState: Stopped in the same "
+                    "change and the operator stops, then clears",
+                }
+            ]
+        }
+    )
+
+    desired_state: DesiredState = Field(
+        default=DesiredState.RUNNING,
+        description="Running: the operator provisions compute and storage. Stopped: the "
+        "operator removes compute and keeps storage.",
+    )
+    image: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^\S+$",
+        description="Container image of the pipeline's runtime.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Compute resources of the pipeline's container."
+    )
+    storage: StorageSpec = Field(description="The pipeline's persistent storage.")
+
+
+class PipelineError(BaseModel):
+    """An error in the seed's (Feldera's) shape."""
+
+    message: str = Field(description="Human-readable error message.")
+    error_code: str = Field(description="Error code: a string that names this error type.")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Detailed error metadata; its contents depend on error_code.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class StorageState(_Model):
+    """What the operator knows about the pipeline's storage."""
+
+    status: StorageStatus = Field(
+        default=StorageStatus.CLEARED,
+        description="Cleared: no storage is associated. InUse: claims hold state. Clearing: a "
+        "clear is in progress and cannot be cancelled.",
+    )
+    claims: list[str] = Field(
+        default_factory=list,
+        description="Names of the PersistentVolumeClaims associated with the pipeline now.",
+    )
+    last_clear_request: str | None = Field(
+        default=None, description="The last spec.storage.clearRequest that was handled."
+    )
+    clearing_request: str | None = Field(
+        default=None, description="The clearRequest being handled while status is Clearing."
+    )
+
+
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Type of the condition, e.g. Ready.")
+    status: str = Field(
+        description="True, False or Unknown.",
+        json_schema_extra={"enum": ["True", "False", "Unknown"]},
+    )
+    reason: str = Field(default="", max_length=1024, description="Machine-readable reason.")
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: str = Field(
+        description="When the status last changed.", json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this condition reflects."
+    )
+
+
+class PipelineStatus(_Model):
+    """The observed state of a pipeline, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the operator last acted on."
+    )
+    deployment_status: DeploymentStatus = Field(
+        default=DeploymentStatus.STOPPED,
+        description="Observed state of the compute: Stopped, Provisioning, Running, "
+        "Stopping or Failed.",
+    )
+    storage: StorageState = Field(
+        default_factory=StorageState, description="State of the pipeline's storage."
+    )
+    error: PipelineError | None = Field(
+        default=None, description="The current error, in the seed's shape; null when none."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Running and StorageCleared conditions, for kubectl wait.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class Pipeline(_Model):
+    """A streaming pipeline: its compute and its storage."""
+
+    spec: PipelineSpec
+    status: PipelineStatus = Field(default_factory=PipelineStatus)

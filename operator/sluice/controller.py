@@ -1,0 +1,116 @@
+"""Reconcile one pipeline: observe, decide (pure core), act, write status.
+
+Failpoints mark the instants the crash-safety tests kill the operator at.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from sluice import failpoints
+from sluice.api import v1alpha1 as api
+from sluice.core import decide as d
+from sluice.core.observed import Observed
+from sluice.kube import Kube
+
+log = logging.getLogger("sluice.controller")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_body(status: api.PipelineStatus) -> dict[str, Any]:
+    """The status as a merge patch: None values remove fields (error: null clears it)."""
+    body = status.model_dump(by_alias=True, mode="json")
+    body["conditions"] = [
+        c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in status.conditions
+    ]
+    return dict(body)
+
+
+def _comparable(status: dict[str, Any] | None) -> dict[str, Any]:
+    """Status as stored, for change detection (stored objects have no null fields)."""
+    parsed = api.PipelineStatus.model_validate(status or {})
+    stored: dict[str, Any] = _drop_none(status_body(parsed))
+    return stored
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+class ConflictError(Exception):
+    """The pipeline changed under us; observe again (not an error to report)."""
+
+
+class Controller:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        observed = self.kube.observe(namespace, name)
+        if observed is None:
+            return  # deleted; owned objects follow by garbage collection
+        try:
+            self._step(observed)
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(str(error.reason)) from error
+            self._report(observed, error)
+            raise
+
+    def _step(self, observed: Observed) -> None:
+        plan = d.decide(observed, utc_now())
+        was = observed.status.storage.status
+        first_claim_delete = True
+        for action in plan.actions:
+            self.kube.apply(observed, action)
+            if isinstance(action, d.DeleteClaim) and first_claim_delete:
+                first_claim_delete = False
+                failpoints.hit(failpoints.AFTER_FIRST_CLAIM_DELETE)
+        new = status_body(plan.status)
+        if _drop_none(new) != _comparable(observed.pipeline.get("status")):
+            now = plan.status.storage.status
+            if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
+                failpoints.hit(failpoints.BEFORE_CLEARED_WRITTEN)
+            self.kube.write_status(observed, new)
+            if was != api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARING:
+                failpoints.hit(failpoints.AFTER_CLEARING_WRITTEN)
+        for event in plan.events:
+            self.kube.emit_event(observed, event)
+            log.info(
+                "%s/%s: %s: %s", observed.namespace, observed.name, event.reason, event.message
+            )
+
+    def _report(self, observed: Observed, error: ApiException) -> None:
+        """Put the failure in status.error (the seed's shape) and a Warning Event; storage
+        status is left as it is: a failing clear stays Clearing (rule 9)."""
+        clearing = observed.status.storage.status == api.StorageStatus.CLEARING
+        code = "StorageClearFailed" if clearing else "ReconcileFailed"
+        what = "clearing storage" if clearing else "reconciling"
+        pipeline_error = api.PipelineError(
+            message=f"Failed {what}: {error.status} {error.reason}; retrying with backoff.",
+            error_code=code,
+            details={"status": error.status, "reason": str(error.reason), "body": _body(error)},
+        )
+        try:
+            self.kube.write_status(observed, {"error": pipeline_error.model_dump(mode="json")})
+            self.kube.emit_event(observed, d.Event("Warning", code, pipeline_error.message))
+        except ApiException as nested:
+            log.warning(
+                "could not report error on %s/%s: %s", observed.namespace, observed.name, nested
+            )
+
+
+def _body(error: ApiException) -> str:
+    text = str(error.body or "")
+    return text[:1000]

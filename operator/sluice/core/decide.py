@@ -1,0 +1,382 @@
+"""Decide the next actions and the status for one pipeline, from what is observed.
+
+Pure: no I/O, no clock (`now` is passed in). The controller executes the
+actions in order, then writes the status if it changed. Each call moves the
+pipeline one step; the watch events caused by that step bring the next call.
+
+Storage clearing follows the seed (Feldera's POST /clear) and contract rules 3-11:
+  InUse --(request, compute gone)--> Clearing  [status written alone, nothing deleted yet]
+  Clearing --(claims deleted or detached, deletions complete)--> Cleared
+A clear cannot be cancelled: once Clearing, nothing but finishing it happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.api import v1alpha1 as api
+from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
+from sluice.core import manifests
+from sluice.core.labels import (
+    DETACHED_AT,
+    DETACHED_FROM,
+    DETACHED_FROM_UID,
+    DETACHED_LABEL,
+    FINALIZER,
+)
+from sluice.core.observed import Observed
+
+CANNOT_START_WHILE_CLEARING = "CannotStartWhileClearingStorage"
+
+
+# ---- actions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddFinalizer:
+    finalizer: str = FINALIZER
+
+
+@dataclass(frozen=True)
+class RemoveFinalizer:
+    finalizer: str = FINALIZER
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create an owned object (claim, Service, StatefulSet)."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+
+@dataclass(frozen=True)
+class UpdateContainer:
+    """Roll the StatefulSet to a new image or resources."""
+
+    statefulset: str
+    container: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteStatefulSet:
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class DeleteClaim:
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class DetachClaim:
+    """Drop the pipeline's ownerReference and set the operator's detached mark, atomically."""
+
+    name: str
+    uid: str
+    resource_version: str
+    owner_references: list[dict[str, Any]]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+Action = (
+    AddFinalizer
+    | RemoveFinalizer
+    | Create
+    | UpdateContainer
+    | DeleteStatefulSet
+    | DeleteClaim
+    | DetachClaim
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    status: api.PipelineStatus = field(default_factory=api.PipelineStatus)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def starts_clearing(self) -> bool:
+        return self.status.storage.status == StorageStatus.CLEARING
+
+    @property
+    def is_settled(self) -> bool:
+        return not self.actions
+
+
+# ---- the decision --------------------------------------------------------------------
+
+
+def decide(observed: Observed, now: str) -> Plan:
+    spec, old = observed.spec, observed.status
+    status = old.model_copy(deep=True)
+    status.observed_generation = observed.generation
+    status.error = None
+    plan = Plan(status=status)
+
+    if not observed.deleting and FINALIZER not in observed.finalizers:
+        plan.actions.append(AddFinalizer())
+
+    first_sight = old.observed_generation is None
+    request = spec.storage.clear_request or None
+    if first_sight and request and not observed.associated_claims:
+        # A new pipeline's storage is already Cleared: the request is a no-op (rule 7).
+        status.storage.last_clear_request = request
+    pending = bool(request) and request != status.storage.last_clear_request
+    wants_running = spec.desired_state == DesiredState.RUNNING and not observed.deleting
+
+    if status.storage.status == StorageStatus.CLEARING:
+        _continue_clearing(observed, plan, now)
+    elif pending or (observed.deleting and observed.associated_claims):
+        _start_clearing(observed, plan, request if pending else None)
+    elif observed.deleting:
+        _stop(observed, plan)
+        if status.deployment_status == DeploymentStatus.STOPPED:
+            plan.actions.append(RemoveFinalizer())
+    elif wants_running:
+        _run(observed, plan)
+    else:
+        _stop(observed, plan)
+
+    if wants_running and (status.storage.status == StorageStatus.CLEARING or pending):
+        status.error = api.PipelineError(
+            message="The pipeline cannot start while its storage is being cleared; "
+            "it starts once storage is Cleared.",
+            error_code=CANNOT_START_WHILE_CLEARING,
+            details={"storage_status": status.storage.status},
+        )
+
+    if status.storage.status != StorageStatus.CLEARING:
+        claims = observed.associated_claims
+        status.storage.status = StorageStatus.IN_USE if claims else StorageStatus.CLEARED
+        status.storage.claims = [c["metadata"]["name"] for c in claims]
+
+    status.conditions = _conditions(observed, status, pending, now)
+    plan.events.extend(_transition_events(old, status))
+    return plan
+
+
+def _compute_present(observed: Observed) -> bool:
+    return observed.owned_statefulset is not None or bool(observed.owned_pods)
+
+
+def _stop(observed: Observed, plan: Plan) -> None:
+    sts = observed.owned_statefulset
+    if sts is not None and not sts["metadata"].get("deletionTimestamp"):
+        plan.actions.append(DeleteStatefulSet(sts["metadata"]["name"], sts["metadata"]["uid"]))
+    plan.status.deployment_status = (
+        DeploymentStatus.STOPPING if _compute_present(observed) else DeploymentStatus.STOPPED
+    )
+
+
+def _start_clearing(observed: Observed, plan: Plan, request: str | None) -> None:
+    """Stop first (rule 5); once compute is gone, persist Clearing before touching a claim."""
+    _stop(observed, plan)
+    if plan.status.deployment_status != DeploymentStatus.STOPPED:
+        return
+    storage = plan.status.storage
+    if not observed.associated_claims:
+        # Seed 202 on Cleared storage: recorded as handled, nothing else (rule 7).
+        if request:
+            storage.last_clear_request = request
+            plan.events.append(
+                Event("Normal", "ClearRequestHandled", f"Storage already Cleared ({request}).")
+            )
+        return
+    storage.status = StorageStatus.CLEARING
+    storage.clearing_request = request
+    storage.claims = [c["metadata"]["name"] for c in observed.associated_claims]
+    policy = observed.spec.storage.clear_policy
+    plan.events.append(
+        Event(
+            "Normal",
+            "StorageClearing",
+            f"Clearing storage ({request or 'deletion'}): claims {', '.join(storage.claims)} "
+            f"will be {'deleted' if policy == ClearPolicy.DELETE else 'detached'}.",
+        )
+    )
+
+
+def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
+    _stop(observed, plan)
+    if plan.status.deployment_status != DeploymentStatus.STOPPED:
+        return  # cannot happen after a clean start of Clearing; a crash may leave compute
+    storage = plan.status.storage
+    claims = observed.associated_claims
+    policy = observed.spec.storage.clear_policy
+    for claim in claims:
+        meta = claim["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue  # deletion sent; wait until the API server has really removed it
+        if policy == ClearPolicy.DELETE:
+            plan.actions.append(DeleteClaim(meta["name"], meta["uid"]))
+        else:
+            plan.actions.append(_detach(observed, claim, now))
+    if claims:
+        storage.claims = [c["metadata"]["name"] for c in claims]
+        return
+    done = storage.clearing_request
+    storage.status = StorageStatus.CLEARED
+    storage.claims = []
+    storage.clearing_request = None
+    if done:
+        storage.last_clear_request = done
+    verb = "deleted" if policy == ClearPolicy.DELETE else "detached"
+    plan.events.append(
+        Event("Normal", "StorageCleared", f"Storage cleared: claims {verb} ({done or 'deletion'}).")
+    )
+
+
+def _detach(observed: Observed, claim: dict[str, Any], now: str) -> DetachClaim:
+    meta = claim["metadata"]
+    return DetachClaim(
+        name=meta["name"],
+        uid=meta["uid"],
+        resource_version=meta["resourceVersion"],
+        owner_references=[
+            ref for ref in meta.get("ownerReferences") or [] if ref.get("uid") != observed.uid
+        ],
+        labels={DETACHED_LABEL: "true"},
+        annotations={
+            DETACHED_FROM_UID: observed.uid,
+            DETACHED_FROM: f"{observed.namespace}/{observed.name}",
+            DETACHED_AT: now,
+        },
+    )
+
+
+def _run(observed: Observed, plan: Plan) -> None:
+    name, uid, spec = observed.name, observed.uid, observed.spec
+    sts = observed.owned_statefulset
+    if sts is not None and sts["metadata"].get("deletionTimestamp"):
+        plan.status.deployment_status = DeploymentStatus.STOPPING  # a stop is finishing
+        return
+    claims = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
+    if not claims:
+        plan.actions.append(Create(manifests.persistent_volume_claim(name, uid, spec.storage)))
+        plan.status.deployment_status = DeploymentStatus.PROVISIONING
+        return
+    if observed.service is None:
+        plan.actions.append(Create(manifests.headless_service(name, uid)))
+    if sts is None:
+        claim = claims[0]["metadata"]["name"]
+        plan.actions.append(Create(manifests.stateful_set(name, uid, spec, claim)))
+        plan.status.deployment_status = DeploymentStatus.PROVISIONING
+        return
+    wanted = manifests.container(spec)
+    current = manifests.running_container(sts)
+    if any(current.get(k) != wanted.get(k) for k in ("image", "resources")):
+        plan.actions.append(UpdateContainer(sts["metadata"]["name"], wanted))
+    plan.status.deployment_status = _deployment_status(observed.owned_pods)
+
+
+def _deployment_status(pods: list[dict[str, Any]]) -> DeploymentStatus:
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    if any(p.get("status", {}).get("phase") == "Failed" for p in live):
+        return DeploymentStatus.FAILED
+    if any(_ready(p) for p in live):
+        return DeploymentStatus.RUNNING
+    return DeploymentStatus.PROVISIONING
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status", {})
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+# ---- conditions and events -----------------------------------------------------------
+
+
+def _conditions(
+    observed: Observed, status: api.PipelineStatus, pending: bool, now: str
+) -> list[api.Condition]:
+    deployment, storage = status.deployment_status, status.storage.status
+    desired = observed.spec.desired_state
+    clearing = storage == StorageStatus.CLEARING or pending
+    settled = not clearing and deployment == (
+        DeploymentStatus.RUNNING if desired == DesiredState.RUNNING else DeploymentStatus.STOPPED
+    )
+    if storage == StorageStatus.CLEARING:
+        storage_reason, storage_message = "Clearing", "Claims are being deleted or detached."
+    elif pending:
+        storage_reason = "WaitingForStop"
+        storage_message = "A clear was requested; waiting until the pipeline is fully stopped."
+    elif storage == StorageStatus.IN_USE:
+        storage_reason, storage_message = "InUse", "Claims hold the pipeline's state."
+    else:
+        storage_reason, storage_message = "Cleared", "No storage is associated."
+    if settled:
+        ready_reason, ready_message = str(deployment), f"Pipeline is {deployment}, as desired."
+    elif clearing:
+        ready_reason, ready_message = storage_reason, storage_message
+    else:
+        ready_reason, ready_message = (
+            str(deployment),
+            f"Pipeline is {deployment}; desired {desired}.",
+        )
+    wanted = [
+        ("Ready", settled, ready_reason, ready_message),
+        (
+            "Running",
+            deployment == DeploymentStatus.RUNNING,
+            str(deployment),
+            f"Deployment status is {deployment}.",
+        ),
+        ("StorageCleared", storage == StorageStatus.CLEARED, storage_reason, storage_message),
+    ]
+    previous = {c.type: c for c in status.conditions}
+    out = []
+    for type_, ok, reason, message in wanted:
+        value = "True" if ok else "False"
+        before = previous.get(type_)
+        since = now if before is None or before.status != value else before.last_transition_time
+        out.append(
+            api.Condition(
+                type=type_,
+                status=value,
+                reason=reason,
+                message=message,
+                last_transition_time=since,
+                observed_generation=observed.generation,
+            )
+        )
+    return out
+
+
+def _transition_events(old: api.PipelineStatus, new: api.PipelineStatus) -> list[Event]:
+    events = []
+    if old.deployment_status != new.deployment_status:
+        events.append(
+            Event(
+                "Normal",
+                f"Deployment{new.deployment_status}",
+                f"Deployment status {old.deployment_status} -> {new.deployment_status}.",
+            )
+        )
+    if old.storage.status != new.storage.status and new.storage.status == StorageStatus.IN_USE:
+        events.append(
+            Event(
+                "Normal",
+                f"Storage{new.storage.status}",
+                f"Storage status {old.storage.status} -> {new.storage.status}.",
+            )
+        )
+    return events

@@ -1,0 +1,125 @@
+"""Pure builders of the objects a Pipeline owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.api import v1alpha1 as api
+from sluice.core.labels import (
+    PIPELINE_LABEL,
+    PIPELINE_UID_LABEL,
+    STORAGE_MOUNT_PATH,
+    claim_name_prefix,
+)
+
+CONTAINER_NAME = "pipeline"
+VOLUME_NAME = "storage"
+
+
+def selector_labels(name: str, uid: str) -> dict[str, str]:
+    return {PIPELINE_LABEL: name, PIPELINE_UID_LABEL: uid}
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(pipeline: str, uid: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "labels": selector_labels(pipeline, uid),
+        "ownerReferences": [owner_reference(pipeline, uid)],
+        **extra,
+    }
+
+
+def persistent_volume_claim(name: str, uid: str, storage: api.StorageSpec) -> dict[str, Any]:
+    """A fresh claim. generateName: after a Detach the next claim must get a new name."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": str(storage.size)}},
+    }
+    if storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(name, uid, generateName=claim_name_prefix(name)),
+        "spec": spec,
+    }
+
+
+def headless_service(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, uid, name=name),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector_labels(name, uid),
+            "ports": [{"name": "http", "port": 8080, "targetPort": 8080}],
+        },
+    }
+
+
+def container(spec: api.PipelineSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "volumeMounts": [{"name": VOLUME_NAME, "mountPath": STORAGE_MOUNT_PATH}],
+    }
+    if spec.resources:
+        resources = spec.resources.model_dump(exclude_none=True)
+        out["resources"] = {
+            kind: {key: str(value) for key, value in values.items()}
+            for kind, values in resources.items()
+        }
+    return out
+
+
+def stateful_set(name: str, uid: str, spec: api.PipelineSpec, claim: str) -> dict[str, Any]:
+    """One replica mounting the claim the operator owns (no volumeClaimTemplate on purpose:
+    its fixed claim name would re-adopt a detached claim on the next start)."""
+    labels = selector_labels(name, uid)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(name, uid, name=name),
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container(spec)],
+                    "volumes": [
+                        {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def mounted_claim(statefulset: dict[str, Any]) -> str | None:
+    volumes = statefulset.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
+    for volume in volumes:
+        if volume.get("name") == VOLUME_NAME and "persistentVolumeClaim" in volume:
+            return str(volume["persistentVolumeClaim"]["claimName"])
+    return None
+
+
+def running_container(statefulset: dict[str, Any]) -> dict[str, Any]:
+    containers = statefulset.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    for c in containers or []:
+        if c.get("name") == CONTAINER_NAME:
+            return dict(c)
+    return {}

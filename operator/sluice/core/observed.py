@@ -1,0 +1,85 @@
+"""What the operator sees of one pipeline: the resource and the objects it owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.api import v1alpha1 as api
+from sluice.core.labels import DETACHED_FROM_UID, PIPELINE_UID_LABEL, owned_by
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Plain JSON objects as the API server returned them.
+
+    `claims` holds every PVC carrying the pipeline's labels; `associated_claims`
+    narrows that to the ones proven to belong to this very object (rule 13).
+    """
+
+    pipeline: dict[str, Any]
+    statefulset: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.pipeline["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.pipeline["metadata"]["namespace"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.pipeline["metadata"]["uid"])
+
+    @property
+    def generation(self) -> int:
+        return int(self.pipeline["metadata"].get("generation", 0))
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.pipeline["metadata"].get("deletionTimestamp"))
+
+    @property
+    def finalizers(self) -> list[str]:
+        return list(self.pipeline["metadata"].get("finalizers") or [])
+
+    @property
+    def spec(self) -> api.PipelineSpec:
+        return api.PipelineSpec.model_validate(self.pipeline.get("spec") or {})
+
+    @property
+    def status(self) -> api.PipelineStatus:
+        return api.PipelineStatus.model_validate(self.pipeline.get("status") or {})
+
+    def owns(self, obj: dict[str, Any] | None) -> bool:
+        return obj is not None and owned_by(obj, self.uid)
+
+    @property
+    def associated_claims(self) -> list[dict[str, Any]]:
+        """Owned, not detached claims, oldest first."""
+        claims = [
+            c
+            for c in self.claims
+            if owned_by(c, self.uid)
+            and DETACHED_FROM_UID not in (c["metadata"].get("annotations") or {})
+        ]
+        return sorted(
+            claims,
+            key=lambda c: (c["metadata"].get("creationTimestamp", ""), c["metadata"]["name"]),
+        )
+
+    @property
+    def owned_statefulset(self) -> dict[str, Any] | None:
+        return self.statefulset if self.owns(self.statefulset) else None
+
+    @property
+    def owned_pods(self) -> list[dict[str, Any]]:
+        return [p for p in self.pods if _pod_belongs(p, self.uid)]
+
+
+def _pod_belongs(pod: dict[str, Any], uid: str) -> bool:
+    return bool((pod["metadata"].get("labels") or {}).get(PIPELINE_UID_LABEL) == uid)

@@ -1,0 +1,66 @@
+"""kopf wiring, kept thin: watch events become work-queue keys; workers reconcile them.
+
+Pipelines and the objects they own (StatefulSets, pods, claims) are watched; an
+event on any of them enqueues its pipeline. kopf is used for event-driven handlers
+only (no kopf progress annotations), so a settled pipeline causes no API writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from sluice.api import v1alpha1 as api
+from sluice.controller import ConflictError, Controller
+from sluice.core.labels import PIPELINE_LABEL
+from sluice.kube import Kube, load_config
+from sluice.workqueue import WorkQueue
+
+log = logging.getLogger("sluice.handlers")
+WORKERS = 4
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.enabled = False  # Events come from the controller, one per transition
+    settings.watching.server_timeout = 300
+    memo.queue = WorkQueue()
+    memo.controller = Controller(Kube(load_config()))
+    memo.workers = [asyncio.create_task(_work(memo.queue, memo.controller)) for _ in range(WORKERS)]
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("workers", []):
+        task.cancel()
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+def pipeline_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    memo.queue.add((namespace, name))
+
+
+@kopf.on.event("apps/v1", "statefulsets", labels={PIPELINE_LABEL: kopf.PRESENT})
+@kopf.on.event("v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})
+@kopf.on.event("v1", "persistentvolumeclaims", labels={PIPELINE_LABEL: kopf.PRESENT})
+def owned_object_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    memo.queue.add((namespace, labels[PIPELINE_LABEL]))
+
+
+async def _work(queue: WorkQueue, controller: Controller) -> None:
+    while True:
+        key = await queue.get()
+        try:
+            await asyncio.to_thread(controller.reconcile, *key)
+        except ConflictError:
+            queue.add(key)  # stale read: observe again right away
+        except Exception:
+            delay = queue.retry_later(key)
+            log.exception("reconcile %s/%s failed; retrying in %.1fs", *key, delay)
+        else:
+            queue.succeeded(key)
+        finally:
+            queue.done(key)

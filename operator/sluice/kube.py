@@ -1,0 +1,202 @@
+"""The one module that talks to Kubernetes: observe a pipeline, apply actions, write status.
+
+Objects travel as plain JSON dicts (as the API server sends them), so the pure core
+never sees client classes. Every write that could clobber a concurrent change carries
+a precondition (resourceVersion or UID).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from sluice.api import v1alpha1 as api
+from sluice.core import decide as d
+from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
+from sluice.core.observed import Observed
+
+REPORTING_COMPONENT = "sluice-operator"
+
+
+def load_config() -> client.ApiClient:
+    """In a pod, the ServiceAccount; elsewhere, $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def _missing(error: ApiException) -> bool:
+    return bool(error.status == 404)
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    # ---- reads ---------------------------------------------------------------------
+
+    def get_pipeline(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(
+                self.custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def observe(self, namespace: str, name: str) -> Observed | None:
+        pipeline = self.get_pipeline(namespace, name)
+        if pipeline is None:
+            return None
+        uid = pipeline["metadata"]["uid"]
+        return Observed(
+            pipeline=pipeline,
+            statefulset=self._get(self.apps.read_namespaced_stateful_set, name, namespace),
+            service=self._get(self.core.read_namespaced_service, name, namespace),
+            pods=self._list(
+                self.core.list_namespaced_pod, namespace, f"{PIPELINE_UID_LABEL}={uid}"
+            ),
+            claims=self._list(
+                self.core.list_namespaced_persistent_volume_claim,
+                namespace,
+                f"{PIPELINE_LABEL}={name}",
+            ),
+        )
+
+    @staticmethod
+    def _get(read: Any, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            return _json(read(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if _missing(error):
+                return None
+            raise
+
+    @staticmethod
+    def _list(list_: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = _json(
+            list_(namespace, label_selector=selector, _preload_content=False)
+        )["items"]
+        return items
+
+    # ---- writes --------------------------------------------------------------------
+
+    def apply(self, observed: Observed, action: d.Action) -> None:
+        namespace = observed.namespace
+        match action:
+            case d.AddFinalizer(finalizer):
+                self._patch_finalizers(observed, [*observed.finalizers, finalizer])
+            case d.RemoveFinalizer(finalizer):
+                self._patch_finalizers(observed, [f for f in observed.finalizers if f != finalizer])
+            case d.Create(manifest):
+                self._create(namespace, manifest)
+            case d.UpdateContainer(statefulset, container):
+                body = {"spec": {"template": {"spec": {"containers": [container]}}}}
+                self.apps.patch_namespaced_stateful_set(statefulset, namespace, body)
+            case d.DeleteStatefulSet(sts_name, uid):
+                self._delete(self.apps.delete_namespaced_stateful_set, sts_name, namespace, uid)
+            case d.DeleteClaim(claim, uid):
+                self._delete(
+                    self.core.delete_namespaced_persistent_volume_claim, claim, namespace, uid
+                )
+            case d.DetachClaim():
+                self.core.patch_namespaced_persistent_volume_claim(
+                    action.name,
+                    namespace,
+                    {
+                        "metadata": {
+                            "uid": action.uid,
+                            "resourceVersion": action.resource_version,
+                            "ownerReferences": action.owner_references,
+                            "labels": action.labels,
+                            "annotations": action.annotations,
+                        }
+                    },
+                    _content_type="application/merge-patch+json",
+                )
+            case _:
+                raise TypeError(f"unknown action {action!r}")
+
+    def _patch_finalizers(self, observed: Observed, finalizers: list[str]) -> None:
+        body = {
+            "metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": observed.pipeline["metadata"]["resourceVersion"],
+            }
+        }
+        self.custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, observed.namespace, api.PLURAL, observed.name, body
+        )
+
+    def _create(self, namespace: str, manifest: dict[str, Any]) -> None:
+        create: Any = {
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "Service": self.core.create_namespaced_service,
+            "StatefulSet": self.apps.create_namespaced_stateful_set,
+        }[manifest["kind"]]
+        try:
+            create(namespace, manifest)
+        except ApiException as error:
+            if error.status != 409:  # already there: the next observation will see it
+                raise
+
+    @staticmethod
+    def _delete(delete: Any, name: str, namespace: str, uid: str) -> None:
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"
+        )
+        try:
+            delete(name, namespace, body=options)
+        except ApiException as error:
+            if not _missing(error):
+                raise
+
+    def write_status(self, observed: Observed, status: dict[str, Any]) -> None:
+        body = {
+            "metadata": {"resourceVersion": observed.pipeline["metadata"]["resourceVersion"]},
+            "status": status,
+        }
+        self.custom.patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, observed.namespace, api.PLURAL, observed.name, body
+        )
+
+    def emit_event(self, observed: Observed, event: d.Event) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta = observed.pipeline["metadata"]
+        body: Any = {
+            "metadata": {"generateName": f"{observed.name}.", "namespace": observed.namespace},
+            "involvedObject": {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "name": observed.name,
+                "namespace": observed.namespace,
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": REPORTING_COMPONENT},
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": REPORTING_COMPONENT,
+        }
+        self.core.create_namespaced_event(observed.namespace, body)

@@ -1,0 +1,55 @@
+"""A work queue of pipeline keys, in the manner of client-go's workqueue.
+
+A key is processed by one worker at a time; a key added while it is being
+processed is processed once more afterwards; failures come back with
+exponential backoff. Nothing is polled: keys arrive from watch events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class WorkQueue:
+    def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._base_delay, self._max_delay = base_delay, max_delay
+
+    def add(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def get(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def succeeded(self, key: Key) -> None:
+        self._failures.pop(key, None)
+
+    def retry_later(self, key: Key) -> float:
+        """Schedule the key again after its backoff; returns the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay = float(min(self._base_delay * 2.0**failures, self._max_delay))
+        asyncio.get_running_loop().call_later(delay, self.add, key)
+        return delay
+
+    def __len__(self) -> int:
+        return len(self._queued)

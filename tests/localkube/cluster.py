@@ -1,0 +1,1056 @@
+"""Start a real local Kubernetes control plane as processes on loopback.
+
+The binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+kubectl, kwok) are built from upstream Go modules by ``build.sh``. kwok plays
+the kubelet for one fake node, so pods are scheduled, become Running and Ready,
+and are really deleted, without containers.
+
+Every ``up`` creates fresh certificates, picks free ports and wipes etcd. The
+pids and ports are recorded in ``<state_dir>/state.json`` so ``down`` (or the
+next ``up``) can stop a cluster started by another process.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import http.client
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_STATE_DIR = REPO / ".cache/localkube/run"
+DEFAULT_BIN_DIR = REPO / ".cache/localkube/bin"
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+NODE_NAME = "kwok-node-0"
+NODE_ANNOTATION = "kwok.x-k8s.io/node"
+STORAGE_CLASS = "standard"
+
+# Order of start.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+STOP_ORDER = (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",))
+
+# kwok v0.8.0 ships no stages in the kwok binary itself (it exits with
+# "no stages found"); kwokctl passes these defaults. Copied from
+# sigs.k8s.io/kwok@v0.8.0/kustomize/stage/{node/fast,node/heartbeat-with-lease,pod/fast}
+# (pod-ready's one over-long template line is split into variables):
+# node-initialize marks the node Ready, node-heartbeat-with-lease keeps it so
+# (kwok also renews the node Lease), pod-ready makes scheduled pods Running and
+# Ready, pod-complete finishes Job pods and pod-delete really deletes pods that
+# have a deletionTimestamp (grace period 0).
+KWOK_STAGES = r"""
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-initialize
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Node
+  selector:
+    matchExpressions:
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'NotIn'
+      values:
+      - 'True'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $lastTransitionTime := or .metadata.creationTimestamp $now }}
+      conditions:
+      {{ range NodeConditions }}
+      - lastHeartbeatTime: {{ $now | Quote }}
+        lastTransitionTime: {{ $lastTransitionTime | Quote }}
+        message: {{ .message | Quote }}
+        reason: {{ .reason | Quote }}
+        status: {{ .status | Quote }}
+        type: {{ .type  | Quote}}
+      {{ end }}
+
+      {{ $hasInternalIP := false }}
+      {{ $hasHostname := false }}
+      {{ range .status.addresses }}
+        {{ if eq .type "InternalIP" }}
+          {{ $hasInternalIP = true }}
+        {{ end }}
+        {{ if eq .type "Hostname" }}
+          {{ $hasHostname = true }}
+        {{ end }}
+      {{ end }}
+      {{ if or (not $hasInternalIP) (not $hasHostname) }}
+      addresses:
+      {{ end }}
+      {{ if not $hasInternalIP }}
+      {{ with NodeIP }}
+      - address: {{ . | Quote }}
+        type: InternalIP
+      {{ end }}
+      {{ end }}
+      {{ if not $hasHostname }}
+      {{ with NodeName }}
+      - address: {{ . | Quote }}
+        type: Hostname
+      {{ end }}
+      {{ end }}
+
+      {{ with NodePort }}
+      daemonEndpoints:
+        kubeletEndpoint:
+          Port: {{ . }}
+      {{ end }}
+
+      allocatable:
+      {{ with .status.allocatable }}
+      {{ YAML . 1 }}
+      {{ else }}
+        cpu: 1k
+        memory: 1Ti
+        pods: 1M
+      {{ end }}
+      capacity:
+      {{ with .status.capacity }}
+      {{ YAML . 1 }}
+      {{ else }}
+        cpu: 1k
+        memory: 1Ti
+        pods: 1M
+      {{ end }}
+
+      {{ $nodeInfo := .status.nodeInfo }}
+      {{ $kwokVersion := printf "kwok-%s" Version }}
+      nodeInfo:
+        architecture: {{ or $nodeInfo.architecture "amd64" }}
+        bootID: {{ or $nodeInfo.bootID `""` }}
+        containerRuntimeVersion: {{ or $nodeInfo.containerRuntimeVersion $kwokVersion }}
+        kernelVersion: {{ or $nodeInfo.kernelVersion $kwokVersion }}
+        kubeProxyVersion: {{ or $nodeInfo.kubeProxyVersion $kwokVersion }}
+        kubeletVersion: {{ or $nodeInfo.kubeletVersion $kwokVersion }}
+        machineID: {{ or $nodeInfo.machineID `""` }}
+        operatingSystem: {{ or $nodeInfo.operatingSystem "linux" }}
+        osImage: {{ or $nodeInfo.osImage `""` }}
+        systemUUID: {{ or $nodeInfo.systemUUID `""` }}
+      phase: Running
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-heartbeat-with-lease
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Node
+  selector:
+    matchExpressions:
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'In'
+      values:
+      - 'True'
+  delay:
+    durationMilliseconds: 600000
+    jitterDurationMilliseconds: 610000
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $lastTransitionTime := or .metadata.creationTimestamp $now }}
+      conditions:
+      {{ range NodeConditions }}
+      - lastHeartbeatTime: {{ $now | Quote }}
+        lastTransitionTime: {{ $lastTransitionTime | Quote }}
+        message: {{ .message | Quote }}
+        reason: {{ .reason | Quote }}
+        status: {{ .status | Quote }}
+        type: {{ .type | Quote }}
+      {{ end }}
+
+      addresses:
+      {{ with .status.addresses }}
+      {{ YAML . 1 }}
+      {{ else }}
+      {{ with NodeIP }}
+      - address: {{ . | Quote }}
+        type: InternalIP
+      {{ end }}
+      {{ with NodeName }}
+      - address: {{ . | Quote }}
+        type: Hostname
+      {{ end }}
+      {{ end }}
+
+      {{ with NodePort }}
+      daemonEndpoints:
+        kubeletEndpoint:
+          Port: {{ . }}
+      {{ end }}
+  immediateNextStage: true
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Pending'
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'NotIn'
+      values:
+      - 'True'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: Ready
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: ContainersReady
+      {{ range .spec.readinessGates }}
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: {{ .conditionType | Quote }}
+      {{ end }}
+
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: true
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+
+      initContainerStatuses:
+      {{ range .spec.initContainers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: true
+        restartCount: 0
+        {{ if eq .restartPolicy "Always" }}
+        started: true
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+        {{ else }}
+        state:
+          terminated:
+            exitCode: 0
+            finishedAt: {{ $now | Quote }}
+            reason: Completed
+            startedAt: {{ $now | Quote }}
+        {{ end }}
+      {{ end }}
+      {{ $hostIPs := NodeIPsWith .spec.nodeName }}
+      {{ with $hostIPs }}
+      hostIP: {{ index . 0 | Quote }}
+      hostIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      {{ $hostNetwork := or .spec.hostNetwork false }}
+      {{ $uid := or .metadata.uid "" }}
+      {{ $name := or .metadata.name "" }}
+      {{ $namespace := or .metadata.namespace "" }}
+      {{ $podIPs := PodIPsWith .spec.nodeName $hostNetwork $uid $name $namespace }}
+      {{ with $podIPs }}
+      podIP: {{ index . 0 | Quote }}
+      podIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      phase: Running
+      startTime: {{ $now | Quote }}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-complete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.metadata.ownerReferences.[].kind'
+      operator: 'In'
+      values:
+      - 'Job'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $root := . }}
+      containerStatuses:
+      {{ range $index, $item := .spec.containers }}
+      {{ $origin := index $root.status.containerStatuses $index }}
+      - image: {{ $item.image | Quote }}
+        name: {{ $item.name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: 0
+            finishedAt: {{ $now | Quote }}
+            reason: Completed
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: Succeeded
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-delete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+  next:
+    delete: true
+"""
+
+
+class ClusterError(RuntimeError):
+    """The local control plane could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class _Pki:
+    ca_cert: Path
+    ca_key: Path
+    apiserver_cert: Path
+    apiserver_key: Path
+    admin_cert: Path
+    admin_key: Path
+    sa_key: Path
+    sa_pub: Path
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).resolve() if value else default
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (all held open together, so distinct)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _port_in_use(port: int) -> bool:
+    """True while something listens on 127.0.0.1:port (TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    usages: list[x509.ObjectIdentifier] | None = None,
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not ca,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write_pki(pki_dir: Path) -> _Pki:
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    pki = _Pki(
+        ca_cert=pki_dir / "ca.crt",
+        ca_key=pki_dir / "ca.key",
+        apiserver_cert=pki_dir / "apiserver.crt",
+        apiserver_key=pki_dir / "apiserver.key",
+        admin_cert=pki_dir / "admin.crt",
+        admin_key=pki_dir / "admin.key",
+        sa_key=pki_dir / "sa.key",
+        sa_pub=pki_dir / "sa.pub",
+    )
+    pem = serialization.Encoding.PEM
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localkube-ca")])
+    ca_cert = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
+    pki.ca_key.write_bytes(_pem_key(ca_key))
+    pki.ca_cert.write_bytes(ca_cert.public_bytes(pem))
+
+    service_ip = ipaddress.IPv4Network(SERVICE_CIDR).network_address + 1  # 10.96.0.1
+    dns = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
+    sans += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(service_ip),
+    ]
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+        server_key,
+        ca_name,
+        ca_key,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=sans,
+    )
+    pki.apiserver_key.write_bytes(_pem_key(server_key))
+    pki.apiserver_cert.write_bytes(server_cert.public_bytes(pem))
+
+    admin_key = ec.generate_private_key(ec.SECP256R1())
+    admin_cert = _cert(
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
+            ]
+        ),
+        admin_key,
+        ca_name,
+        ca_key,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    pki.admin_key.write_bytes(_pem_key(admin_key))
+    pki.admin_cert.write_bytes(admin_cert.public_bytes(pem))
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pki.sa_key.write_bytes(_pem_key(sa_key))
+    pki.sa_pub.write_bytes(
+        sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for path in (pki.ca_key, pki.apiserver_key, pki.admin_key, pki.sa_key):
+        path.chmod(0o600)
+    return pki
+
+
+def _kubeconfig(pki: _Pki, port: int) -> str:
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "localkube",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{port}",
+                    "certificate-authority-data": b64(pki.ca_cert),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate-data": b64(pki.admin_cert),
+                    "client-key-data": b64(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": "localkube", "context": {"cluster": "localkube", "user": "admin"}}],
+        "current-context": "localkube",
+        "preferences": {},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+# --- the cluster ----------------------------------------------------------------------------
+
+
+class LocalCluster:
+    """A real Kubernetes control plane (etcd, apiserver, controller-manager,
+    scheduler) plus kwok faking one node, all on 127.0.0.1."""
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        bin_dir: Path | None = None,
+        *,
+        timeout: float = 90.0,
+    ) -> None:
+        self.state_dir = (
+            Path(state_dir).resolve()
+            if state_dir is not None
+            else _env_path("LOCALKUBE_STATE_DIR", DEFAULT_STATE_DIR)
+        )
+        self.bin_dir = (
+            Path(bin_dir).resolve()
+            if bin_dir is not None
+            else _env_path("LOCALKUBE_BIN_DIR", DEFAULT_BIN_DIR)
+        )
+        self.timeout = timeout
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._ports: dict[str, int] = {}
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def apiserver_port(self) -> int:
+        return int(self._read_state().get("ports", {}).get("apiserver", 0))
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def binary(self, name: str) -> Path:
+        path = self.bin_dir / name
+        if name == "etcd" and not path.exists():
+            path = self.bin_dir / "server"  # go install names etcd "server"
+        if not path.exists():
+            raise ClusterError(
+                f"{path} is missing: build the binaries with tests/localkube/build.sh"
+            )
+        return path
+
+    # -- context manager ---------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.up()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_state(self) -> None:
+        state = {
+            "state_dir": str(self.state_dir),
+            "pids": {name: proc.pid for name, proc in self._procs.items()},
+            "ports": self._ports,
+            "kubeconfig": str(self.kubeconfig),
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    def _owned(self, pid: int) -> bool:
+        """True if pid is alive and its command line references this state dir."""
+        return _alive(pid) and f"{self.state_dir}/" in _cmdline(pid)
+
+    def _recorded_pids(self) -> dict[str, int]:
+        pids = self._read_state().get("pids", {})
+        if not isinstance(pids, dict):
+            return {}
+        return {str(k): int(v) for k, v in pids.items()}
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        return ctx
+
+    def _get(self, path: str, port: int | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", port or self.apiserver_port, context=self._ssl_context(), timeout=5
+        )
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def _apiserver_ready(self, port: int | None = None) -> bool:
+        try:
+            status, body = self._get("/readyz", port)
+        except (OSError, ssl.SSLError, http.client.HTTPException):
+            return False
+        return status == 200 and body.strip() == b"ok"
+
+    def is_running(self) -> bool:
+        """All recorded processes are alive and ours, and the apiserver is ready."""
+        pids = self._recorded_pids()
+        if set(pids) != set(COMPONENTS) or not self.kubeconfig.exists():
+            return False
+        if not all(self._owned(pid) for pid in pids.values()):
+            return False
+        return self._apiserver_ready()
+
+    # -- up / down -----------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start the cluster and wait until it is ready; no-op if already running."""
+        if self.is_running():
+            return
+        self._cleanup_previous()
+        try:
+            self._start()
+        except BaseException:
+            self._stop(self._procs_pids())
+            raise
+
+    def down(self) -> None:
+        """Stop every process of this cluster and wait until its ports are free."""
+        pids = self._recorded_pids()
+        pids.update(self._procs_pids())
+        self._stop(pids)
+
+    def _procs_pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self._procs.items()}
+
+    def _cleanup_previous(self) -> None:
+        if self.state_file.exists():
+            self._stop(self._recorded_pids())
+
+    def _stop(self, pids: dict[str, int]) -> None:
+        ports = [int(p) for p in self._read_state().get("ports", {}).values()]
+        ports += list(self._ports.values())
+        # Only processes whose command line references this state dir are ours.
+        owned = {name: pid for name, pid in pids.items() if self._owned(pid)}
+        # Clients first, then the apiserver, then etcd: an apiserver whose etcd is
+        # gone takes ~10 s to shut down.
+        for stage in STOP_ORDER:
+            group = [owned[name] for name in stage if name in owned]
+            for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+                for pid in group:
+                    if _alive(pid):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pid, sig)
+                deadline = time.monotonic() + grace
+                while any(_alive(pid) for pid in group) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    self._reap()
+        self._reap()
+        alive = [name for name, pid in owned.items() if _alive(pid)]
+        if alive:
+            raise ClusterError(f"could not stop {', '.join(alive)}")
+        deadline = time.monotonic() + 10
+        while any(_port_in_use(p) for p in ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._procs.clear()
+        self._ports = {}
+        self.state_file.unlink(missing_ok=True)
+
+    def _reap(self) -> None:
+        for proc in self._procs.values():
+            proc.poll()
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = self.log_file(name).open("wb")
+        try:
+            self._procs[name] = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._write_state()
+
+    def _check_alive(self) -> None:
+        for name, proc in self._procs.items():
+            code = proc.poll()
+            if code is not None:
+                raise ClusterError(
+                    f"{name} exited with code {code}; tail of {self.log_file(name)}:\n"
+                    + _tail(self.log_file(name))
+                )
+
+    def _wait(self, what: str, log: str, predicate: Callable[[], bool], deadline: float) -> None:
+        while True:
+            self._check_alive()
+            if predicate():
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"timed out after {self.timeout:.0f}s waiting for {what}; "
+                    f"tail of {self.log_file(log)}:\n{_tail(self.log_file(log))}"
+                )
+            time.sleep(0.1)
+
+    def _start(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        sd = self.state_dir
+        binaries = {name: self.binary(name) for name in COMPONENTS}
+        sd.mkdir(parents=True, exist_ok=True)
+        for sub in ("etcd", "logs", "pki", "kwok"):
+            shutil.rmtree(sd / sub, ignore_errors=True)
+        self.log_dir.mkdir()
+        self.state_file.unlink(missing_ok=True)
+        self.kubeconfig.unlink(missing_ok=True)
+
+        etcd_port, peer_port, api_port, kwok_port = _free_ports(4)
+        self._ports = {"etcd": etcd_port, "etcd-peer": peer_port, "apiserver": api_port}
+        self._ports["kwok"] = kwok_port
+
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        self._spawn(
+            "etcd",
+            [
+                str(binaries["etcd"]),
+                "--name=localkube",
+                f"--data-dir={sd}/etcd",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=localkube={peer_url}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+
+        # Certificates are generated while etcd starts.
+        pki = _write_pki(self.pki_dir)
+        self.kubeconfig.write_text(_kubeconfig(pki, api_port))
+        self.kubeconfig.chmod(0o600)
+        (sd / "kwok.yaml").write_text(KWOK_STAGES.lstrip())
+
+        self._wait("etcd /health", "etcd", lambda: _etcd_healthy(etcd_port), deadline)
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(binaries["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # Endpoints may not hold loopback IPs: leave kubernetes.default without them.
+                "--endpoint-reconciler-type=none",
+                f"--secure-port={api_port}",
+                f"--cert-dir={sd}/pki",
+                f"--tls-cert-file={pki.apiserver_cert}",
+                f"--tls-private-key-file={pki.apiserver_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+        )
+        self._wait(
+            "kube-apiserver /readyz",
+            "kube-apiserver",
+            lambda: self._apiserver_ready(api_port),
+            deadline,
+        )
+
+        kubeconfig = str(self.kubeconfig)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries["kube-controller-manager"]),
+                f"--kubeconfig={kubeconfig}",
+                "--controllers=*",
+                "--enable-hostpath-provisioner",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--profiling=false",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(binaries["kube-scheduler"]),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--profiling=false",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                str(binaries["kwok"]),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={sd}/kwok.yaml",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{kwok_port}",
+                f"--cidr={POD_CIDR}",
+                "--node-lease-duration-seconds=40",
+            ],
+            # kwok also loads $KWOK_WORKDIR/kwok.yaml (default ~/.kwok): keep it ours.
+            env={"KWOK_WORKDIR": f"{sd}/kwok"},
+        )
+
+        api = _Api(self)
+        try:
+            api.create_defaults()
+            self._wait("node to be Ready", "kwok", api.node_ready, deadline)
+            self._wait(
+                "node to be untainted", "kube-controller-manager", api.node_untainted, deadline
+            )
+            self._wait(
+                "ServiceAccount default/default",
+                "kube-controller-manager",
+                api.default_service_account,
+                deadline,
+            )
+        finally:
+            api.close()
+
+
+def _etcd_healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+    try:
+        return resp.status == 200 and json.loads(body).get("health") == "true"
+    except ValueError:
+        return False
+
+
+class _Api:
+    """The few API calls `up` makes, with the kubernetes client."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        from kubernetes import client
+
+        self._client = client
+        conf = client.Configuration()
+        conf.host = f"https://127.0.0.1:{cluster.apiserver_port}"
+        conf.ssl_ca_cert = str(cluster.pki_dir / "ca.crt")
+        conf.cert_file = str(cluster.pki_dir / "admin.crt")
+        conf.key_file = str(cluster.pki_dir / "admin.key")
+        self.api_client: Any = client.ApiClient(conf)
+        self.core = client.CoreV1Api(self.api_client)
+        self.storage = client.StorageV1Api(self.api_client)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    def create_defaults(self) -> None:
+        client = self._client
+        storage_class = client.V1StorageClass(
+            metadata=client.V1ObjectMeta(
+                name=STORAGE_CLASS,
+                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            ),
+            provisioner="kubernetes.io/host-path",
+            reclaim_policy="Delete",
+            volume_binding_mode="Immediate",
+        )
+        resources = {"cpu": "32", "memory": "256Gi", "pods": "250"}
+        node = client.V1Node(
+            metadata=client.V1ObjectMeta(
+                name=NODE_NAME,
+                annotations={NODE_ANNOTATION: "fake"},
+                labels={
+                    "type": "kwok",
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+            ),
+            spec=client.V1NodeSpec(),
+            status=client.V1NodeStatus(capacity=resources, allocatable=resources),
+        )
+        for create, body in (
+            (self.storage.create_storage_class, storage_class),
+            (self.core.create_node, node),
+        ):
+            try:
+                create(body)
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
+
+    def _node(self) -> Any:
+        return self.core.read_node(NODE_NAME)
+
+    def node_ready(self) -> bool:
+        conditions = self._node().status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    def node_untainted(self) -> bool:
+        return not self._node().spec.taints
+
+    def default_service_account(self) -> bool:
+        try:
+            self.core.read_namespaced_service_account("default", "default")
+        except self._client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+
+def running_pids(state_dir: Path) -> Iterator[int]:
+    """Pids of live processes whose command line references state_dir."""
+    marker = f"{Path(state_dir).resolve()}/"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _alive(int(entry.name)) and marker in _cmdline(int(entry.name)):
+            yield int(entry.name)
