@@ -51,6 +51,8 @@ def _run(namespaces: list[str], clusterwide: bool, liveness: str, verbose: bool)
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # kopf logs every handler call at INFO; the controller logs transitions
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,  # no peering objects needed; one replica runs (Deployment: Recreate)
         clusterwide=clusterwide,

@@ -59,7 +59,7 @@ def openapi_schema() -> dict[str, Any]:
             "description": "Versioned schema of this representation: sluice.dev/v1alpha1.",
         },
         "kind": {"type": "string", "description": "The REST resource: Pipeline."},
-        "metadata": {"type": "object", "description": "Standard object metadata."},
+        "metadata": {"type": "object"},  # the API server allows nothing more here
         **schema["properties"],
     }
     schema["properties"]["status"]["description"] = (
@@ -69,7 +69,6 @@ def openapi_schema() -> dict[str, Any]:
     schema["x-kubernetes-validations"] = [
         {
             "rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}",
-            "fieldPath": ".metadata.name",
             "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: "
             "the StatefulSet and pod names are derived from it",
         },

@@ -170,7 +170,7 @@ class StorageState(_Model):
         description="Cleared: no storage is associated. InUse: claims hold state. Clearing: a "
         "clear is in progress and cannot be cancelled.",
     )
-    claims: list[str] = Field(
+    claims: list[Annotated[str, Field(description="A PersistentVolumeClaim name.")]] = Field(
         default_factory=list,
         description="Names of the PersistentVolumeClaims associated with the pipeline now.",
     )

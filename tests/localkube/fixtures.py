@@ -1,0 +1,124 @@
+"""pytest plugin: one real local Kubernetes cluster for the whole session.
+
+Enable it with ``pytest_plugins = ["localkube.fixtures"]`` in ``tests/conftest.py``.
+The cluster lives in ``.cache/localkube/test`` (LOCALKUBE_TEST_STATE_DIR overrides),
+apart from the one ``python -m localkube up`` starts, and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import pytest
+from kubernetes import client, config
+
+from localkube.cluster import REPO, LocalCluster
+
+TEST_STATE_DIR = REPO / ".cache/localkube/test"
+
+T = TypeVar("T")
+
+
+class Kubectl(Protocol):
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def wait_for(
+    predicate: Callable[[], T | None],
+    timeout: float = 30,
+    what: str = "condition",
+    interval: float = 0.1,
+) -> T:
+    """Poll predicate until it returns a truthy value (returned) or timeout expires.
+
+    An exception raised by predicate counts as "not yet"; the last one is reported.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = predicate()
+        except Exception as err:
+            last = err
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    state_dir = Path(os.environ.get("LOCALKUBE_TEST_STATE_DIR", TEST_STATE_DIR))
+    local = LocalCluster(state_dir=state_dir)
+    local.up()
+    try:
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: LocalCluster) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(kubeconfig), persist_config=False)
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: LocalCluster) -> Kubectl:
+    binary = cluster.bin_dir / "kubectl"
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(binary), f"--kubeconfig={cluster.kubeconfig}", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+            )
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # The ServiceAccount controller populates each namespace; wait so tests can create pods.
+    wait_for(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=30,
+        what=f"ServiceAccount {name}/default",
+    )
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise

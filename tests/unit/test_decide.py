@@ -1,0 +1,264 @@
+"""The pure core, without a cluster: given observed objects, the decided actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.api.v1alpha1 import DeploymentStatus, StorageStatus
+from sluice.core import decide as d
+from sluice.core.labels import DETACHED_FROM_UID, FINALIZER
+from sluice.core.manifests import mounted_claim
+from sluice.core.observed import Observed
+
+NOW = "2026-11-28T10:00:00Z"
+UID = "11111111-2222-3333-4444-555555555555"
+
+
+def pipeline(
+    desired: str = "Running",
+    clear_request: str | None = None,
+    policy: str = "Delete",
+    status: dict[str, Any] | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    storage: dict[str, Any] = {"size": "1Gi", "clearPolicy": policy}
+    if clear_request is not None:
+        storage["clearRequest"] = clear_request
+    meta: dict[str, Any] = {
+        "name": "orders",
+        "namespace": "analytics",
+        "uid": UID,
+        "generation": 2,
+        "resourceVersion": "100",
+        "finalizers": [FINALIZER],
+    }
+    if deleting:
+        meta["deletionTimestamp"] = NOW
+    return {
+        "metadata": meta,
+        "spec": {"desiredState": desired, "image": "img:1", "storage": storage},
+        "status": status or {},
+    }
+
+
+def settled_status(storage: str = "InUse", deployment: str = "Stopped", **extra: Any) -> dict:
+    return {
+        "observedGeneration": 1,
+        "deploymentStatus": deployment,
+        "storage": {"status": storage, "claims": [], **extra},
+    }
+
+
+def claim(name: str = "orders-storage-abcde", owner: str = UID, **meta: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-11-28T09:00:00Z",
+            "labels": {"sluice.dev/pipeline": "orders"},
+            "ownerReferences": [{"kind": "Pipeline", "name": "orders", "uid": owner}],
+            **meta,
+        }
+    }
+
+
+def statefulset(deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": "orders",
+        "uid": "sts-uid",
+        "ownerReferences": [{"uid": UID}],
+    }
+    if deleting:
+        meta["deletionTimestamp"] = NOW
+    return {
+        "metadata": meta,
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "pipeline", "image": "img:1"}],
+                    "volumes": [{"name": "storage", "persistentVolumeClaim": {"claimName": "c"}}],
+                }
+            }
+        },
+    }
+
+
+def ready_pod() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "orders-0", "labels": {"sluice.dev/pipeline-uid": UID}},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def kinds(plan: d.Plan) -> list[str]:
+    return [type(a).__name__ for a in plan.actions]
+
+
+def test_new_pipeline_gets_finalizer_and_a_fresh_claim_and_storage_starts_cleared() -> None:
+    observed = Observed(pipeline(status={}))
+    observed.pipeline["metadata"]["finalizers"] = []
+    plan = d.decide(observed, NOW)
+    assert kinds(plan) == ["AddFinalizer", "Create"]
+    created = plan.actions[1]
+    assert isinstance(created, d.Create) and created.kind == "PersistentVolumeClaim"
+    assert created.manifest["metadata"]["generateName"] == "orders-storage-"
+    assert created.manifest["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert plan.status.storage.status == StorageStatus.CLEARED
+    assert plan.status.deployment_status == DeploymentStatus.PROVISIONING
+
+
+def test_with_a_claim_the_statefulset_mounts_it_and_storage_is_in_use() -> None:
+    plan = d.decide(Observed(pipeline(status=settled_status()), claims=[claim()]), NOW)
+    created = [a for a in plan.actions if isinstance(a, d.Create)]
+    assert [c.kind for c in created] == ["Service", "StatefulSet"]
+    assert mounted_claim(created[1].manifest) == "orders-storage-abcde"
+    assert plan.status.storage.status == StorageStatus.IN_USE
+    assert plan.status.storage.claims == ["orders-storage-abcde"]
+
+
+def test_ready_pod_means_running_and_a_settled_pipeline_needs_no_action() -> None:
+    observed = Observed(
+        pipeline(status=settled_status(deployment="Provisioning")),
+        statefulset=statefulset(),
+        service={"metadata": {"name": "orders"}},
+        pods=[ready_pod()],
+        claims=[claim()],
+    )
+    plan = d.decide(observed, NOW)
+    assert plan.actions == []
+    assert plan.status.deployment_status == DeploymentStatus.RUNNING
+    ready = {c.type: c.status for c in plan.status.conditions}
+    assert ready == {"Ready": "True", "Running": "True", "StorageCleared": "False"}
+    # Deciding again on the result changes nothing: no writes when settled.
+    from sluice.controller import status_body
+
+    again = Observed({**observed.pipeline, "status": status_body(plan.status)}, **_rest(observed))
+    assert d.decide(again, "2026-11-28T11:00:00Z").status == plan.status
+
+
+def _rest(observed: Observed) -> dict[str, Any]:
+    return {
+        "statefulset": observed.statefulset,
+        "service": observed.service,
+        "pods": observed.pods,
+        "claims": observed.claims,
+    }
+
+
+def test_stop_deletes_the_statefulset_and_keeps_storage_in_use() -> None:
+    observed = Observed(
+        pipeline("Stopped", status=settled_status(deployment="Running")),
+        statefulset=statefulset(),
+        pods=[ready_pod()],
+        claims=[claim()],
+    )
+    plan = d.decide(observed, NOW)
+    assert kinds(plan) == ["DeleteStatefulSet"]
+    assert plan.status.deployment_status == DeploymentStatus.STOPPING
+    assert plan.status.storage.status == StorageStatus.IN_USE
+
+
+def test_clear_request_waits_for_the_stop_and_says_so() -> None:
+    observed = Observed(
+        pipeline("Stopped", "r1", status=settled_status(deployment="Running")),
+        statefulset=statefulset(deleting=True),
+        pods=[ready_pod()],
+        claims=[claim()],
+    )
+    plan = d.decide(observed, NOW)
+    assert plan.actions == []
+    assert plan.status.storage.status == StorageStatus.IN_USE
+    cleared = next(c for c in plan.status.conditions if c.type == "StorageCleared")
+    assert (cleared.status, cleared.reason) == ("False", "WaitingForStop")
+
+
+def test_clearing_is_persisted_before_any_claim_is_touched() -> None:
+    observed = Observed(pipeline("Stopped", "r1", status=settled_status()), claims=[claim()])
+    plan = d.decide(observed, NOW)
+    assert plan.actions == []
+    assert plan.status.storage.status == StorageStatus.CLEARING
+    assert plan.status.storage.clearing_request == "r1"
+    assert [e.reason for e in plan.events] == ["StorageClearing"]
+
+
+def test_clearing_deletes_only_claims_proven_to_be_ours() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    look_alike = claim("orders-storage-zzzzz", owner="someone-else")
+    observed = Observed(pipeline("Stopped", "r1", status=status), claims=[claim(), look_alike])
+    plan = d.decide(observed, NOW)
+    assert plan.actions == [d.DeleteClaim("orders-storage-abcde", "uid-orders-storage-abcde")]
+    assert plan.status.storage.status == StorageStatus.CLEARING
+
+
+def test_clearing_waits_until_deletion_has_really_completed() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    terminating = claim(deletionTimestamp=NOW)
+    plan = d.decide(Observed(pipeline("Stopped", "r1", status=status), claims=[terminating]), NOW)
+    assert plan.actions == []
+    assert plan.status.storage.status == StorageStatus.CLEARING
+
+
+def test_cleared_once_no_claim_is_left_records_the_request() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    plan = d.decide(Observed(pipeline("Stopped", "r1", status=status)), NOW)
+    assert plan.status.storage.status == StorageStatus.CLEARED
+    assert plan.status.storage.last_clear_request == "r1"
+    assert plan.status.storage.clearing_request is None
+    assert [e.reason for e in plan.events] == ["StorageCleared"]
+
+
+def test_detach_drops_our_owner_reference_and_marks_the_claim() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    shared = claim()
+    shared["metadata"]["ownerReferences"].append({"kind": "Other", "uid": "other"})
+    plan = d.decide(Observed(pipeline("Stopped", "r1", "Detach", status), claims=[shared]), NOW)
+    (action,) = plan.actions
+    assert isinstance(action, d.DetachClaim)
+    assert action.owner_references == [{"kind": "Other", "uid": "other"}]
+    assert action.annotations[DETACHED_FROM_UID] == UID
+    assert action.annotations["sluice.dev/detached-at"] == NOW
+
+
+def test_a_detached_claim_is_never_adopted_again() -> None:
+    detached = claim(annotations={DETACHED_FROM_UID: UID})
+    detached["metadata"]["ownerReferences"] = []
+    plan = d.decide(Observed(pipeline(status=settled_status("Cleared")), claims=[detached]), NOW)
+    (created,) = [a for a in plan.actions if isinstance(a, d.Create)]
+    assert created.kind == "PersistentVolumeClaim"
+
+
+def test_request_on_cleared_storage_is_a_recorded_no_op() -> None:
+    plan = d.decide(Observed(pipeline("Stopped", "r2", status=settled_status("Cleared"))), NOW)
+    assert plan.actions == []
+    assert plan.status.storage.status == StorageStatus.CLEARED
+    assert plan.status.storage.last_clear_request == "r2"
+
+
+def test_start_waits_while_clearing_with_the_seed_error() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    plan = d.decide(Observed(pipeline("Running", "r1", status=status), claims=[claim()]), NOW)
+    assert not any(isinstance(a, d.Create) for a in plan.actions)
+    assert plan.status.error is not None
+    assert plan.status.error.error_code == "CannotStartWhileClearingStorage"
+
+
+def test_changing_the_request_mid_clear_does_not_cancel_it() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    plan = d.decide(Observed(pipeline("Stopped", None, status=status)), NOW)
+    assert plan.status.storage.status == StorageStatus.CLEARED
+    assert plan.status.storage.last_clear_request == "r1"
+
+
+def test_deletion_clears_by_policy_then_drops_the_finalizer() -> None:
+    deleting = pipeline("Running", status=settled_status(), deleting=True)
+    plan = d.decide(Observed(deleting, claims=[claim()]), NOW)
+    assert plan.status.storage.status == StorageStatus.CLEARING
+    done = pipeline("Running", status=settled_status("Cleared"), deleting=True)
+    assert kinds(d.decide(Observed(done), NOW)) == ["RemoveFinalizer"]
+
+
+def test_a_new_pipeline_created_with_a_request_treats_it_as_handled() -> None:
+    plan = d.decide(Observed(pipeline("Running", "r0", status={})), NOW)
+    assert plan.status.storage.last_clear_request == "r0"
+    assert plan.status.error is None
