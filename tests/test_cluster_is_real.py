@@ -19,14 +19,11 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-
 from localkube.cluster import REPO
 from localkube.fixtures import Kubectl, wait_for
 
 KUBERNETES_VERSION = "v1.36.3"
 PAUSE = "registry.k8s.io/pause:3.10"
-
-pytestmark = pytest.mark.cluster
 
 GROUP = "localkube.sluice.dev"
 WIDGET_CRD = {
@@ -71,7 +68,8 @@ WIDGET_CRD = {
 
 
 def _status(err: client.ApiException) -> tuple[int | None, str]:
-    return err.status, str(err.body)
+    """HTTP status and the apiserver's Status message of a failed call."""
+    return err.status, str(json.loads(str(err.body))["message"])
 
 
 def _gone(read: Any, *args: str) -> bool:
@@ -97,6 +95,7 @@ def _pvc_phase(core: client.CoreV1Api, name: str, namespace: str) -> str | None:
     return pvc.status.phase if pvc.status else None
 
 
+@pytest.mark.cluster
 def test_crd_schema_prunes_validates_enum_and_cel_transition(
     api_client: client.ApiClient, kubectl: Kubectl, namespace: str
 ) -> None:
@@ -117,7 +116,7 @@ def test_crd_schema_prunes_validates_enum_and_cel_transition(
         what="the widgets endpoint",
     )
     assert created["spec"] == {"size": "small", "replicas": 2}
-    stored = custom.get_namespaced_custom_object(GROUP, "v1", namespace, "widgets", "w1")
+    stored: Any = custom.get_namespaced_custom_object(GROUP, "v1", namespace, "widgets", "w1")
     assert "colour" not in stored["spec"], "unknown field was not pruned"
 
     with pytest.raises(client.ApiException) as bad_enum:
@@ -134,13 +133,14 @@ def test_crd_schema_prunes_validates_enum_and_cel_transition(
     assert "replicas may not decrease" in body
 
     stored["spec"]["replicas"] = 3
-    replaced = custom.replace_namespaced_custom_object(
+    replaced: Any = custom.replace_namespaced_custom_object(
         GROUP, "v1", namespace, "widgets", "w1", stored
     )
     assert replaced["spec"]["replicas"] == 3
     kubectl("delete", "crd", f"widgets.{GROUP}", "--wait=false")
 
 
+@pytest.mark.cluster
 def test_statefulset_gets_bound_pvc_and_ready_pod(
     api_client: client.ApiClient, namespace: str
 ) -> None:
@@ -197,14 +197,15 @@ def test_statefulset_gets_bound_pvc_and_ready_pod(
     )
     pod: Any = core.read_namespaced_pod("web-0", namespace)
     assert pod.spec.node_name == "kwok-node-0"
-    wait_for(
-        lambda: (apps.read_namespaced_stateful_set("web", namespace).status.ready_replicas or 0)
-        == 1,
-        timeout=60,
-        what="StatefulSet web readyReplicas 1",
-    )
+
+    def ready_replicas() -> int:
+        statefulset: Any = apps.read_namespaced_stateful_set("web", namespace)
+        return int(statefulset.status.ready_replicas or 0)
+
+    wait_for(lambda: ready_replicas() == 1, timeout=60, what="StatefulSet web readyReplicas 1")
 
 
+@pytest.mark.cluster
 def test_pvc_in_use_is_protected_until_its_pod_is_deleted(
     api_client: client.ApiClient, namespace: str
 ) -> None:
@@ -219,9 +220,7 @@ def test_pvc_in_use_is_protected_until_its_pod_is_deleted(
         }
     )
     core.create_namespaced_persistent_volume_claim(namespace, claim)
-    wait_for(
-        lambda: _pvc_phase(core, "claim", namespace) == "Bound", timeout=60, what="PVC Bound"
-    )
+    wait_for(lambda: _pvc_phase(core, "claim", namespace) == "Bound", timeout=60, what="PVC Bound")
     pvc: Any = core.read_namespaced_persistent_volume_claim("claim", namespace)
     assert "kubernetes.io/pvc-protection" in (pvc.metadata.finalizers or [])
     pv_name: str = pvc.spec.volume_name
@@ -249,20 +248,27 @@ def test_pvc_in_use_is_protected_until_its_pod_is_deleted(
         lambda: _pod_running_ready(core, "user", namespace), timeout=60, what="pod user Running"
     )
 
+    witness = client.V1PersistentVolumeClaim.model_validate(
+        {**claim.to_dict(), "metadata": {"name": "witness"}}
+    )
+    core.create_namespaced_persistent_volume_claim(namespace, witness)
+
     core.delete_namespaced_persistent_volume_claim("claim", namespace)
     terminating: Any = core.read_namespaced_persistent_volume_claim("claim", namespace)
     assert terminating.metadata.deletion_timestamp is not None
     assert "kubernetes.io/pvc-protection" in terminating.metadata.finalizers
-    # The claim is still there (Terminating) as long as the pod uses it: the
-    # controller re-checks on every pod event; force one and look again.
-    core.patch_namespaced_pod("user", namespace, {"metadata": {"labels": {"poke": "1"}}})
+    # The pvc-protection controller has one worker and a FIFO queue: once it has
+    # released the unused witness claim, deleted after "claim", it has also
+    # looked at "claim" and must have kept it because the pod uses it.
+    core.delete_namespaced_persistent_volume_claim("witness", namespace)
     wait_for(
-        lambda: core.read_namespaced_pod("user", namespace).metadata.labels,
-        timeout=10,
-        what="pod label",
+        lambda: _gone(core.read_namespaced_persistent_volume_claim, "witness", namespace),
+        timeout=30,
+        what="unused PVC witness deleted",
     )
     still: Any = core.read_namespaced_persistent_volume_claim("claim", namespace)
     assert still.metadata.deletion_timestamp is not None
+    assert "kubernetes.io/pvc-protection" in still.metadata.finalizers
 
     core.delete_namespaced_pod("user", namespace)
     # kwok's pod-delete stage finishes the deletion (no kubelet here).
@@ -279,6 +285,7 @@ def test_pvc_in_use_is_protected_until_its_pod_is_deleted(
     wait_for(lambda: not host_path.exists(), timeout=30, what="hostPath directory removed")
 
 
+@pytest.mark.cluster
 def test_garbage_collector_deletes_owned_configmap(
     api_client: client.ApiClient, namespace: str
 ) -> None:
@@ -313,6 +320,7 @@ def test_garbage_collector_deletes_owned_configmap(
     core.read_namespaced_config_map("bystander", namespace)  # not owned: kept
 
 
+@pytest.mark.cluster
 def test_service_account_token_without_rbac_is_forbidden(
     api_client: client.ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
@@ -323,9 +331,7 @@ def test_service_account_token_without_rbac_is_forbidden(
     request = client.AuthenticationV1TokenRequest.model_validate(
         {"spec": {"audiences": [], "expirationSeconds": 600}}
     )
-    token_request: Any = core.create_namespaced_service_account_token(
-        "nobody", namespace, request
-    )
+    token_request: Any = core.create_namespaced_service_account_token("nobody", namespace, request)
     token: str = token_request.status.token
     assert token.count(".") == 2, "not a JWT"
 
@@ -355,6 +361,7 @@ def test_service_account_token_without_rbac_is_forbidden(
         assert unauthorized.value.status == 401
 
 
+@pytest.mark.cluster
 def test_kubectl_and_server_are_the_built_version(kubectl: Kubectl) -> None:
     versions = json.loads(kubectl("version", "--output=json").stdout)
     assert versions["clientVersion"]["gitVersion"] == KUBERNETES_VERSION

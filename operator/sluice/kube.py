@@ -108,7 +108,12 @@ class Kube:
                 self._create(namespace, manifest)
             case d.UpdateContainer(statefulset, container):
                 body = {"spec": {"template": {"spec": {"containers": [container]}}}}
-                self.apps.patch_namespaced_stateful_set(statefulset, namespace, body)
+                self.apps.patch_namespaced_stateful_set(
+                    statefulset,
+                    namespace,
+                    body,
+                    _content_type="application/strategic-merge-patch+json",
+                )
             case d.DeleteStatefulSet(sts_name, uid):
                 self._delete(self.apps.delete_namespaced_stateful_set, sts_name, namespace, uid)
             case d.DeleteClaim(claim, uid):

@@ -424,6 +424,17 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _signal(pid: int, sig: signal.Signals) -> None:
+    """Signal pid's process group if it leads one (we start each in its own), else pid."""
+    if not _alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -752,29 +763,40 @@ class LocalCluster:
         return {name: proc.pid for name, proc in self._procs.items()}
 
     def _cleanup_previous(self) -> None:
-        if self.state_file.exists():
-            self._stop(self._recorded_pids())
+        self._stop(self._recorded_pids())
+
+    def _strays(self) -> list[tuple[str, int]]:
+        """Live processes running one of our binaries with this state dir on their
+        command line (e.g. left behind when state.json was lost)."""
+        found = []
+        for pid in running_pids(self.state_dir):
+            try:
+                exe = Path(os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)"))
+            except OSError:
+                continue
+            if exe.parent == self.bin_dir:
+                found.append(("etcd" if exe.name == "server" else exe.name, pid))
+        return found
 
     def _stop(self, pids: dict[str, int]) -> None:
         ports = [int(p) for p in self._read_state().get("ports", {}).values()]
         ports += list(self._ports.values())
         # Only processes whose command line references this state dir are ours.
-        owned = {name: pid for name, pid in pids.items() if self._owned(pid)}
+        owned = [(name, pid) for name, pid in pids.items() if self._owned(pid)]
+        owned += [(name, pid) for name, pid in self._strays() if pid not in dict(owned).values()]
         # Clients first, then the apiserver, then etcd: an apiserver whose etcd is
         # gone takes ~10 s to shut down.
         for stage in STOP_ORDER:
-            group = [owned[name] for name in stage if name in owned]
+            group = [pid for name, pid in owned if name in stage]
             for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
                 for pid in group:
-                    if _alive(pid):
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(pid, sig)
+                    _signal(pid, sig)
                 deadline = time.monotonic() + grace
                 while any(_alive(pid) for pid in group) and time.monotonic() < deadline:
                     time.sleep(0.02)
                     self._reap()
         self._reap()
-        alive = [name for name, pid in owned.items() if _alive(pid)]
+        alive = [f"{name} (pid {pid})" for name, pid in owned if _alive(pid)]
         if alive:
             raise ClusterError(f"could not stop {', '.join(alive)}")
         deadline = time.monotonic() + 10

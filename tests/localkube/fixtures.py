@@ -7,6 +7,7 @@ apart from the one ``python -m localkube up`` starts, and is stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -76,11 +77,11 @@ def kubeconfig(cluster: LocalCluster) -> Path:
 
 @pytest.fixture(scope="session")
 def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(kubeconfig), persist_config=False)
-    try:
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), persist_config=False
+    )
+    with contextlib.closing(api):
         yield api
-    finally:
-        api.close()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ _BLOCK = re.compile(r"\nreplace \(\n.*?\n\)\n", re.S)
 
 
 def kubernetes_version(go_mod: str) -> str:
-    match = re.search(r"^\s*k8s\.io/kubernetes (v1\.\d+\.\d+)\s*$", go_mod, re.M)
+    match = re.search(r"^\s*k8s\.io/kubernetes (v1\.\d+\.\d+)(?:\s*//.*)?$", go_mod, re.M)
     if not match:
         raise SystemExit("go.mod does not require k8s.io/kubernetes v1.x.y")
     return match.group(1)
@@ -41,7 +41,10 @@ def replace_block(modules: list[str], k8s_version: str) -> str:
 def release_go_mod(k8s_version: str) -> str:
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{k8s_version}"],
-        check=True, capture_output=True, text=True, cwd=GO_MOD.parent,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=GO_MOD.parent,
     ).stdout
     return Path(json.loads(out)["GoMod"]).read_text()
 

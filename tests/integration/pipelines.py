@@ -1,0 +1,129 @@
+"""What a user does with kubectl, and what they check, as small helpers for tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from kubernetes import client
+from localkube.fixtures import Kubectl, wait_for
+
+IMAGE = "registry.example/orders:1"
+
+
+def manifest(
+    name: str,
+    namespace: str,
+    desired: str = "Running",
+    clear_request: str | None = None,
+    policy: str = "Delete",
+    size: str = "1Gi",
+) -> str:
+    storage: dict[str, Any] = {"size": size, "clearPolicy": policy}
+    if clear_request is not None:
+        storage["clearRequest"] = clear_request
+    return yaml.safe_dump(
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
+        }
+    )
+
+
+def apply(kubectl: Kubectl, text: str, check: bool = True) -> Any:
+    return kubectl("apply", "-f", "-", input=text, check=check)
+
+
+def patch(kubectl: Kubectl, namespace: str, name: str, body: dict[str, Any], check: bool = True):  # type: ignore[no-untyped-def]
+    return kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "pipeline",
+        name,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(body),
+        check=check,
+    )
+
+
+def get(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(
+        kubectl("-n", namespace, "get", "pipeline", name, "-o", "json").stdout
+    )
+    return out
+
+
+def wait_jsonpath(
+    kubectl: Kubectl, namespace: str, name: str, path: str, value: str, timeout: int = 60
+) -> None:
+    kubectl(
+        "-n",
+        namespace,
+        "wait",
+        f"--for=jsonpath={{{path}}}={value}",
+        f"pipeline/{name}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
+def wait_condition(
+    kubectl: Kubectl, namespace: str, name: str, condition: str, timeout: int = 60
+) -> None:
+    kubectl(
+        "-n",
+        namespace,
+        "wait",
+        f"--for=condition={condition}",
+        f"pipeline/{name}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
+def wait_settled(
+    kubectl: Kubectl, namespace: str, name: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Until the operator has acted on the latest generation and Ready reflects it."""
+
+    def settled() -> dict[str, Any] | None:
+        obj = get(kubectl, namespace, name)
+        status = obj.get("status") or {}
+        if status.get("observedGeneration") != obj["metadata"]["generation"]:
+            return None
+        return obj
+
+    return wait_for(settled, timeout=timeout, what=f"{namespace}/{name} settled")
+
+
+def claims(api: client.ApiClient, namespace: str) -> list[client.V1PersistentVolumeClaim]:
+    items: list[client.V1PersistentVolumeClaim] = (
+        client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
+    )
+    return items
+
+
+def events(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
+    items: list[client.CoreV1Event] = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    return [e for e in items if e.involved_object.kind == "Pipeline"]
+
+
+def pods(api: client.ApiClient, namespace: str) -> list[client.V1Pod]:
+    items: list[client.V1Pod] = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+    return items
+
+
+def run_and_wait(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> None:
+    apply(kubectl, manifest(name, namespace, **kwargs))
+    wait_condition(kubectl, namespace, name, "Running")
+    wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
