@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from sluice.api import crd
 
 REPO = Path(__file__).resolve().parents[2]

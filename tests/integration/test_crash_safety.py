@@ -1,0 +1,124 @@
+"""Rule 14: the operator is killed (SIGKILL) at the riskiest instants of a clear; after a
+restart the clear completes exactly once and nothing else is touched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from localkube.fixtures import Kubectl, wait_for
+from sluice import failpoints
+
+from .conftest import Operator
+from .pipelines import (
+    apply,
+    events,
+    get,
+    manifest,
+    patch,
+    run_and_wait,
+    wait_condition,
+    wait_jsonpath,
+)
+
+
+def _claim(
+    api: client.ApiClient, namespace: str, name: str
+) -> client.V1PersistentVolumeClaim | None:
+    try:
+        claim: client.V1PersistentVolumeClaim = client.CoreV1Api(
+            api
+        ).read_namespaced_persistent_volume_claim(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return claim
+
+
+def _versions(api: client.ApiClient, namespace: str, names: list[str]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        claim = _claim(api, namespace, name)
+        assert claim is not None, f"{name} is gone"
+        out[name] = (claim.metadata.resource_version, claim.metadata.deletion_timestamp)
+    return out
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        failpoints.AFTER_CLEARING_WRITTEN,
+        failpoints.AFTER_FIRST_CLAIM_DELETE,
+        failpoints.BEFORE_CLEARED_WRITTEN,
+    ],
+)
+def test_killed_mid_clear_resumes_and_clears_exactly_once(
+    point: str,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
+) -> None:
+    # A bystander pipeline and a look-alike claim in the same namespace must survive.
+    run_and_wait(kubectl, namespace, "bystander")
+    run_and_wait(kubectl, namespace, "orders")
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {
+                "name": "orders-storage-lookalike",
+                "labels": {"sluice.dev/pipeline": "orders"},
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        },
+    )
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    others = [
+        *get(kubectl, namespace, "bystander")["status"]["storage"]["claims"],
+        "orders-storage-lookalike",
+    ]
+    untouched = _versions(api_client, namespace, others)
+
+    live_operator.stop()
+    live_operator.start(failpoints=point)
+    apply(kubectl, manifest("orders", namespace, desired="Stopped", clear_request="r1"))
+    assert live_operator.wait_exit(timeout=60) == -9, live_operator.log()
+
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["storage"]["status"] == "Clearing"
+    state = _claim(api_client, namespace, claim)
+    if point == failpoints.AFTER_CLEARING_WRITTEN:
+        assert state is not None and state.metadata.deletion_timestamp is None
+    elif point == failpoints.AFTER_FIRST_CLAIM_DELETE:
+        assert state is None or state.metadata.deletion_timestamp is not None
+    else:
+        assert state is None
+
+    live_operator.start()
+    wait_condition(kubectl, namespace, "orders", "StorageCleared")
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["storage"] == {"status": "Cleared", "claims": [], "lastClearRequest": "r1"}
+    assert obj["status"]["deploymentStatus"] == "Stopped"
+    assert "error" not in obj["status"]
+    assert _claim(api_client, namespace, claim) is None
+    assert _versions(api_client, namespace, others) == untouched
+    reasons = [e.reason for e in events(api_client, namespace, "orders")]
+    assert reasons.count("StorageCleared") == 1
+
+    # Exactly once: the handled request is not replayed on the next start's fresh claim.
+    patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
+    wait_condition(kubectl, namespace, "orders", "Running")
+    (fresh,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    live_operator.stop()
+    live_operator.start()
+    wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Running")
+    wait_for(lambda: live_operator.alive, what="operator up")
+    again = _claim(api_client, namespace, fresh)
+    assert again is not None and again.metadata.deletion_timestamp is None
+    assert [e.reason for e in events(api_client, namespace, "orders")].count("StorageCleared") == 1
