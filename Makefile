@@ -49,7 +49,7 @@ run: venv kube-bins
 	$(PY) -m sluice run --all-namespaces
 
 bench: venv kube-bins
-	$(PY) -m pytest tests/bench -s -p no:cacheprovider -o testpaths=tests/bench
+	$(PY) -m pytest tests/bench/bench_clear.py -s -q
 
 clean: cluster-down
 	rm -rf .cache $(VENV)

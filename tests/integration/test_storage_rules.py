@@ -49,7 +49,7 @@ def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None
 
 
 def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
-    return {c.metadata.name for c in claims(api, namespace)}
+    return {str(c.metadata.name) for c in claims(api, namespace)}
 
 
 def storage(obj: dict[str, Any]) -> dict[str, Any]:

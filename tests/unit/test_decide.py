@@ -41,7 +41,9 @@ def pipeline(
     }
 
 
-def settled_status(storage: str = "InUse", deployment: str = "Stopped", **extra: Any) -> dict:
+def settled_status(
+    storage: str = "InUse", deployment: str = "Stopped", **extra: Any
+) -> dict[str, Any]:
     return {
         "observedGeneration": 1,
         "deploymentStatus": deployment,

@@ -1,0 +1,91 @@
+"""pytest plugin: the CRD installed once, and the operator running as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from localkube.cluster import REPO
+from localkube.fixtures import Kubectl
+
+CRD_DIR = REPO / "crds"
+
+
+class Operator:
+    """`sluice run` as a child process, so tests can kill and restart it."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, failpoints: str = "", kubeconfig: Path | None = None) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.starts += 1
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            "SLUICE_FAILPOINTS": failpoints,
+        }
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "run", "--all-namespaces", "--liveness", ""],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        path = self.log_dir / f"operator-{self.starts}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
+    kubectl("wait", "--for=condition=Established", "crd/pipelines.sluice.dev", "--timeout=30s")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd: None, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    running = Operator(kubeconfig, tmp_path_factory.mktemp("operator"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def live_operator(operator: Operator) -> Iterator[Operator]:
+    """The shared operator, (re)started normally before and after a test that stops it."""
+    if not operator.alive:
+        operator.start()
+    yield operator
+    if not operator.alive:
+        operator.start()
