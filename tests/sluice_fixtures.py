@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ class Operator:
 
     def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
         self.kubeconfig = kubeconfig
+        self.metrics_port = _free_port()
         self.log_dir = log_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -35,7 +37,10 @@ class Operator:
         }
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sluice", "run", "--all-namespaces", "--liveness", ""],
+            [
+                *(sys.executable, "-m", "sluice", "run", "--all-namespaces", "--liveness", ""),
+                *("--metrics-port", str(self.metrics_port), "--log-format", "json"),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -61,6 +66,13 @@ class Operator:
     def log(self) -> str:
         path = self.log_dir / f"operator-{self.starts}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="session")

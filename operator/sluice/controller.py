@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from sluice import failpoints
+from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
 from sluice.core.observed import Observed
@@ -48,8 +48,9 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-class ConflictError(Exception):
-    """The pipeline changed under us; observe again (not an error to report)."""
+class StaleObservation(Exception):
+    """What was observed changed under us (409 conflict, 404 gone): observe again.
+    Not an error to report."""
 
 
 class Controller:
@@ -59,12 +60,13 @@ class Controller:
     def reconcile(self, namespace: str, name: str) -> None:
         observed = self.kube.observe(namespace, name)
         if observed is None:
+            metrics.CENSUS.forget((namespace, name))
             return  # deleted; owned objects follow by garbage collection
         try:
             self._step(observed)
         except ApiException as error:
-            if error.status == 409:
-                raise ConflictError(str(error.reason)) from error
+            if error.status in (404, 409):
+                raise StaleObservation(f"{error.status} {error.reason}") from error
             self._report(observed, error)
             raise
 
@@ -84,17 +86,35 @@ class Controller:
                 failpoints.hit(failpoints.BEFORE_CLEARED_WRITTEN)
             self.kube.write_status(observed, new)
             if was != api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARING:
+                metrics.CLEARS_REQUESTED.inc()
                 failpoints.hit(failpoints.AFTER_CLEARING_WRITTEN)
+            if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
+                metrics.CLEARS_COMPLETED.inc()
+                started = observed.status.storage.clearing_since
+                if started:
+                    metrics.CLEAR_DURATION.observe(metrics.seconds_between(started, utc_now()))
+        key = (observed.namespace, observed.name)
+        metrics.CENSUS.record(key, plan.status.deployment_status, plan.status.storage.status)
         for event in plan.events:
+            if event.reason == "ClearRequestHandled":
+                metrics.CLEARS_REQUESTED.inc()
+                metrics.CLEARS_COMPLETED.inc()
             self.kube.emit_event(observed, event)
             log.info(
-                "%s/%s: %s: %s", observed.namespace, observed.name, event.reason, event.message
+                "%s/%s: %s: %s",
+                observed.namespace,
+                observed.name,
+                event.reason,
+                event.message,
+                extra={"namespace": observed.namespace, "pipeline": observed.name},
             )
 
     def _report(self, observed: Observed, error: ApiException) -> None:
         """Put the failure in status.error (the seed's shape) and a Warning Event; storage
         status is left as it is: a failing clear stays Clearing (rule 9)."""
         clearing = observed.status.storage.status == api.StorageStatus.CLEARING
+        if clearing:
+            metrics.CLEARS_FAILED.inc()
         code = "StorageClearFailed" if clearing else "ReconcileFailed"
         what = "clearing storage" if clearing else "reconciling"
         pipeline_error = api.PipelineError(

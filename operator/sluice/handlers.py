@@ -12,9 +12,11 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
+from sluice import metrics
 from sluice.api import v1alpha1 as api
-from sluice.controller import ConflictError, Controller
+from sluice.controller import Controller, StaleObservation
 from sluice.core.labels import PIPELINE_LABEL
 from sluice.kube import Kube, load_config
 from sluice.workqueue import WorkQueue
@@ -55,11 +57,28 @@ async def _work(queue: WorkQueue, controller: Controller) -> None:
         key = await queue.get()
         try:
             await asyncio.to_thread(controller.reconcile, *key)
-        except ConflictError:
-            queue.add(key)  # stale read: observe again right away
-        except Exception:
+        except StaleObservation:
+            queue.add(key)  # observe again right away
+        except ApiException as error:
+            metrics.RECONCILE_ERRORS.inc()
             delay = queue.retry_later(key)
-            log.exception("reconcile %s/%s failed; retrying in %.1fs", *key, delay)
+            log.warning(
+                "reconcile %s/%s failed: %s %s; retrying in %.1fs",
+                *key,
+                error.status,
+                error.reason,
+                delay,
+                extra={"namespace": key[0], "pipeline": key[1]},
+            )
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            delay = queue.retry_later(key)
+            log.exception(
+                "reconcile %s/%s failed; retrying in %.1fs",
+                *key,
+                delay,
+                extra={"namespace": key[0], "pipeline": key[1]},
+            )
         else:
             queue.succeeded(key)
         finally:

@@ -180,6 +180,11 @@ class StorageState(_Model):
     clearing_request: str | None = Field(
         default=None, description="The clearRequest being handled while status is Clearing."
     )
+    clearing_since: str | None = Field(
+        default=None,
+        description="When the current clear started (status became Clearing).",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class Condition(_Model):

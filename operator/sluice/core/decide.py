@@ -143,7 +143,7 @@ def decide(observed: Observed, now: str) -> Plan:
     if status.storage.status == StorageStatus.CLEARING:
         _continue_clearing(observed, plan, now)
     elif pending or (observed.deleting and observed.associated_claims):
-        _start_clearing(observed, plan, request if pending else None)
+        _start_clearing(observed, plan, request if pending else None, now)
     elif observed.deleting:
         _stop(observed, plan)
         if status.deployment_status == DeploymentStatus.STOPPED:
@@ -184,7 +184,7 @@ def _stop(observed: Observed, plan: Plan) -> None:
     )
 
 
-def _start_clearing(observed: Observed, plan: Plan, request: str | None) -> None:
+def _start_clearing(observed: Observed, plan: Plan, request: str | None, now: str) -> None:
     """Stop first (rule 5); once compute is gone, persist Clearing before touching a claim."""
     _stop(observed, plan)
     if plan.status.deployment_status != DeploymentStatus.STOPPED:
@@ -200,6 +200,7 @@ def _start_clearing(observed: Observed, plan: Plan, request: str | None) -> None
         return
     storage.status = StorageStatus.CLEARING
     storage.clearing_request = request
+    storage.clearing_since = now
     storage.claims = [c["metadata"]["name"] for c in observed.associated_claims]
     policy = observed.spec.storage.clear_policy
     plan.events.append(
@@ -234,6 +235,7 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     storage.status = StorageStatus.CLEARED
     storage.claims = []
     storage.clearing_request = None
+    storage.clearing_since = None
     if done:
         storage.last_clear_request = done
     verb = "deleted" if policy == ClearPolicy.DELETE else "detached"
