@@ -7,7 +7,6 @@ import re
 import urllib.request
 
 from kubernetes import client
-
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
