@@ -100,9 +100,11 @@ def kinds(plan: d.Plan) -> list[str]:
 def test_new_pipeline_gets_finalizer_and_a_fresh_claim_and_storage_starts_cleared() -> None:
     observed = Observed(pipeline(status={}))
     observed.pipeline["metadata"]["finalizers"] = []
+    assert kinds(d.decide(observed, NOW)) == ["AddFinalizer"]
+    observed.pipeline["metadata"]["finalizers"] = [FINALIZER]
     plan = d.decide(observed, NOW)
-    assert kinds(plan) == ["AddFinalizer", "Create"]
-    created = plan.actions[1]
+    assert kinds(plan) == ["Create"]
+    created = plan.actions[0]
     assert isinstance(created, d.Create) and created.kind == "PersistentVolumeClaim"
     assert created.manifest["metadata"]["generateName"] == "orders-storage-"
     assert created.manifest["metadata"]["ownerReferences"][0]["uid"] == UID

@@ -130,7 +130,8 @@ def decide(observed: Observed, now: str) -> Plan:
     plan = Plan(status=status)
 
     if not observed.deleting and FINALIZER not in observed.finalizers:
-        plan.actions.append(AddFinalizer())
+        # Alone, before anything is created: no owned object may exist without it.
+        return Plan(actions=[AddFinalizer()], status=old)
 
     first_sight = old.observed_generation is None
     request = spec.storage.clear_request or None
