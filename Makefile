@@ -34,6 +34,7 @@ kubeconfig: venv
 
 crds: venv
 	$(PY) -m sluice crds --output crds/
+	$(PY) -m sluice crds --output deploy/crd/
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests
@@ -45,7 +46,8 @@ test: venv kube-bins lint
 
 run: venv kube-bins
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
-	$(KUBE_BIN)/kubectl apply --server-side -f crds/ && \
+	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
+	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
 	$(PY) -m sluice run --all-namespaces
 
 bench: venv kube-bins

@@ -37,6 +37,11 @@ def _claim(
     return claim
 
 
+def _bound(api: client.ApiClient, namespace: str, name: str) -> bool:
+    claim = _claim(api, namespace, name)
+    return claim is not None and claim.status is not None and claim.status.phase == "Bound"
+
+
 def _versions(api: client.ApiClient, namespace: str, names: list[str]) -> dict[str, Any]:
     out = {}
     for name in names:
@@ -77,6 +82,11 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
                 "resources": {"requests": {"storage": "1Mi"}},
             },
         },
+    )
+    # Snapshot only once the look-alike is Bound: binding itself changes its resourceVersion.
+    wait_for(
+        lambda: _bound(api_client, namespace, "orders-storage-lookalike"),
+        what="look-alike claim Bound",
     )
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
     others = [

@@ -212,6 +212,15 @@ def test_cleared_once_no_claim_is_left_records_the_request() -> None:
     assert [e.reason for e in plan.events] == ["StorageCleared"]
 
 
+def test_the_status_write_that_says_cleared_also_says_ready() -> None:
+    status = settled_status("Clearing", clearingRequest="r1")
+    plan = d.decide(Observed(pipeline("Stopped", "r1", status=status)), NOW)
+    conditions = {c.type: c for c in plan.status.conditions}
+    assert conditions["Ready"].status == "True"
+    assert conditions["StorageCleared"].status == "True"
+    assert conditions["StorageCleared"].reason == "Cleared"
+
+
 def test_detach_drops_our_owner_reference_and_marks_the_claim() -> None:
     status = settled_status("Clearing", clearingRequest="r1")
     shared = claim()

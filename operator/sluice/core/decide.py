@@ -154,6 +154,8 @@ def decide(observed: Observed, now: str) -> Plan:
     else:
         _stop(observed, plan)
 
+    # Re-read: finishing a clear above records the request, so it is no longer pending.
+    pending = bool(request) and request != status.storage.last_clear_request
     if wants_running and (status.storage.status == StorageStatus.CLEARING or pending):
         status.error = api.PipelineError(
             message="The pipeline cannot start while its storage is being cleared; "

@@ -1,0 +1,3 @@
+-- Stop: the operator removes compute and keeps storage.
+obj.spec.desiredState = "Stopped"
+return obj

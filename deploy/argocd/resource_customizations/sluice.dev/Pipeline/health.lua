@@ -1,0 +1,122 @@
+-- Argo CD health check for sluice.dev/Pipeline.
+-- Runs in Argo CD's Lua sandbox (gopher-lua, Lua 5.1): base and table libraries only, so
+-- no string.* or math.* here.
+local hs = {}
+
+local function progressing(message)
+  hs.status = "Progressing"
+  hs.message = message
+  return hs
+end
+
+local function condition(status, type_)
+  if status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == type_ then
+      return c
+    end
+  end
+  return nil
+end
+
+local function claims(storage)
+  if storage.claims == nil or #storage.claims == 0 then
+    return "no claims"
+  end
+  return "claims " .. table.concat(storage.claims, ", ")
+end
+
+local spec = obj.spec or {}
+local storageSpec = spec.storage or {}
+local desired = spec.desiredState or "Running"
+local status = obj.status
+
+if status == nil then
+  return progressing("Waiting for the Sluice operator to report status.")
+end
+
+local storage = status.storage or {}
+local err = status.error
+local clearing = storage.status == "Clearing"
+local request = storageSpec.clearRequest
+local pending = request ~= nil and request ~= "" and request ~= storage.lastClearRequest
+  and not clearing
+
+-- An error that needs a person. CannotStartWhileClearingStorage resolves itself: the
+-- pipeline starts once the clear it waits for is done.
+if err ~= nil and err.error_code ~= "CannotStartWhileClearingStorage" then
+  hs.status = "Degraded"
+  hs.message = tostring(err.error_code) .. ": " .. tostring(err.message)
+    .. " See status.error.details and the Pipeline's Warning events."
+  return hs
+end
+
+local generation = obj.metadata.generation
+if status.observedGeneration == nil or status.observedGeneration < generation then
+  return progressing("Waiting for the operator to act on generation " .. tostring(generation)
+    .. " (observed " .. tostring(status.observedGeneration or "none") .. ").")
+end
+
+if status.deploymentStatus == "Failed" then
+  hs.status = "Degraded"
+  hs.message = "The pipeline's pod failed (deploymentStatus Failed); see the pod's status"
+    .. " and events."
+  return hs
+end
+
+if obj.metadata.deletionTimestamp ~= nil then
+  return progressing("Deleting: the operator stops the pipeline and clears its storage ("
+    .. claims(storage) .. ") before the Pipeline goes away.")
+end
+
+if clearing then
+  local message = "Clearing storage (" .. tostring(storage.clearingRequest or "deletion")
+    .. "): " .. claims(storage) .. " being deleted or detached."
+  if err ~= nil then
+    message = message .. " " .. tostring(err.message)
+  end
+  return progressing(message)
+end
+
+if pending then
+  local message = "Clear requested (" .. tostring(request)
+    .. "); waiting for the pipeline to stop (deploymentStatus "
+    .. tostring(status.deploymentStatus) .. ")."
+  if err ~= nil then
+    message = message .. " " .. tostring(err.message)
+  end
+  return progressing(message)
+end
+
+if status.deploymentStatus == "Provisioning" then
+  return progressing("Provisioning: waiting for storage and a ready pod.")
+end
+
+if status.deploymentStatus == "Stopping" then
+  return progressing("Stopping: waiting for the pipeline's pod to terminate.")
+end
+
+local ready = condition(status, "Ready")
+local settled = ready == nil or ready.status == "True"
+
+if desired == "Running" and status.deploymentStatus == "Running" and settled then
+  hs.status = "Healthy"
+  hs.message = "Running as desired; storage " .. tostring(storage.status) .. " ("
+    .. claims(storage) .. ")."
+  return hs
+end
+
+if desired == "Stopped" and status.deploymentStatus == "Stopped" and settled then
+  hs.status = "Suspended"
+  hs.message = "Stopped as desired; storage " .. tostring(storage.status) .. " ("
+    .. claims(storage) .. ")."
+  return hs
+end
+
+if ready ~= nil and ready.message ~= nil and ready.message ~= "" then
+  return progressing(ready.message)
+end
+return progressing("Pipeline is " .. tostring(status.deploymentStatus) .. "; desired "
+  .. desired .. ".")

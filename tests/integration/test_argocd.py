@@ -1,0 +1,252 @@
+"""Argo CD health check and resource actions for Pipeline (deploy/argocd/).
+
+The Lua runs in a real Lua 5.1 with Argo CD's sandbox (see argocd_capture.py):
+  - every case of health_test.yaml and action_test.yaml, Argo CD's own test format;
+  - the live states the real operator produces, so the captured testdata cannot drift;
+  - each action's output sent to the real cluster as Argo CD sends it (a merge patch),
+    and the operator acting on it.
+
+Regenerate the testdata (and argocd-cm-patch.yaml) from a live run:
+    SLUICE_CAPTURE_ARGOCD=1 pytest tests/integration/test_argocd.py -k capture
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from localkube.fixtures import Kubectl, wait_for
+
+from .argocd_capture import (
+    ACTION_NAMES,
+    ACTIONS,
+    CASES,
+    CM_PATCH,
+    CUSTOM,
+    FROZEN_TIME,
+    ArgoLua,
+    drive_states,
+    merge_patch,
+    normalize,
+    render_cm_patch,
+    shape,
+    write_testdata,
+)
+from .conftest import Operator
+from .pipelines import apply, get, manifest, wait_condition, wait_jsonpath
+
+CAPTURE = os.environ.get("SLUICE_CAPTURE_ARGOCD") == "1"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def _load(path: Any) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _health_tests() -> list[dict[str, Any]]:
+    path = CUSTOM / "health_test.yaml"
+    tests: list[dict[str, Any]] = _load(path)["tests"] if path.exists() else []
+    return tests
+
+
+def _action_tests() -> dict[str, Any]:
+    path = ACTIONS / "action_test.yaml"
+    empty: dict[str, Any] = {"discoveryTests": [], "actionTests": []}
+    tests: dict[str, Any] = _load(path) if path.exists() else empty
+    return tests
+
+
+# ---- (a) health_test.yaml ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("test", _health_tests(), ids=lambda t: t["inputPath"])
+def test_health_lua_on_testdata(test: dict[str, Any]) -> None:
+    obj = _load(CUSTOM / test["inputPath"])
+    assert ArgoLua().health(obj) == test["healthStatus"]
+
+
+def test_health_tests_cover_every_case_with_its_expected_status() -> None:
+    by_case = {t["inputPath"]: t["healthStatus"] for t in _health_tests()}
+    assert set(by_case) == {f"testdata/{case}.yaml" for case in CASES}
+    for case, expected in CASES.items():
+        health = by_case[f"testdata/{case}.yaml"]
+        assert health["status"] == expected.status, case
+        assert expected.fragment in health["message"], case
+
+
+def test_health_without_status_and_with_empty_tables() -> None:
+    lua = ArgoLua()
+    bare = {"metadata": {"name": "p", "generation": 1}, "spec": {}}
+    assert lua.health(bare)["status"] == "Progressing"
+    empty = {**bare, "status": {"storage": {"claims": []}, "conditions": []}}
+    assert lua.health(empty)["status"] == "Progressing"
+    done = {
+        "metadata": {"name": "p", "generation": 1},
+        "spec": {"desiredState": "Stopped", "storage": {}},
+        "status": {
+            "observedGeneration": 1,
+            "deploymentStatus": "Stopped",
+            "storage": {"status": "Cleared", "claims": []},
+            "conditions": [],
+        },
+    }
+    assert lua.health(done) == {
+        "status": "Suspended",
+        "message": "Stopped as desired; storage Cleared (no claims).",
+    }
+
+
+# ---- (b) action_test.yaml ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "test", _action_tests()["discoveryTests"], ids=lambda t: f"discovery/{t['inputPath']}"
+)
+def test_discovery_lua_on_testdata(test: dict[str, Any]) -> None:
+    obj = _load(ACTIONS / test["inputPath"])
+    expected = sorted(test["result"], key=lambda a: str(a["name"]))
+    assert ArgoLua().discover(obj) == expected
+
+
+@pytest.mark.parametrize(
+    "test",
+    _action_tests()["actionTests"],
+    ids=lambda t: f"{t['action']}/{t['inputPath']}",
+)
+def test_action_lua_on_testdata(test: dict[str, Any]) -> None:
+    obj = _load(ACTIONS / test["inputPath"])
+    result = ArgoLua(frozen_time=FROZEN_TIME).act(test["action"], obj)
+    assert result == _load(ACTIONS / test["expectedOutputPath"])
+
+
+def test_clear_storage_always_makes_a_new_request() -> None:
+    obj = _load(ACTIONS / "testdata/running.yaml")
+    lua = ArgoLua(frozen_time=FROZEN_TIME)
+    first = lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    assert TIMESTAMP.match(first)
+    obj["status"]["storage"]["lastClearRequest"] = first
+    second = lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    assert second == f"{first}-2"
+    obj["spec"]["storage"]["clearRequest"] = second
+    assert lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"] == f"{first}-3"
+    now = ArgoLua().act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    assert TIMESTAMP.match(now)
+
+
+def test_every_action_is_discovered_and_tested() -> None:
+    tests = _action_tests()
+    assert {t["action"] for t in tests["actionTests"]} == set(ACTION_NAMES)
+    for test in tests["discoveryTests"]:
+        assert {a["name"] for a in test["result"]} == set(ACTION_NAMES)
+    assert sorted(p.name for p in ACTIONS.iterdir() if p.is_dir() and p.name != "testdata") == (
+        sorted(ACTION_NAMES)
+    )
+
+
+# ---- argocd-cm ---------------------------------------------------------------------------
+
+
+def test_argocd_cm_patch_embeds_the_same_lua_as_the_files() -> None:
+    assert CM_PATCH.read_text() == render_cm_patch()
+    data = _load(CM_PATCH)["data"]
+    assert data["resource.customizations.health.sluice.dev_Pipeline"] == (
+        (CUSTOM / "health.lua").read_text()
+    )
+    actions = yaml.safe_load(data["resource.customizations.actions.sluice.dev_Pipeline"])
+    assert actions["discovery.lua"] == (ACTIONS / "discovery.lua").read_text()
+    assert {d["name"]: d["action.lua"] for d in actions["definitions"]} == {
+        name: (ACTIONS / name / "action.lua").read_text() for name in ACTION_NAMES
+    }
+
+
+def test_argocd_cm_patch_applies_to_a_real_configmap(kubectl: Kubectl, namespace: str) -> None:
+    kubectl("-n", namespace, "create", "configmap", "argocd-cm", "--from-literal=url=https://cd")
+    kubectl("-n", namespace, "patch", "configmap", "argocd-cm", "--patch-file", str(CM_PATCH))
+    out = kubectl("-n", namespace, "get", "configmap", "argocd-cm", "-o", "json").stdout
+    data = json.loads(out)["data"]
+    assert data["url"] == "https://cd"
+    assert data == {"url": "https://cd", **_load(CM_PATCH)["data"]}
+
+
+# ---- (c) live states, and the capture -----------------------------------------------------
+
+
+def test_live_states_match_health_and_testdata_or_capture(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
+) -> None:
+    live = drive_states(kubectl, api_client, namespace, live_operator)
+    lua = ArgoLua()
+    for case, expected in CASES.items():
+        health = lua.health(live[case])
+        assert health["status"] == expected.status, (case, health, live[case].get("status"))
+        assert expected.fragment in health["message"], (case, health)
+    if CAPTURE:
+        write_testdata(live, namespace, ArgoLua())
+    for case in CASES:
+        captured = _load(CUSTOM / "testdata" / f"{case}.yaml")
+        assert shape(normalize(live[case], namespace)) == shape(captured), case
+
+
+# ---- (d) actions sent to the cluster -------------------------------------------------------
+
+
+def _run_action(kubectl: Kubectl, namespace: str, name: str, action: str) -> dict[str, Any]:
+    """What Argo CD does for a resource action: discovery says it is enabled, action.lua
+    runs on the live object, and the difference is sent as a merge patch."""
+    live = get(kubectl, namespace, name)
+    enabled = {a["name"] for a in ArgoLua().discover(live) if not a["disabled"]}
+    assert action in enabled, (action, enabled)
+    new = ArgoLua().act(action, live)
+    body = merge_patch(live, new)
+    assert set(body) == {"spec"}, body  # the Lua round trip changes nothing else
+    kubectl(
+        *("-n", namespace, "patch", "pipeline", name, "--type", "merge"),
+        *("-p", json.dumps(body)),
+    )
+    return new
+
+
+def test_actions_applied_to_the_cluster_are_acted_on(
+    kubectl: Kubectl, namespace: str, live_operator: Operator
+) -> None:
+    apply(kubectl, manifest("orders", namespace))
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
+    assert ArgoLua().health(get(kubectl, namespace, "orders"))["status"] == "Healthy"
+
+    sent = _run_action(kubectl, namespace, "orders", "clear-storage")
+    request = sent["spec"]["storage"]["clearRequest"]
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", request)
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["deploymentStatus"] == "Stopped"
+    assert obj["status"]["storage"]["status"] == "Cleared"
+    health = wait_for(
+        lambda: (
+            (h := ArgoLua().health(get(kubectl, namespace, "orders")))["status"] == "Suspended"
+            and h
+        ),
+        what="Suspended",
+    )
+    assert "storage Cleared" in health["message"]
+
+    _run_action(kubectl, namespace, "orders", "start")
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["deploymentStatus"] == "Running"
+    assert ArgoLua().health(obj)["status"] == "Healthy"
+
+    _run_action(kubectl, namespace, "orders", "stop")
+    wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Stopped")
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["storage"]["status"] == "InUse"
+    assert ArgoLua().health(obj)["status"] == "Suspended"

@@ -1,0 +1,250 @@
+"""deploy/ (contract section 4): the kustomize base installs on the real control plane, and its
+RBAC is enough for the operator, run with the ServiceAccount's own token, and no more."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sluice.api.crd as generated
+import yaml
+from kubernetes import client
+from localkube.cluster import REPO, LocalCluster
+from localkube.fixtures import Kubectl
+
+from .conftest import Operator
+from .pipelines import apply, claims, events, manifest, patch, run_and_wait, wait_jsonpath
+
+DEPLOY = REPO / "deploy"
+SYSTEM = "sluice-system"
+ACCOUNT = "sluice-operator"
+LABEL = "sluice.dev/pipeline"
+
+
+def pipeline_claims(api: client.ApiClient, namespace: str, name: str) -> list[str]:
+    return [
+        str(c.metadata.name)
+        for c in claims(api, namespace)
+        if (c.metadata.labels or {}).get(LABEL) == name
+    ]
+
+
+@pytest.fixture(scope="module")
+def cluster_objects(kubectl: Kubectl) -> Iterator[None]:
+    """Removes what deploy/ creates outside test namespaces (the CRD stays: others use it)."""
+    yield
+    kubectl(
+        "delete",
+        "clusterrolebinding/sluice-operator",
+        "clusterrole/sluice-operator",
+        f"namespace/{SYSTEM}",
+        "--ignore-not-found",
+        "--timeout=120s",
+        timeout=130,
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(kubectl: Kubectl, crd: None, cluster_objects: None) -> None:
+    """`kubectl apply -k deploy/`, as a user installs the operator."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-k", str(DEPLOY))
+
+
+@pytest.fixture(scope="module")
+def account_kubeconfig(
+    kubectl: Kubectl, kubeconfig: Path, installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The admin kubeconfig's server and CA, with the operator ServiceAccount's token."""
+    token = kubectl("-n", SYSTEM, "create", "token", ACCOUNT, "--duration=2h").stdout.strip()
+    admin: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
+    (cluster,) = admin["clusters"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": ACCOUNT, "context": {"cluster": cluster["name"], "user": ACCOUNT}}],
+        "current-context": ACCOUNT,
+    }
+    path = tmp_path_factory.mktemp("deploy") / "operator-kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def as_operator(cluster: LocalCluster, account_kubeconfig: Path) -> Kubectl:
+    """kubectl authenticated as the operator's ServiceAccount (never raises on failure)."""
+
+    def run(
+        *args: str, input: str | None = None, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={account_kubeconfig}", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        assert not check or proc.returncode == 0, f"{cmd}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    return run
+
+
+def test_deploy_crd_is_the_generated_one() -> None:
+    """kustomize only loads files under deploy/, so the CRD is a copy; it must not drift."""
+    copy = DEPLOY / "crd" / generated.CRD_FILE
+    assert copy.read_text() == generated.render(), (
+        "deploy/crd is stale: run `python -m sluice crds --output deploy/crd`"
+    )
+
+
+def test_server_dry_run_accepts_the_whole_base(kubectl: Kubectl, cluster_objects: None) -> None:
+    # Namespaced objects can only be dry-run into a namespace that exists.
+    kubectl("apply", "-f", str(DEPLOY / "namespace.yaml"))
+    result = kubectl("apply", "--dry-run=server", "-k", str(DEPLOY))
+    assert "Warning" not in result.stderr, result.stderr  # e.g. Pod Security "restricted"
+    kinds = {line.split("/")[0] for line in result.stdout.split() if "/" in line}
+    assert {
+        "customresourcedefinition.apiextensions.k8s.io",
+        "namespace",
+        "serviceaccount",
+        "clusterrole.rbac.authorization.k8s.io",
+        "clusterrolebinding.rbac.authorization.k8s.io",
+        "deployment.apps",
+    } <= kinds, result.stdout
+
+
+def test_apply_installs_and_the_deployment_rolls_out(kubectl: Kubectl, installed: None) -> None:
+    kubectl(
+        "-n",
+        SYSTEM,
+        "rollout",
+        "status",
+        "deployment/sluice-operator",
+        "--timeout=60s",
+        timeout=70,
+    )
+    pod: dict[str, Any] = json.loads(kubectl("-n", SYSTEM, "get", "pods", "-o", "json").stdout)[
+        "items"
+    ][0]
+    assert pod["spec"]["serviceAccountName"] == ACCOUNT
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][:2] == ["run", "--all-namespaces"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_operator_with_its_service_account_token_runs_the_lifecycle(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    account_kubeconfig: Path,
+) -> None:
+    operator.stop()
+    try:
+        operator.start(kubeconfig=account_kubeconfig)
+
+        # Run, then stop and clear in one patch: the claim is deleted.
+        run_and_wait(kubectl, namespace, "orders")
+        assert pipeline_claims(api_client, namespace, "orders")
+        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+        patch(kubectl, namespace, "orders", stop_and_clear)
+        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        assert pipeline_claims(api_client, namespace, "orders") == []
+
+        # Detach: the claim is patched loose and left behind.
+        run_and_wait(kubectl, namespace, "kept", policy="Detach")
+        (kept,) = pipeline_claims(api_client, namespace, "kept")
+        apply(kubectl, manifest("kept", namespace, "Stopped", "r1", policy="Detach"))
+        wait_jsonpath(kubectl, namespace, "kept", ".status.storage.status", "Cleared")
+        left = client.CoreV1Api(api_client).read_namespaced_persistent_volume_claim(kept, namespace)
+        assert left.metadata.deletion_timestamp is None
+        assert left.metadata.annotations["sluice.dev/detached-from"] == f"{namespace}/kept"
+
+        # Delete: the finalizer path removes the storage, then lets the pipeline go.
+        run_and_wait(kubectl, namespace, "gone")
+        kubectl("-n", namespace, "delete", "pipeline", "gone", "--timeout=60s", timeout=70)
+        assert pipeline_claims(api_client, namespace, "gone") == []
+
+        reasons = {e.reason for e in events(api_client, namespace, "orders")}
+        assert "StorageCleared" in reasons  # Events were created with the account's token
+        assert operator.alive
+        log = operator.log()
+        for denied in ("forbidden", "not enough permissions", "unauthorized"):
+            assert denied not in log.lower(), log
+    finally:
+        operator.stop()
+        operator.start()
+
+
+# What the operator calls (operator/sluice/kube.py, handlers.py) and kopf needs, cluster-wide.
+ALLOWED = [
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "watch", "patch")),
+    ("patch", "pipelines.sluice.dev/status"),
+    ("update", "pipelines.sluice.dev/finalizers"),  # blockOwnerDeletion, where enforced
+    *(
+        (verb, "statefulsets.apps")
+        for verb in ("get", "list", "watch", "create", "patch", "delete")
+    ),
+    ("get", "services"),
+    ("create", "services"),
+    ("list", "pods"),
+    ("watch", "pods"),
+    *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
+    ("create", "events"),
+]
+DENIED = [
+    ("create", "pipelines.sluice.dev"),
+    ("update", "pipelines.sluice.dev"),
+    ("delete", "pipelines.sluice.dev"),
+    ("update", "pipelines.sluice.dev/status"),
+    ("update", "statefulsets.apps"),
+    ("get", "pods"),
+    ("create", "pods"),
+    ("delete", "pods"),
+    ("create", "pods/exec"),
+    ("delete", "services"),
+    ("update", "persistentvolumeclaims"),
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("get", "configmaps"),
+    ("list", "namespaces"),
+    ("delete", "namespaces"),
+    ("delete", "nodes"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "serviceaccounts/token"),
+    ("bind", "clusterroles.rbac.authorization.k8s.io"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("impersonate", "users"),
+    ("*", "*"),
+]
+
+
+def can_i(as_operator: Kubectl, verb: str, resource: str) -> str:
+    name, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    return as_operator("auth", "can-i", verb, name, *extra, "--all-namespaces").stdout.strip()
+
+
+def test_the_role_allows_what_the_operator_calls_and_nothing_else(as_operator: Kubectl) -> None:
+    answers = {f"{verb} {res}": can_i(as_operator, verb, res) for verb, res in ALLOWED + DENIED}
+    expected = {f"{verb} {res}": "yes" for verb, res in ALLOWED}
+    expected |= {f"{verb} {res}": "no" for verb, res in DENIED}
+    assert answers == expected
+
+
+def test_verbs_outside_the_role_are_forbidden(as_operator: Kubectl, namespace: str) -> None:
+    rules = as_operator("auth", "can-i", "--list", "-n", namespace, check=True).stdout
+    assert "pipelines.sluice.dev" in rules
+    assert "secrets" not in rules
+
+    secrets = as_operator("-n", namespace, "get", "secrets")
+    assert secrets.returncode != 0
+    assert "Forbidden" in secrets.stderr, secrets.stderr
+
+    delete = as_operator("delete", "namespace", "default", "--dry-run=server")
+    assert delete.returncode != 0
+    assert "Forbidden" in delete.stderr, delete.stderr
