@@ -99,13 +99,29 @@ class Controller:
             if event.reason == "ClearRequestHandled":
                 metrics.CLEARS_REQUESTED.inc()
                 metrics.CLEARS_COMPLETED.inc()
-            self.kube.emit_event(observed, event)
+            self._emit(observed, event)
             log.info(
                 "%s/%s: %s: %s",
                 observed.namespace,
                 observed.name,
                 event.reason,
                 event.message,
+                extra={"namespace": observed.namespace, "pipeline": observed.name},
+            )
+
+    def _emit(self, observed: Observed, event: d.Event) -> None:
+        """Events are best effort, as with client-go's recorder: the state they describe is
+        already in status, and a namespace being deleted refuses new Events (403)."""
+        try:
+            self.kube.emit_event(observed, event)
+        except ApiException as error:
+            log.warning(
+                "could not record Event %s on %s/%s: %s %s",
+                event.reason,
+                observed.namespace,
+                observed.name,
+                error.status,
+                error.reason,
                 extra={"namespace": observed.namespace, "pipeline": observed.name},
             )
 
@@ -124,7 +140,7 @@ class Controller:
         )
         try:
             self.kube.write_status(observed, {"error": pipeline_error.model_dump(mode="json")})
-            self.kube.emit_event(observed, d.Event("Warning", code, pipeline_error.message))
+            self._emit(observed, d.Event("Warning", code, pipeline_error.message))
         except ApiException as nested:
             log.warning(
                 "could not report error on %s/%s: %s", observed.namespace, observed.name, nested

@@ -30,22 +30,37 @@ HOLD = "sluice.dev/test-hold"  # a finalizer the test uses to hold a deletion op
 MERGE = "application/merge-patch+json"
 
 
-def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
+def _edit_finalizers(
+    api: client.ApiClient, kind: str, namespace: str, name: str, edit: Any
+) -> None:
+    """Read-modify-write with a resourceVersion precondition, retried on conflict: the
+    operator and controllers may change the object between our read and our write."""
     core = client.CoreV1Api(api)
     read = getattr(core, f"read_namespaced_{kind}")
     patch_ = getattr(core, f"patch_namespaced_{kind}")
-    finalizers = [*(read(name, namespace).metadata.finalizers or []), HOLD]
-    patch_(name, namespace, {"metadata": {"finalizers": finalizers}}, _content_type=MERGE)
+    for _ in range(20):
+        meta = read(name, namespace).metadata
+        body = {
+            "metadata": {
+                "finalizers": edit(meta.finalizers or []),
+                "resourceVersion": meta.resource_version,
+            }
+        }
+        try:
+            patch_(name, namespace, body, _content_type=MERGE)
+            return
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+    raise AssertionError(f"{kind} {name}: conflicts on every attempt")
+
+
+def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
+    _edit_finalizers(api, kind, namespace, name, lambda fs: [*fs, HOLD])
 
 
 def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    core = client.CoreV1Api(api)
-    obj = getattr(core, f"read_namespaced_{kind}")(name, namespace)
-    finalizers = [f for f in obj.metadata.finalizers or [] if f != HOLD]
-    body = {
-        "metadata": {"finalizers": finalizers, "resourceVersion": obj.metadata.resource_version}
-    }
-    getattr(core, f"patch_namespaced_{kind}")(name, namespace, body, _content_type=MERGE)
+    _edit_finalizers(api, kind, namespace, name, lambda fs: [f for f in fs if f != HOLD])
 
 
 def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
