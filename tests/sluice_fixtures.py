@@ -27,7 +27,11 @@ class Operator:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, failpoints: str = "", kubeconfig: Path | None = None) -> None:
+    def start(
+        self, failpoints: str = "", kubeconfig: Path | None = None, namespace: str | None = None
+    ) -> None:
+        """Start watching all namespaces, or only `namespace` (so that a failpoint fires for
+        the test's own pipeline, not for one in a namespace an earlier test is deleting)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.starts += 1
         env = {
@@ -38,7 +42,8 @@ class Operator:
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "sluice", "run", "--all-namespaces", "--liveness", ""),
+                *(sys.executable, "-m", "sluice", "run", "--liveness", ""),
+                *(("--namespace", namespace) if namespace else ("--all-namespaces",)),
                 *("--metrics-port", str(self.metrics_port), "--log-format", "json"),
             ],
             env=env,

@@ -96,7 +96,7 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
     untouched = _versions(api_client, namespace, others)
 
     live_operator.stop()
-    live_operator.start(failpoints=point)
+    live_operator.start(failpoints=point, namespace=namespace)
     apply(kubectl, manifest("orders", namespace, desired="Stopped", clear_request="r1"))
     assert live_operator.wait_exit(timeout=60) == -9, live_operator.log()
 
