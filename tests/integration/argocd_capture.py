@@ -31,7 +31,18 @@ from localkube.cluster import REPO
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import apply, get, manifest, patch, wait_condition, wait_jsonpath
+from .pipelines import (
+    MERGE,
+    apply,
+    claim_policy,
+    get,
+    hold,
+    manifest,
+    patch,
+    release,
+    wait_condition,
+    wait_jsonpath,
+)
 
 ARGOCD = REPO / "deploy/argocd"
 CUSTOM = ARGOCD / "resource_customizations/sluice.dev/Pipeline"
@@ -44,8 +55,6 @@ HEALTH_CODES = {"Unknown", "Progressing", "Suspended", "Healthy", "Degraded", "M
 FROZEN_TIME = 1795860000
 FROZEN_STAMP = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(FROZEN_TIME))
 
-HOLD = "sluice.dev/test-hold"
-MERGE = "application/merge-patch+json"
 
 _SANDBOX = """
 function(frozen)
@@ -294,32 +303,6 @@ ACTION_TESTS: list[tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any
 # ---- driving real pipelines ------------------------------------------------------------
 
 
-def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    core = client.CoreV1Api(api)
-    read = getattr(core, f"read_namespaced_{kind}")
-    finalizers = [*(read(name, namespace).metadata.finalizers or []), HOLD]
-    getattr(core, f"patch_namespaced_{kind}")(
-        name, namespace, {"metadata": {"finalizers": finalizers}}, _content_type=MERGE
-    )
-
-
-def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    core = client.CoreV1Api(api)
-    try:
-        obj = getattr(core, f"read_namespaced_{kind}")(name, namespace)
-    except client.ApiException as error:
-        if error.status == 404:
-            return
-        raise
-    finalizers = [f for f in obj.metadata.finalizers or [] if f != HOLD]
-    if finalizers == list(obj.metadata.finalizers or []):
-        return
-    body = {
-        "metadata": {"finalizers": finalizers, "resourceVersion": obj.metadata.resource_version}
-    }
-    getattr(core, f"patch_namespaced_{kind}")(name, namespace, body, _content_type=MERGE)
-
-
 def _claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
     items = (
         client.CoreV1Api(api)
@@ -355,57 +338,8 @@ def _deny_policy(name: str, namespace: str) -> str:
         " ? oldObject.metadata.labels['sluice.dev/pipeline'] != 'clear-failed'"
         " : object.metadata.labels['sluice.dev/pipeline'] != 'reconcile-failed'"
     )
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [
-                {
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicy",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "failurePolicy": "Fail",
-                        "matchConstraints": {
-                            "resourceRules": [
-                                {
-                                    "apiGroups": [""],
-                                    "apiVersions": ["v1"],
-                                    "operations": ["CREATE", "DELETE"],
-                                    "resources": ["persistentvolumeclaims"],
-                                }
-                            ]
-                        },
-                        "validations": [
-                            {"expression": expression, "message": "blocked by test policy"}
-                        ],
-                    },
-                },
-                {
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicyBinding",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "policyName": name,
-                        "validationActions": ["Deny"],
-                        "matchResources": {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                            },
-                            "objectSelector": {
-                                "matchExpressions": [
-                                    {
-                                        "key": "sluice.dev/pipeline",
-                                        "operator": "In",
-                                        "values": ["clear-failed", "reconcile-failed"],
-                                    }
-                                ]
-                            },
-                        },
-                    },
-                },
-            ],
-        }
+    return claim_policy(
+        name, namespace, ["CREATE", "DELETE"], expression, ["clear-failed", "reconcile-failed"]
     )
 
 

@@ -12,6 +12,10 @@ from localkube.fixtures import Kubectl, wait_for
 IMAGE = "registry.example/orders:1"
 
 
+HOLD = "sluice.dev/test-hold"  # a finalizer tests use to hold a deletion open
+MERGE = "application/merge-patch+json"
+
+
 def manifest(
     name: str,
     namespace: str,
@@ -127,3 +131,85 @@ def run_and_wait(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> 
     apply(kubectl, manifest(name, namespace, **kwargs))
     wait_condition(kubectl, namespace, name, "Running")
     wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
+
+
+def claim_policy(
+    name: str,
+    namespace: str,
+    operations: list[str],
+    expression: str = "false",
+    pipelines: list[str] | None = None,
+) -> str:
+    """A ValidatingAdmissionPolicy (+ binding) that refuses the given operations on PVCs in
+    one namespace where `expression` is false: a real API server refusing the operator."""
+    match: dict[str, Any] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    if pipelines:
+        match["objectSelector"] = {
+            "matchExpressions": [
+                {"key": "sluice.dev/pipeline", "operator": "In", "values": pipelines}
+            ]
+        }
+    admission = "admissionregistration.k8s.io/v1"
+    rule = {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "operations": operations,
+        "resources": ["persistentvolumeclaims"],
+    }
+    policy = {
+        "apiVersion": admission,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [rule]},
+            "validations": [{"expression": expression, "message": "blocked by test policy"}],
+        },
+    }
+    binding = {
+        "apiVersion": admission,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": match},
+    }
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
+
+
+def _edit_finalizers(
+    api: client.ApiClient, kind: str, namespace: str, name: str, edit: Any
+) -> None:
+    """Read-modify-write with a resourceVersion precondition, retried on conflict: the
+    operator and controllers may change the object between our read and our write."""
+    core = client.CoreV1Api(api)
+    read = getattr(core, f"read_namespaced_{kind}")
+    patch_ = getattr(core, f"patch_namespaced_{kind}")
+    for _ in range(20):
+        try:
+            meta = read(name, namespace).metadata
+        except client.ApiException as error:
+            if error.status == 404:
+                return  # already gone: nothing to hold or release
+            raise
+        body = {
+            "metadata": {
+                "finalizers": edit(meta.finalizers or []),
+                "resourceVersion": meta.resource_version,
+            }
+        }
+        try:
+            patch_(name, namespace, body, _content_type=MERGE)
+            return
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+    raise AssertionError(f"{kind} {name}: conflicts on every attempt")
+
+
+def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
+    _edit_finalizers(api, kind, namespace, name, lambda fs: [*fs, HOLD])
+
+
+def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
+    _edit_finalizers(api, kind, namespace, name, lambda fs: [f for f in fs if f != HOLD])

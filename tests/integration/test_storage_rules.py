@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -12,12 +11,15 @@ from localkube.fixtures import Kubectl, wait_for
 from .conftest import Operator
 from .pipelines import (
     apply,
+    claim_policy,
     claims,
     events,
     get,
+    hold,
     manifest,
     patch,
     pods,
+    release,
     run_and_wait,
     wait_condition,
     wait_jsonpath,
@@ -25,42 +27,6 @@ from .pipelines import (
 )
 
 pytestmark = pytest.mark.usefixtures("live_operator")
-
-HOLD = "sluice.dev/test-hold"  # a finalizer the test uses to hold a deletion open
-MERGE = "application/merge-patch+json"
-
-
-def _edit_finalizers(
-    api: client.ApiClient, kind: str, namespace: str, name: str, edit: Any
-) -> None:
-    """Read-modify-write with a resourceVersion precondition, retried on conflict: the
-    operator and controllers may change the object between our read and our write."""
-    core = client.CoreV1Api(api)
-    read = getattr(core, f"read_namespaced_{kind}")
-    patch_ = getattr(core, f"patch_namespaced_{kind}")
-    for _ in range(20):
-        meta = read(name, namespace).metadata
-        body = {
-            "metadata": {
-                "finalizers": edit(meta.finalizers or []),
-                "resourceVersion": meta.resource_version,
-            }
-        }
-        try:
-            patch_(name, namespace, body, _content_type=MERGE)
-            return
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
-    raise AssertionError(f"{kind} {name}: conflicts on every attempt")
-
-
-def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    _edit_finalizers(api, kind, namespace, name, lambda fs: [*fs, HOLD])
-
-
-def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    _edit_finalizers(api, kind, namespace, name, lambda fs: [f for f in fs if f != HOLD])
 
 
 def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
@@ -264,7 +230,7 @@ def test_failing_clear_is_retried_shows_the_error_and_never_goes_back_to_in_use(
 ) -> None:
     run_and_wait(kubectl, namespace, "orders")
     policy = f"deny-pvc-delete-{namespace}"[:63]
-    kubectl("apply", "-f", "-", input=_deny_claim_deletes(policy, namespace))
+    kubectl("apply", "-f", "-", input=claim_policy(policy, namespace, ["DELETE"]))
     wait_for(lambda: _deletes_denied(api_client, namespace), what="the deny policy to apply")
     patch(
         kubectl,
@@ -285,52 +251,6 @@ def test_failing_clear_is_retried_shows_the_error_and_never_goes_back_to_in_use(
     obj = get(kubectl, namespace, "orders")
     assert "error" not in obj["status"]
     assert claim_names(api_client, namespace) == {"deny-probe"}
-
-
-def _deny_claim_deletes(name: str, namespace: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [
-                {
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicy",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "failurePolicy": "Fail",
-                        "matchConstraints": {
-                            "resourceRules": [
-                                {
-                                    "apiGroups": [""],
-                                    "apiVersions": ["v1"],
-                                    "operations": ["DELETE"],
-                                    "resources": ["persistentvolumeclaims"],
-                                }
-                            ]
-                        },
-                        "validations": [
-                            {"expression": "false", "message": "blocked by test policy"}
-                        ],
-                    },
-                },
-                {
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicyBinding",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "policyName": name,
-                        "validationActions": ["Deny"],
-                        "matchResources": {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                            }
-                        },
-                    },
-                },
-            ],
-        }
-    )
 
 
 def _deletes_denied(api: client.ApiClient, namespace: str) -> bool:
