@@ -1,0 +1,68 @@
+"""The launcher's promises (issue 2): stopping leaves no process behind and frees the
+ports, and a crashed previous run is cleaned up by the next start.
+
+Uses its own state directory, so the session's cluster is not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+from localkube.cluster import COMPONENTS, LocalCluster, running_pids
+from localkube.fixtures import wait_for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it has released everything, so it counts as gone.
+    status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}").exists() else ""
+    return "State:\tZ" not in status
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _state(state_dir: Path) -> dict[str, dict[str, int]]:
+    state: dict[str, dict[str, int]] = json.loads((state_dir / "state.json").read_text())
+    return state
+
+
+def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    first = LocalCluster(state_dir)
+    first.up()
+    crashed = _state(state_dir)
+    assert set(crashed["pids"]) == set(COMPONENTS)
+    assert all(_alive(pid) for pid in crashed["pids"].values())
+
+    # A crash: the apiserver dies with SIGKILL and the launcher that started it is gone.
+    os.kill(crashed["pids"]["kube-apiserver"], signal.SIGKILL)
+    wait_for(lambda: not _alive(crashed["pids"]["kube-apiserver"]), what="apiserver killed")
+    second = LocalCluster(state_dir)
+    assert not second.is_running()
+
+    second.up()
+    fresh = _state(state_dir)
+    assert second.is_running()
+    assert not any(_alive(pid) for pid in crashed["pids"].values()), crashed
+    assert all(_alive(pid) for pid in fresh["pids"].values())
+
+    second.down()
+    assert not any(_alive(pid) for pid in fresh["pids"].values()), fresh
+    assert list(running_pids(state_dir)) == []
+    assert all(_bindable(port) for port in fresh["ports"].values()), fresh["ports"]
+    assert not (state_dir / "state.json").exists()
