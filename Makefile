@@ -44,14 +44,23 @@ lint: venv
 test: venv kube-bins lint
 	$(PY) -m pytest
 
+# The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.
 run: venv kube-bins
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
 	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
 	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
-	$(PY) -m sluice run --all-namespaces
+	{ $(PY) -m sluice api --bind 127.0.0.1:8080 & api=$$!; \
+	  trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT INT TERM; \
+	  $(PY) -m sluice run --all-namespaces; }
 
-bench: venv kube-bins
+# The REST API bench's load generator; built once (it falls back to Python without Go).
+$(KUBE_BIN)/hey:
+	@if command -v go >/dev/null; then GOBIN=$(CURDIR)/$(KUBE_BIN) go install github.com/rakyll/hey@v0.1.5; \
+	else echo "no Go toolchain: bench_rest_api.py uses its Python load generator"; fi
+
+bench: venv kube-bins $(KUBE_BIN)/hey
 	$(PY) -m pytest tests/bench/bench_clear.py -s -q
+	$(PY) -m pytest tests/bench/bench_rest_api.py -s -q
 
 clean: cluster-down
 	rm -rf .cache $(VENV)

@@ -1,4 +1,5 @@
-"""`sluice run` (the operator) and `sluice crds` (write the generated CRD)."""
+"""`sluice run` (the operator), `sluice api` (the REST API) and `sluice crds` (write the
+generated CRD)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,36 @@ def main(argv: list[str] | None = None) -> int:
     crds = commands.add_parser("crds", help="write the CRD generated from the models")
     crds.add_argument("--output", type=Path, default=Path("crds"))
 
+    rest = commands.add_parser(
+        "api", help="serve Feldera's pipeline REST API, backed by Pipeline resources"
+    )
+    rest.add_argument(
+        "-n",
+        "--namespace",
+        help="serve the pipelines of this namespace (default: the kubeconfig context's, "
+        "or the pod's, else 'default')",
+    )
+    rest.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    rest.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG)")
+    rest.add_argument(
+        "--authentication",
+        choices=["kubernetes", "none"],
+        default="kubernetes",
+        help="kubernetes: Bearer tokens checked with TokenReview and SubjectAccessReview; "
+        "none: no checks at all, for local measurement (loopback --bind only)",
+    )
+    rest.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    rest.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    rest.add_argument(
+        "--auth-cache-ttl",
+        type=float,
+        default=10.0,
+        help="seconds a TokenReview/SubjectAccessReview result is reused (0: never)",
+    )
+    rest.add_argument("--access-log", action="store_true", help="log every request")
+    rest.add_argument("--log-format", choices=["text", "json"], default="text")
+    rest.add_argument("-v", "--verbose", action="store_true")
+
     args = parser.parse_args(argv)
     if args.command == "crds":
         from sluice.api import crd
@@ -45,6 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         print(crd.write(args.output))
         return 0
     _configure_logging(args.log_format, args.verbose)
+    if args.command == "api":
+        from sluice.restapi.app import serve
+
+        return serve(
+            args.bind,
+            args.namespace,
+            args.kubeconfig,
+            args.authentication,
+            args.tls_cert,
+            args.tls_key,
+            args.auth_cache_ttl,
+            args.access_log,
+        )
     return _run(
         args.namespace, args.all_namespaces or not args.namespace, args.liveness, args.metrics_port
     )

@@ -41,6 +41,8 @@ def cluster_objects(kubectl: Kubectl) -> Iterator[None]:
         "delete",
         "clusterrolebinding/sluice-operator",
         "clusterrole/sluice-operator",
+        "clusterrolebinding/sluice-api",
+        "clusterrole/sluice-api",
         f"namespace/{SYSTEM}",
         "--ignore-not-found",
         "--timeout=120s",
@@ -119,6 +121,7 @@ def test_server_dry_run_accepts_the_whole_base(kubectl: Kubectl, cluster_objects
         "clusterrole.rbac.authorization.k8s.io",
         "clusterrolebinding.rbac.authorization.k8s.io",
         "deployment.apps",
+        "service",
     } <= kinds, result.stdout
 
 
@@ -132,9 +135,12 @@ def test_apply_installs_and_the_deployment_rolls_out(kubectl: Kubectl, installed
         "--timeout=60s",
         timeout=70,
     )
-    pod: dict[str, Any] = json.loads(kubectl("-n", SYSTEM, "get", "pods", "-o", "json").stdout)[
-        "items"
-    ][0]
+    pod: dict[str, Any] = json.loads(
+        kubectl(
+            *("-n", SYSTEM, "get", "pods", "-l", "app.kubernetes.io/component=operator"),
+            *("-o", "json"),
+        ).stdout
+    )["items"][0]
     assert pod["spec"]["serviceAccountName"] == ACCOUNT
     (container,) = pod["spec"]["containers"]
     assert container["args"][:2] == ["run", "--all-namespaces"]
@@ -261,3 +267,64 @@ def test_verbs_outside_the_role_are_forbidden(as_operator: Kubectl, namespace: s
     delete = as_operator("delete", "namespace", "default", "--dry-run=server")
     assert delete.returncode != 0
     assert "Forbidden" in delete.stderr, delete.stderr
+
+
+# ---- the REST API's own ServiceAccount (deploy/api-rbac.yaml) --------------------------------
+
+API_ACCOUNT = f"system:serviceaccount:{SYSTEM}:sluice-api"
+API_ALLOWED = [
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
+    *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "patch")),
+]
+API_DENIED = [
+    ("delete", "pipelines.sluice.dev"),
+    ("create", "pipelines.sluice.dev"),
+    ("update", "pipelines.sluice.dev"),
+    ("watch", "pipelines.sluice.dev"),
+    ("patch", "pipelines.sluice.dev/status"),
+    ("delete", "persistentvolumeclaims"),
+    ("list", "persistentvolumeclaims"),
+    ("delete", "statefulsets.apps"),
+    ("get", "secrets"),
+    ("create", "serviceaccounts/token"),
+    ("create", "localsubjectaccessreviews.authorization.k8s.io"),
+    ("impersonate", "users"),
+    ("*", "*"),
+]
+
+
+def test_the_api_account_may_review_and_patch_pipelines_and_nothing_else(
+    kubectl: Kubectl, installed: None
+) -> None:
+    def answer(verb: str, resource: str) -> str:
+        name, _, subresource = resource.partition("/")
+        extra = [f"--subresource={subresource}"] if subresource else []
+        return kubectl(
+            *("auth", "can-i", verb, name, *extra, "-n", "default", f"--as={API_ACCOUNT}"),
+            check=False,
+        ).stdout.strip()
+
+    answers = {f"{v} {r}": answer(v, r) for v, r in API_ALLOWED + API_DENIED}
+    expected = {f"{v} {r}": "yes" for v, r in API_ALLOWED}
+    expected |= {f"{v} {r}": "no" for v, r in API_DENIED}
+    assert answers == expected
+
+
+def test_the_api_deployment_rolls_out_with_its_own_account(
+    kubectl: Kubectl, installed: None
+) -> None:
+    kubectl(
+        *("-n", SYSTEM, "rollout", "status", "deployment/sluice-api", "--timeout=60s"),
+        timeout=70,
+    )
+    pods = kubectl(
+        *("-n", SYSTEM, "get", "pods", "-l", "app.kubernetes.io/component=api", "-o", "json")
+    ).stdout
+    pod: dict[str, Any] = json.loads(pods)["items"][0]
+    assert pod["spec"]["serviceAccountName"] == "sluice-api"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][0] == "api"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = json.loads(kubectl("-n", SYSTEM, "get", "service", "sluice-api", "-o", "json").stdout)
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"

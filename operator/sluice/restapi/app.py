@@ -1,0 +1,456 @@
+"""`sluice api`: Feldera's pipeline endpoints, served from Pipeline resources with aiohttp.
+
+Handlers are thin: authenticate, authorize, read the resource, let the pure module
+(decide.py) answer or choose a patch, send the patch. The operator does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from kubernetes.client.exceptions import ApiException
+
+from sluice.restapi import decide as d
+from sluice.restapi.auth import Authorizer, KubeReviewer, NoAuthorizer
+from sluice.restapi.models import Health, PipelineInfo, PipelineStatusInfo, ServerConfig
+from sluice.restapi.openapi import OPENAPI_PATH, SELECTOR, QueryParam, Route, Success, document
+from sluice.restapi.store import Conflict, PipelineStore, Rejected, connect
+
+LOG = logging.getLogger("sluice.restapi")
+PATCH_ATTEMPTS = 5  # re-read and re-decide after a 409 (a concurrent change)
+
+
+@dataclass
+class Context:
+    store: PipelineStore
+    authorizer: Authorizer
+    namespace: str
+    openapi: bytes
+
+
+CONTEXT = web.AppKey("context", Context)
+Query = dict[str, str]
+Handler = Callable[[Context, str, Query], Awaitable[web.Response]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, content_type="application/json"
+    )
+
+
+def _accepted() -> web.Response:
+    return web.Response(status=202)  # Feldera answers an accepted action with no body
+
+
+# ---- handlers ---------------------------------------------------------------------------
+
+
+async def list_pipelines(ctx: Context, name: str, query: Query) -> web.Response:
+    items = await asyncio.to_thread(ctx.store.list)
+    return json_response([d.to_feldera(obj, _selector(query)) for obj in items])
+
+
+async def get_pipeline(ctx: Context, name: str, query: Query) -> web.Response:
+    obj = await asyncio.to_thread(ctx.store.get, name)
+    if obj is None:
+        raise d.unknown_pipeline(name)
+    return json_response(d.to_feldera(obj, _selector(query)))
+
+
+def _selector(query: Query) -> d.Selector:
+    return "status" if query["selector"] == "status" else "all"
+
+
+async def _act(
+    ctx: Context, name: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> web.Response:
+    for _ in range(PATCH_ATTEMPTS):
+        obj = await asyncio.to_thread(ctx.store.get, name)
+        if obj is None:
+            raise d.unknown_pipeline(name)
+        patch = decide(obj)
+        if patch is None:
+            return _accepted()
+        try:
+            if not await asyncio.to_thread(ctx.store.patch, name, patch):
+                raise d.unknown_pipeline(name)
+            return _accepted()
+        except Conflict:
+            continue  # changed since read: decide again on the new state
+        except Rejected as error:
+            raise d.ApiError(
+                400, "PipelineChangeRejected", error.message, {"pipeline_name": name}
+            ) from None
+    raise d.ApiError(
+        500,
+        "ConcurrentModification",
+        f"Pipeline '{name}' kept changing while the request was applied; retry",
+        {"pipeline_name": name, "attempts": PATCH_ATTEMPTS},
+    )
+
+
+def _clear_token() -> str:
+    # Unique, and readable in `kubectl get pipeline -o yaml`: when, and that the API set it.
+    return f"api-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+async def clear(ctx: Context, name: str, query: Query) -> web.Response:
+    return await _act(ctx, name, lambda obj: d.decide_clear(obj, _clear_token()))
+
+
+async def start(ctx: Context, name: str, query: Query) -> web.Response:
+    return await _act(ctx, name, d.decide_start)
+
+
+async def stop(ctx: Context, name: str, query: Query) -> web.Response:
+    return await _act(ctx, name, d.decide_stop)
+
+
+async def dismiss_error(ctx: Context, name: str, query: Query) -> web.Response:
+    # status.error is recomputed by the operator on every reconcile: nothing to dismiss.
+    if await asyncio.to_thread(ctx.store.get, name) is None:
+        raise d.unknown_pipeline(name)
+    return _accepted()
+
+
+async def get_config(ctx: Context, name: str, query: Query) -> web.Response:
+    return json_response(
+        ServerConfig(
+            version=d.PLATFORM_VERSION,
+            edition="Open source",  # the feldera client requires a known edition string
+            revision="",
+            runtime_revision="",
+            changelog_url="",
+            telemetry="",
+            update_info=None,
+            license_validity=None,
+            namespace=ctx.namespace,
+        ).model_dump()
+    )
+
+
+async def get_openapi(ctx: Context, name: str, query: Query) -> web.Response:
+    return web.Response(body=ctx.openapi, content_type="application/json")
+
+
+async def healthz(ctx: Context, name: str, query: Query) -> web.Response:
+    return json_response(Health(status="ok").model_dump())
+
+
+_BOOL = ("true", "false")
+_PIPELINE = "/v0/pipelines/{pipeline_name}"
+
+ROUTES: list[Route] = [
+    Route(
+        "GET",
+        "/v0/pipelines",
+        "list_pipelines",
+        "Retrieve the list of pipelines",
+        "The pipelines of the served namespace, by name.",
+        "list",
+        Success(
+            200,
+            "List of pipelines retrieved successfully",
+            (PipelineInfo, PipelineStatusInfo),
+            list_of=True,
+        ),
+        list_pipelines,
+        query=(SELECTOR,),
+    ),
+    Route(
+        "GET",
+        _PIPELINE,
+        "get_pipeline",
+        "Retrieve a pipeline",
+        "The pipeline in Feldera's shape; storage_status shows Clearing as soon as a "
+        "/clear is accepted.",
+        "get",
+        Success(200, "Pipeline retrieved successfully", (PipelineInfo, PipelineStatusInfo)),
+        get_pipeline,
+        query=(SELECTOR,),
+        not_found=True,
+    ),
+    Route(
+        "POST",
+        f"{_PIPELINE}/clear",
+        "post_pipeline_clear",
+        "Clear Storage",
+        "Clears the pipeline storage asynchronously: records a new spec.storage.clearRequest "
+        "and the operator deletes (or detaches) the claims. Only while fully stopped (400 "
+        "StorageStatusImmutableUnlessStopped otherwise); on Cleared storage, 202 and nothing "
+        "changes. Progress: poll GET until storage_status is Cleared. Cannot be cancelled.",
+        "patch",
+        Success(202, "Action is accepted and is being performed"),
+        clear,
+        not_found=True,
+        bad_request=True,
+    ),
+    Route(
+        "POST",
+        f"{_PIPELINE}/start",
+        "post_pipeline_start",
+        "Start the pipeline",
+        "Sets spec.desiredState to Running. 400 CannotStartWhileClearingStorage while "
+        "storage is Clearing.",
+        "patch",
+        Success(202, "Action is accepted and is being performed"),
+        start,
+        query=(
+            QueryParam("initial", ("running",), "running", "Initial runtime state: running."),
+            QueryParam("dismiss_error", _BOOL, "true", "Accepted; errors need no dismissal."),
+        ),
+        not_found=True,
+        bad_request=True,
+    ),
+    Route(
+        "POST",
+        f"{_PIPELINE}/stop",
+        "post_pipeline_stop",
+        "Stop the pipeline",
+        "Sets spec.desiredState to Stopped; storage is kept. force=true and force=false "
+        "both stop (there is no checkpoint to take first).",
+        "patch",
+        Success(202, "Action is accepted and is being performed"),
+        stop,
+        query=(QueryParam("force", _BOOL, "false", "Stop without checkpointing."),),
+        not_found=True,
+    ),
+    Route(
+        "POST",
+        f"{_PIPELINE}/dismiss_error",
+        "post_pipeline_dismiss_error",
+        "Dismiss the deployment error",
+        "Accepted and nothing changes: the operator recomputes the error on every reconcile.",
+        "patch",
+        Success(202, "Action is accepted and is being performed"),
+        dismiss_error,
+        not_found=True,
+    ),
+    Route(
+        "GET",
+        "/v0/config",
+        "get_config",
+        "Server configuration",
+        "Version and edition (the feldera client reads it when connecting), and the "
+        "namespace served.",
+        "authenticated",
+        Success(200, "Configuration", (ServerConfig,)),
+        get_config,
+        tags=("Configuration",),
+    ),
+    Route(
+        "GET",
+        OPENAPI_PATH,
+        "get_openapi",
+        "This document",
+        "The OpenAPI document of exactly the routes served.",
+        "public",
+        Success(200, "OpenAPI 3.1 document", schema={"type": "object"}),
+        get_openapi,
+        tags=("Configuration",),
+    ),
+    Route(
+        "GET",
+        "/healthz",
+        "healthz",
+        "Liveness",
+        "Answers while the server runs.",
+        "public",
+        Success(200, "Alive", (Health,)),
+        healthz,
+        tags=("Configuration",),
+    ),
+]
+
+
+# ---- plumbing ---------------------------------------------------------------------------
+
+
+def _query(route: Route, request: web.Request) -> Query:
+    """Documented parameters, validated (400); unknown ones are ignored, as Feldera does."""
+    values: Query = {}
+    for param in route.query:
+        value = request.query.get(param.name, param.default)
+        if value not in param.values:
+            raise d.invalid_parameter(param.name, value, list(param.values))
+        values[param.name] = value
+    return values
+
+
+def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
+    handler: Handler = route.handler
+
+    async def endpoint(request: web.Request) -> web.Response:
+        ctx = request.app[CONTEXT]
+        name = request.match_info.get("pipeline_name", "")
+        if route.access == "public":
+            return await handler(ctx, name, _query(route, request))
+        user, digest = await ctx.authorizer.authenticate(request.headers.get("Authorization"))
+        if route.named:
+            d.check_name(name)  # before authorization: no review for a name that cannot exist
+        query = _query(route, request)
+        if route.access != "authenticated":
+            await ctx.authorizer.authorize(user, digest, route.access, name or None)
+        return await handler(ctx, name, query)
+
+    return endpoint
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
+    return json_response(d.ApiError(status, code, message, details).body(), status)
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error in the seed's shape: ours, the router's (404/405), and the unexpected."""
+    try:
+        return await handler(request)
+    except d.ApiError as error:
+        response = json_response(error.body(), error.status)
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sluice"'
+        return response
+    except web.HTTPMethodNotAllowed as error:
+        response = _error(
+            405,
+            "MethodNotAllowed",
+            f"Method {request.method} is not allowed on '{request.path}'",
+            {"method": request.method, "allowed": sorted(error.allowed_methods)},
+        )
+        response.headers["Allow"] = ", ".join(sorted(error.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        return _error(
+            404,
+            "UnknownEndpoint",
+            f"Unknown endpoint '{request.method} {request.path}'",
+            {"method": request.method, "path": request.path},
+        )
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _error(error.status, error.reason.replace(" ", ""), error.reason, {})
+    except asyncio.CancelledError:
+        raise
+    except ApiException as error:
+        # E.g. the API's own ServiceAccount lacks a permission: say so, without internals.
+        LOG.exception("Kubernetes API error in %s %s", request.method, request.path)
+        return _error(
+            500,
+            "KubernetesApiError",
+            f"Unexpected error from the Kubernetes API: {error.status} {error.reason}",
+            {"status": error.status, "reason": str(error.reason)},
+        )
+    except Exception as error:
+        # Logged with its traceback here; the client gets the shape, never a stack trace.
+        LOG.exception("unexpected error in %s %s", request.method, request.path)
+        return _error(
+            500,
+            "InternalError",
+            f"Unexpected error: {type(error).__name__}",
+            {"method": request.method, "path": request.path},
+        )
+
+
+def create_app(store: PipelineStore, authorizer: Authorizer, namespace: str) -> web.Application:
+    app = web.Application(middlewares=[errors])
+    openapi = json.dumps(document(ROUTES), indent=2).encode()
+    app[CONTEXT] = Context(store, authorizer, namespace, openapi)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _endpoint(route))
+    return app
+
+
+# ---- `sluice api` -------------------------------------------------------------------------
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--bind must be HOST:PORT, got {bind!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    bind: str,
+    namespace: str | None,
+    kubeconfig: str | None,
+    authentication: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    cache_ttl: float,
+    access_log: bool,
+) -> int:
+    host, port = parse_bind(bind)
+    if authentication == "none" and not is_loopback(host):
+        LOG.error("--authentication none is only allowed on a loopback address, not %s", host)
+        return 2
+    if (tls_cert is None) != (tls_key is None):
+        LOG.error("--tls-cert and --tls-key go together")
+        return 2
+    api_client, default_namespace = connect(kubeconfig)
+    served = namespace or default_namespace
+    authorizer: Authorizer
+    if authentication == "none":
+        LOG.warning(
+            "!!! --authentication none: EVERY request is allowed, without any token; for local "
+            "measurement only (bound to %s) !!!",
+            host,
+        )
+        authorizer = NoAuthorizer(served)
+    else:
+        authorizer = Authorizer(KubeReviewer(api_client), served, ttl=cache_ttl)
+    ssl_context = None
+    if tls_cert and tls_key:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(tls_cert, tls_key)
+    app = create_app(PipelineStore(api_client, served), authorizer, served)
+
+    async def executor(app: web.Application) -> Any:
+        # Kubernetes calls block; more threads than asyncio's default keep requests flowing.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, "kube"))
+        yield
+
+    app.cleanup_ctx.append(executor)
+    scheme = "https" if ssl_context else "http"
+    LOG.info(
+        "serving pipelines of namespace %r on %s://%s:%d (authentication: %s)",
+        served,
+        scheme,
+        host,
+        port,
+        authentication,
+    )
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log=LOG if access_log else None,
+        shutdown_timeout=5,
+    )
+    return 0

@@ -1,0 +1,260 @@
+"""The pure part of the REST API: a Pipeline resource as Feldera's JSON, and what
+/clear, /start and /stop do to it (a merge patch to send, nothing, or an error).
+
+No I/O here, so every rule is unit-tested without a cluster (tests/unit/test_restapi_*.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sluice.api import v1alpha1 as api
+from sluice.core.decide import CANNOT_START_WHILE_CLEARING
+from sluice.restapi.models import (
+    ErrorResponse,
+    PipelineInfo,
+    PipelineStatusInfo,
+    ProgramError,
+)
+
+PLATFORM_VERSION = "sluice-0.1.0"
+DESCRIPTION_ANNOTATION = "sluice.dev/description"
+
+# A Pipeline's name is a DNS-1123 subdomain (the API server's rule for custom resources),
+# at most api.MAX_NAME_LENGTH long (the CRD's CEL rule).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_NAME = re.compile(NAME_PATTERN)
+
+Selector = Literal["all", "status"]
+
+
+@dataclass
+class ApiError(Exception):
+    """An answer in the seed's error shape; raised anywhere, rendered by the app."""
+
+    status: int
+    error_code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return ErrorResponse(
+            message=self.message, error_code=self.error_code, details=self.details
+        ).model_dump()
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+
+def unknown_pipeline(name: str) -> ApiError:
+    # Exactly the seed's 404 example, with the name substituted.
+    return ApiError(
+        404, "UnknownPipelineName", f"Unknown pipeline name '{name}'", {"pipeline_name": name}
+    )
+
+
+def check_name(name: str) -> None:
+    """400 for a name no Pipeline can have: such a pipeline cannot exist."""
+    if len(name) > api.MAX_NAME_LENGTH:
+        raise ApiError(
+            400,
+            "TooLongName",
+            f"Name '{name}' is longer ({len(name)}) than maximum allowed ({api.MAX_NAME_LENGTH})",
+            {"name": name, "length": len(name), "maximum": api.MAX_NAME_LENGTH},
+        )
+    if not _NAME.match(name):
+        raise ApiError(
+            400,
+            "NameDoesNotMatchPattern",
+            f"Name '{name}' is not a valid pipeline name: lowercase letters (a-z), digits "
+            "(0-9), '-' and '.', starting and ending with a letter or digit",
+            {"name": name, "pattern": NAME_PATTERN},
+        )
+
+
+def invalid_parameter(name: str, value: str, expected: list[str]) -> ApiError:
+    return ApiError(
+        400,
+        "InvalidQueryParameter",
+        f"Query parameter '{name}' has invalid value '{value}'; expected one of: "
+        + ", ".join(expected),
+        {"parameter": name, "value": value, "expected": expected},
+    )
+
+
+# ---- reading a Pipeline as Feldera's JSON ---------------------------------------------
+
+
+def _status(obj: dict[str, Any]) -> api.PipelineStatus:
+    return api.PipelineStatus.model_validate(obj.get("status") or {})
+
+
+def clear_pending(obj: dict[str, Any]) -> bool:
+    """A clearRequest the operator has not handled yet."""
+    request = ((obj.get("spec") or {}).get("storage") or {}).get("clearRequest") or None
+    return bool(request) and request != _status(obj).storage.last_clear_request
+
+
+def storage_status(obj: dict[str, Any]) -> str:
+    """Feldera's storage_status. An accepted /clear shows as Clearing at once, as in Feldera,
+    although the operator may not have picked it up yet (a request on Cleared storage is a
+    no-op for the operator, so it stays Cleared)."""
+    current = str(_status(obj).storage.status)
+    if current == api.StorageStatus.IN_USE and clear_pending(obj):
+        return api.StorageStatus.CLEARING.value
+    return current
+
+
+def desired_state(obj: dict[str, Any]) -> str:
+    return str((obj.get("spec") or {}).get("desiredState") or api.DesiredState.RUNNING.value)
+
+
+def deployment_status(obj: dict[str, Any]) -> str:
+    return str(_status(obj).deployment_status)
+
+
+_RESOURCES = {
+    api.DeploymentStatus.STOPPED: "Stopped",
+    api.DeploymentStatus.PROVISIONING: "Provisioning",
+    api.DeploymentStatus.RUNNING: "Provisioned",
+    api.DeploymentStatus.STOPPING: "Stopping",
+    api.DeploymentStatus.FAILED: "Provisioned",
+}
+# Feldera's combined status; a failed pod is "Unavailable" (provisioned, runtime unreachable).
+_COMBINED = {
+    api.DeploymentStatus.STOPPED: "Stopped",
+    api.DeploymentStatus.PROVISIONING: "Provisioning",
+    api.DeploymentStatus.RUNNING: "Running",
+    api.DeploymentStatus.STOPPING: "Stopping",
+    api.DeploymentStatus.FAILED: "Unavailable",
+}
+_RUNTIME = {api.DeploymentStatus.RUNNING: "Running", api.DeploymentStatus.FAILED: "Unavailable"}
+
+
+def _since(status: api.PipelineStatus, created: str) -> str:
+    # The conditions' newest transition is the last time the deployment changed.
+    times = [c.last_transition_time for c in status.conditions if c.last_transition_time]
+    return max(times, default=created)
+
+
+def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any]:
+    meta = obj["metadata"]
+    spec = obj.get("spec") or {}
+    status = _status(obj)
+    created = str(meta.get("creationTimestamp") or "1970-01-01T00:00:00Z")
+    since = _since(status, created)
+    deployment = api.DeploymentStatus(status.deployment_status)
+    running = desired_state(obj) == api.DesiredState.RUNNING
+    runtime = _RUNTIME.get(deployment)
+    generation = int(meta.get("generation") or 1)
+    info: dict[str, Any] = {
+        "id": meta.get("uid", ""),
+        "name": meta["name"],
+        "description": (meta.get("annotations") or {}).get(DESCRIPTION_ANNOTATION, ""),
+        "created_at": created,
+        "version": generation,
+        "platform_version": PLATFORM_VERSION,
+        "program_version": 1,
+        "program_status": "Success",
+        "program_status_since": created,
+        "program_error": ProgramError(),
+        "deployment_error": status.error.model_dump() if status.error else None,
+        "deployment_status": _COMBINED[deployment],
+        "deployment_status_since": since,
+        "deployment_desired_status": "Running" if running else "Stopped",
+        "deployment_desired_status_since": since,
+        "deployment_resources_status": _RESOURCES[deployment],
+        "deployment_resources_status_since": since,
+        "deployment_resources_desired_status": "Provisioned" if running else "Stopped",
+        "deployment_resources_desired_status_since": since,
+        "deployment_runtime_status": runtime,
+        "deployment_runtime_status_details": None,
+        "deployment_runtime_status_since": since if runtime else None,
+        "deployment_runtime_desired_status": "Running" if running else None,
+        "deployment_runtime_desired_status_since": since if running else None,
+        "deployment_id": None,
+        "deployment_initial": "Running" if running else None,
+        "deployment_location": None,
+        "refresh_version": generation,
+        "storage_status": storage_status(obj),
+        "storage_status_details": None,
+    }
+    if selector == "status":
+        return PipelineStatusInfo.model_validate(info).model_dump(mode="json")
+    info |= {
+        "program_code": "",
+        "udf_rust": "",
+        "udf_toml": "",
+        "program_config": {},
+        "program_info": None,
+        "runtime_config": {
+            "image": spec.get("image"),
+            "resources": spec.get("resources"),
+            "storage": spec.get("storage"),
+        },
+        "deployment_config": None,
+    }
+    return PipelineInfo.model_validate(info).model_dump(mode="json")
+
+
+# ---- actions --------------------------------------------------------------------------
+
+
+def _precondition(obj: dict[str, Any]) -> dict[str, Any]:
+    # A merge patch carrying resourceVersion fails with 409 if the object changed since it
+    # was read, so a decision is never applied to a state it was not made on.
+    return {"resourceVersion": obj["metadata"]["resourceVersion"]}
+
+
+def decide_clear(obj: dict[str, Any], token: str) -> dict[str, Any] | None:
+    """The merge patch that requests a clear, None when there is nothing to do (202 either
+    way), or ApiError(400) when the pipeline is not fully stopped (Feldera's rule)."""
+    current = storage_status(obj)
+    deployment, desired = deployment_status(obj), desired_state(obj)
+    if deployment != api.DeploymentStatus.STOPPED or desired != api.DesiredState.STOPPED:
+        resources = _RESOURCES[api.DeploymentStatus(deployment)]
+        raise ApiError(
+            400,
+            "StorageStatusImmutableUnlessStopped",
+            # Feldera's message, with its lower-case Display spellings.
+            f"Cannot transition storage status from '{_snake(current)}' to 'clearing' with "
+            f"resources status '{resources.lower()}'. Storage status cannot be changed unless "
+            "the pipeline is stopped.",
+            {
+                "resources_status": resources,
+                "current_status": current,
+                "new_status": api.StorageStatus.CLEARING.value,
+                "deployment_status": _COMBINED[api.DeploymentStatus(deployment)],
+                "deployment_desired_status": desired,
+            },
+        )
+    if current != api.StorageStatus.IN_USE:
+        return None  # Cleared: nothing to clear; Clearing: already under way (Feldera: 202)
+    return {"metadata": _precondition(obj), "spec": {"storage": {"clearRequest": token}}}
+
+
+def decide_start(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if storage_status(obj) == api.StorageStatus.CLEARING:
+        raise ApiError(
+            400,
+            CANNOT_START_WHILE_CLEARING,
+            "Cannot start the pipeline while its storage is being cleared; wait until "
+            "storage_status is Cleared.",
+            {"storage_status": api.StorageStatus.CLEARING.value},
+        )
+    if desired_state(obj) == api.DesiredState.RUNNING:
+        return None
+    return {"metadata": _precondition(obj), "spec": {"desiredState": "Running"}}
+
+
+def decide_stop(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """/stop and /stop?force=true both stop: Sluice has no checkpoint to take first."""
+    if desired_state(obj) == api.DesiredState.STOPPED:
+        return None
+    return {"metadata": _precondition(obj), "spec": {"desiredState": "Stopped"}}
+
+
+def _snake(status: str) -> str:
+    return {"InUse": "in_use", "Cleared": "cleared", "Clearing": "clearing"}.get(status, status)

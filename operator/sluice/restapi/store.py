@@ -1,0 +1,106 @@
+"""Pipeline resources in the served namespace: read, list, merge-patch (blocking calls;
+the app runs them in threads). JSON dicts in and out, as in operator/sluice/kube.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from sluice.api import v1alpha1 as api
+
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class Conflict(Exception):
+    """The resourceVersion precondition failed: someone changed the pipeline meanwhile."""
+
+
+class Rejected(Exception):
+    """The API server refused the patch (422: CRD schema or CEL rule)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def connect(kubeconfig: str | None) -> tuple[client.ApiClient, str]:
+    """An API client and the namespace to serve by default: in a pod, the ServiceAccount and
+    its namespace; elsewhere the kubeconfig ($KUBECONFIG, ~/.kube/config or `kubeconfig`)
+    and its current context's namespace, else "default"."""
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            namespace = IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
+            return client.ApiClient(configuration), namespace
+        except config.ConfigException:
+            pass
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    _, current = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    namespace = str(((current or {}).get("context") or {}).get("namespace") or "default")
+    return client.ApiClient(configuration), namespace
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+class PipelineStore:
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = _json(
+                self.custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, _preload_content=False
+                )
+            )
+            return obj
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = _json(
+            self.custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, self.namespace, api.PLURAL, _preload_content=False
+            )
+        )["items"]
+        return sorted(items, key=lambda o: str(o["metadata"]["name"]))
+
+    def patch(self, name: str, body: dict[str, Any]) -> bool:
+        """Merge-patch; False when the pipeline is gone."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                api.GROUP,
+                api.VERSION,
+                self.namespace,
+                api.PLURAL,
+                name,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            if error.status == 409:
+                raise Conflict(name) from error
+            if error.status == 422:
+                raise Rejected(_status_message(error)) from error
+            raise
+
+
+def _status_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "").get("message") or error.reason)
+    except (TypeError, ValueError):
+        return str(error.reason)

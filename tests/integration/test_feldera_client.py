@@ -1,0 +1,74 @@
+"""The official `feldera` Python client (PyPI), used as a user would, against `sluice api`
+with a ServiceAccount token: it clears storage end-to-end (the operator does the work)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from feldera import FelderaClient, Pipeline
+from feldera.enums import PipelineFieldSelector, PipelineStatus, StorageStatus
+from feldera.rest.errors import FelderaAPIError
+from localkube.fixtures import Kubectl
+
+from .conftest import Operator
+from .pipelines import get, run_and_wait
+from .test_rest_api import ApiServer, stopped_with_storage, token_for
+
+
+@pytest.fixture
+def feldera(
+    kubectl: Kubectl, kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
+) -> Iterator[FelderaClient]:
+    token = token_for(kubectl, namespace, "feldera-user", ["get", "list", "patch"])
+    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
+    try:
+        yield FelderaClient(server.url, api_key=token, timeout=30)
+    finally:
+        server.stop()
+
+
+def test_client_clears_a_stopped_pipeline_and_sees_cleared(
+    kubectl: Kubectl, namespace: str, live_operator: Operator, feldera: FelderaClient
+) -> None:
+    stopped_with_storage(kubectl, namespace, "orders")
+    assert feldera.get_pipeline("orders", PipelineFieldSelector.STATUS).storage_status == "InUse"
+
+    feldera.clear_storage("orders", timeout_s=90)  # POST /clear, then polls GET ?selector=status
+
+    assert feldera.get_pipeline("orders", PipelineFieldSelector.STATUS).storage_status == "Cleared"
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["storage"]["status"] == "Cleared"
+    assert obj["status"]["storage"]["lastClearRequest"] == obj["spec"]["storage"]["clearRequest"]
+
+    # The high-level Pipeline object works the same way.
+    pipeline = Pipeline.get("orders", feldera)
+    assert pipeline.storage_status() == StorageStatus.CLEARED
+    pipeline.clear_storage(timeout_s=30)  # already Cleared: accepted, nothing to do
+    assert pipeline.status() == PipelineStatus.STOPPED
+
+
+def test_client_gets_feldera_errors(
+    kubectl: Kubectl, namespace: str, live_operator: Operator, feldera: FelderaClient
+) -> None:
+    run_and_wait(kubectl, namespace, "live")
+    with pytest.raises(FelderaAPIError) as running:
+        feldera.clear_storage("live", timeout_s=10)
+    assert running.value.status_code == 400
+    assert running.value.error_code == "StorageStatusImmutableUnlessStopped"
+    assert running.value.details["current_status"] == "InUse"
+
+    with pytest.raises(FelderaAPIError) as missing:
+        feldera.clear_storage("non-existent-pipeline", timeout_s=10)
+    assert missing.value.status_code == 404
+    assert missing.value.error_code == "UnknownPipelineName"
+    assert missing.value.details == {"pipeline_name": "non-existent-pipeline"}
+    assert "Unknown pipeline name 'non-existent-pipeline'" in str(missing.value)
+
+    # Stop with the client (it polls until Stopped), then the clear goes through.
+    feldera.stop_pipeline("live", force=True, timeout_s=90)
+    feldera.clear_storage("live", timeout_s=90)
+    assert feldera.get_pipeline("live", PipelineFieldSelector.STATUS).storage_status == "Cleared"
+    names = [p.name for p in feldera.pipelines()]
+    assert names == ["live"]
