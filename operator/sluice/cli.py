@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     rest.add_argument(
         "-n",
         "--namespace",
-        help="serve the pipelines of this namespace (default: the kubeconfig context's, "
-        "or the pod's, else 'default')",
+        help="serve the pipelines of this namespace (default: in a pod, its own; else the "
+        "kubeconfig context's; else 'default')",
     )
     rest.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
     rest.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG)")
