@@ -61,6 +61,7 @@ $(KUBE_BIN)/hey:
 bench: venv kube-bins $(KUBE_BIN)/hey
 	$(PY) -m pytest tests/bench/bench_clear.py -s -q
 	$(PY) -m pytest tests/bench/bench_rest_api.py -s -q
+	$(PY) -m pytest tests/bench/bench_scale.py -s -q
 
 clean: cluster-down
 	rm -rf .cache $(VENV)
