@@ -86,10 +86,19 @@ def test_many_pipelines_in_one_namespace(
     cpu_settle = _cpu_seconds(_pid(live_operator)) - cpu_before
     rss = _rss_mib(_pid(live_operator))
 
-    idle_start, cpu_idle_start = writes(kubectl, OWNED_RESOURCES), _cpu_seconds(_pid(live_operator))
-    time.sleep(IDLE_WINDOW)
-    idle_writes = writes(kubectl, OWNED_RESOURCES) - idle_start
-    cpu_idle = _cpu_seconds(_pid(live_operator)) - cpu_idle_start
+    # Two windows back to back: the first may still include the echoes of the operator's
+    # own status writes (each comes back as a watch event and is reconciled to a no-op).
+    idle: list[tuple[int, float]] = []
+    for _ in range(2):
+        idle_start = writes(kubectl, OWNED_RESOURCES)
+        cpu_idle_start = _cpu_seconds(_pid(live_operator))
+        time.sleep(IDLE_WINDOW)
+        idle.append(
+            (
+                writes(kubectl, OWNED_RESOURCES) - idle_start,
+                _cpu_seconds(_pid(live_operator)) - cpu_idle_start,
+            )
+        )
 
     live_operator.stop()
     restart_start = writes(kubectl, OWNED_RESOURCES)
@@ -115,10 +124,11 @@ def test_many_pipelines_in_one_namespace(
         f"({settle_writes / PIPELINES:.2f} per pipeline: finalizer + status)"
     )
     print(f"  operator CPU while settling: {cpu_settle:.1f} s; RSS after: {rss:.0f} MiB")
-    print(
-        f"  idle {IDLE_WINDOW:.0f} s: {idle_writes} writes, {cpu_idle:.2f} s operator CPU "
-        f"({cpu_idle / IDLE_WINDOW * 100:.1f}% of a core)"
-    )
+    for n, (idle_writes, cpu_idle) in enumerate(idle, 1):
+        print(
+            f"  idle window {n} ({IDLE_WINDOW:.0f} s): {idle_writes} writes, "
+            f"{cpu_idle:.2f} s operator CPU ({cpu_idle / IDLE_WINDOW * 100:.1f}% of a core)"
+        )
     print(
         f"  operator restart, first {IDLE_WINDOW:.0f} s: {restart_writes} writes, "
         f"{cpu_restart:.1f} s CPU"
