@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sluice.api.crd as generated
-import yaml
 from kubernetes import client
 from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl
@@ -58,24 +57,15 @@ def installed(kubectl: Kubectl, crd: None, cluster_objects: None) -> None:
 
 @pytest.fixture(scope="module")
 def account_kubeconfig(
-    kubectl: Kubectl, kubeconfig: Path, installed: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    installed: None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The admin kubeconfig's server and CA, with the operator ServiceAccount's token."""
     token = kubectl("-n", SYSTEM, "create", "token", ACCOUNT, "--duration=2h").stdout.strip()
-    admin: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
-    (cluster,) = admin["clusters"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": ACCOUNT, "context": {"cluster": cluster["name"], "user": ACCOUNT}}],
-        "current-context": ACCOUNT,
-    }
     path = tmp_path_factory.mktemp("deploy") / "operator-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return cluster.token_kubeconfig(ACCOUNT, token, path)
 
 
 @pytest.fixture(scope="module")

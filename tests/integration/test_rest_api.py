@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
+from localkube.cluster import LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
@@ -331,24 +331,13 @@ def test_routing_and_validation_errors_are_json(api: ApiServer, writer: str) -> 
 
 
 def test_unexpected_errors_are_500_in_the_same_shape(
-    kubectl: Kubectl, kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str, crd: None, tmp_path: Path
 ) -> None:
     """The API run with a ServiceAccount that may do nothing: its own calls fail (403 from
     Kubernetes), and the caller gets a 500 in the seed's shape, never a stack trace."""
     user = token_for(kubectl, namespace, "user", ["get"])
     powerless = token_for(kubectl, namespace, "powerless", [])
-    admin: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
-    (cluster,) = admin["clusters"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "powerless", "user": {"token": powerless}}],
-        "contexts": [{"name": "p", "context": {"cluster": cluster["name"], "user": "powerless"}}],
-        "current-context": "p",
-    }
-    path = tmp_path / "powerless-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
+    path = cluster.token_kubeconfig("powerless", powerless, tmp_path / "powerless-kubeconfig")
     for extra in ((), ("--authentication", "none")):
         server = ApiServer(path, namespace, tmp_path / f"api{len(extra)}.log", *extra)
         try:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-# and kwok from the modules pinned in go.mod into $1 (default .cache/localkube/bin).
+# and kwok (plus kwok's default stages) from the modules pinned in go.mod into
+# $1 (default .cache/localkube/bin).
 # Skips the build when the pins (go.mod, go.sum, this script) are unchanged.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,4 +20,16 @@ echo "building Kubernetes $k8s, etcd and kwok into $out (first build takes a whi
 cd "$here"
 GOBIN="$out" go install -trimpath -ldflags "$ldflags" tool
 mv -f "$out/server" "$out/etcd"   # go.etcd.io/etcd/server/v3 installs as "server"
+# kwok's own default stages (what kwokctl passes), from the pinned module, in the
+# order their kustomizations list them: node-initialize marks the node Ready,
+# node-heartbeat-with-lease keeps it so, pod-ready/-complete/-delete run pods.
+kwok_stages="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+separator=""
+for set in node/fast node/heartbeat-with-lease pod/fast; do
+  for file in $(awk '$1 == "-" {print $2}' "$kwok_stages/$set/kustomization.yaml"); do
+    printf '%s' "$separator"
+    cat "$kwok_stages/$set/$file"
+    separator=$'---\n'
+  done
+done > "$out/kwok-stages.yaml"
 echo "$pins" > "$out/.pins"
