@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 KUBE_BIN := .cache/localkube/bin
 export PATH := $(CURDIR)/$(KUBE_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/tests
+# What `make run` starts: the REST API's address, and the operator's flags (`sluice run -h`).
+API_BIND ?= 127.0.0.1:8080
+OPERATOR_FLAGS ?= --all-namespaces
 
 .PHONY: all venv kube-bins cluster-up cluster-down kubeconfig crds lint test run bench clean
 
@@ -49,9 +52,9 @@ run: venv kube-bins
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
 	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
 	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
-	{ $(PY) -m sluice api --bind 127.0.0.1:8080 & api=$$!; \
+	{ $(PY) -m sluice api --bind $(API_BIND) & api=$$!; \
 	  trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT INT TERM; \
-	  $(PY) -m sluice run --all-namespaces; }
+	  $(PY) -m sluice run $(OPERATOR_FLAGS); }
 
 # The REST API bench's load generator; built once (it falls back to Python without Go).
 $(KUBE_BIN)/hey:
