@@ -1,17 +1,20 @@
 """Rule 15: bad input is refused by the API server at apply time, naming the field;
-nothing is stored, and the operator keeps running."""
+nothing is stored, and the operator keeps running. Input the API server admits but the
+cluster cannot satisfy is explained in status, without a write loop, and can be undone."""
 
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
 import yaml
-from localkube.fixtures import Kubectl
+from kubernetes import client
+from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import manifest
+from .pipelines import apply, claims, get, manifest, patch, wait_jsonpath
 
 BAD: list[tuple[str, str, Any]] = [
     ("spec.desiredState", "spec.desiredState", "Paused"),
@@ -64,3 +67,45 @@ def test_kubectl_explain_and_get_show_the_api(kubectl: Kubectl, namespace: str) 
     kubectl("apply", "-f", "-", input=manifest("orders", namespace, desired="Stopped"))
     header = kubectl("-n", namespace, "get", "pipelines").stdout.splitlines()[0].split()
     assert header == ["NAME", "DESIRED", "STATUS", "STORAGE", "AGE"]
+
+
+def _condition_message(obj: dict[str, Any], type_: str) -> str:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition["type"] == type_:
+            return str(condition.get("message", ""))
+    return ""
+
+
+def test_admitted_but_unsatisfiable_spec_is_explained_and_can_be_undone(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+) -> None:
+    """A storage class that does not exist is valid input: the claim never binds, so the
+    pod never schedules. The user sees why, the operator does not loop, and stop-and-clear
+    still works."""
+    obj = yaml.safe_load(manifest("orders", namespace))
+    obj["spec"]["storage"]["storageClassName"] = "no-such-class"
+    apply(kubectl, yaml.safe_dump(obj))
+
+    def explained() -> dict[str, Any] | None:
+        now = get(kubectl, namespace, "orders")
+        return now if "cannot be scheduled" in _condition_message(now, "Running") else None
+
+    stuck = wait_for(explained, what="the scheduler's reason in the Running condition")
+    assert stuck["status"]["deploymentStatus"] == "Provisioning"
+    assert "unbound" in _condition_message(stuck, "Ready"), stuck["status"]["conditions"]
+
+    time.sleep(5)  # an observation window: the operator must not keep rewriting status
+    after = get(kubectl, namespace, "orders")
+    assert after["metadata"]["resourceVersion"] == stuck["metadata"]["resourceVersion"]
+
+    patch(
+        kubectl,
+        namespace,
+        "orders",
+        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}},
+    )
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    assert claims(api_client, namespace) == []
+    cleared = get(kubectl, namespace, "orders")
+    assert "cannot be scheduled" not in _condition_message(cleared, "Running")
+    assert live_operator.alive

@@ -141,6 +141,77 @@ def test_ready_pod_means_running_and_a_settled_pipeline_needs_no_action() -> Non
     assert d.decide(again, "2026-11-28T11:00:00Z").status == plan.status
 
 
+def test_a_pod_that_cannot_run_is_explained_in_the_conditions() -> None:
+    unschedulable = {
+        "metadata": {"name": "orders-0", "labels": {"sluice.dev/pipeline-uid": UID}},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                }
+            ],
+        },
+    }
+    observed = Observed(
+        pipeline(status=settled_status(deployment="Provisioning")),
+        statefulset=statefulset(),
+        service={"metadata": {"name": "orders"}},
+        pods=[unschedulable],
+        claims=[claim()],
+    )
+    plan = d.decide(observed, NOW)
+    assert plan.status.deployment_status == DeploymentStatus.PROVISIONING
+    conditions = {c.type: c for c in plan.status.conditions}
+    why = "Pod orders-0 cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."
+    assert conditions["Running"].reason == "Provisioning"
+    assert why in conditions["Running"].message
+    assert why in conditions["Ready"].message
+    # Once it runs, the explanation goes away.
+    ran = d.decide(Observed(observed.pipeline, **{**_rest(observed), "pods": [ready_pod()]}), NOW)
+    assert all("Pod orders-0" not in c.message for c in ran.status.conditions)
+
+
+def test_a_waiting_container_is_explained_and_a_long_message_is_cut() -> None:
+    waiting = {
+        "metadata": {"name": "orders-0", "labels": {"sluice.dev/pipeline-uid": UID}},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "pipeline",
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "x" * 50000}},
+                }
+            ],
+        },
+    }
+    assert (
+        d.pod_problem([waiting])
+        == f"Pod orders-0 container pipeline: ImagePullBackOff: {'x' * 50000}"
+    )
+    creating = {
+        "metadata": {"name": "orders-0"},
+        "status": {
+            "containerStatuses": [
+                {"name": "pipeline", "state": {"waiting": {"reason": "ContainerCreating"}}}
+            ]
+        },
+    }
+    assert d.pod_problem([creating]) is None
+    observed = Observed(
+        pipeline(status=settled_status(deployment="Provisioning")),
+        statefulset=statefulset(),
+        service={"metadata": {"name": "orders"}},
+        pods=[waiting],
+        claims=[claim()],
+    )
+    running = {c.type: c for c in d.decide(observed, NOW).status.conditions}["Running"]
+    assert "ImagePullBackOff" in running.message and len(running.message) < 1100
+
+
 def _rest(observed: Observed) -> dict[str, Any]:
     return {
         "statefulset": observed.statefulset,

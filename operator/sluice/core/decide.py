@@ -299,6 +299,28 @@ def _deployment_status(pods: list[dict[str, Any]]) -> DeploymentStatus:
     return DeploymentStatus.PROVISIONING
 
 
+def pod_problem(pods: list[dict[str, Any]]) -> str | None:
+    """Why the pipeline's pod is not running, in the scheduler's or kubelet's words, so that
+    `kubectl describe pipeline` answers "why is it still Provisioning?"."""
+    for pod in pods:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        if status.get("phase") == "Failed":
+            why = status.get("message") or status.get("reason") or "no reason given"
+            return f"Pod {meta['name']} failed: {why}."
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                why = cond.get("message") or cond.get("reason")
+                return f"Pod {meta['name']} cannot be scheduled: {why}"
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                why = ": ".join(filter(None, (waiting["reason"], waiting.get("message"))))
+                return f"Pod {meta['name']} container {container.get('name')}: {why}"
+    return None
+
+
 def _ready(pod: dict[str, Any]) -> bool:
     status = pod.get("status", {})
     return status.get("phase") == "Running" and any(
@@ -337,13 +359,24 @@ def _conditions(
             str(deployment),
             f"Pipeline is {deployment}; desired {desired}.",
         )
+    running_message = f"Deployment status is {deployment}."
+    problem = (
+        pod_problem(observed.owned_pods)
+        if deployment in (DeploymentStatus.PROVISIONING, DeploymentStatus.FAILED)
+        else None
+    )
+    if problem:
+        problem = problem[:1024]  # other components' words: keep well within the schema's limit
+        running_message = f"{running_message} {problem}"
+        if not settled and not clearing:
+            ready_message = f"{ready_message} {problem}"
     wanted = [
         ("Ready", settled, ready_reason, ready_message),
         (
             "Running",
             deployment == DeploymentStatus.RUNNING,
             str(deployment),
-            f"Deployment status is {deployment}.",
+            running_message,
         ),
         ("StorageCleared", storage == StorageStatus.CLEARED, storage_reason, storage_message),
     ]
