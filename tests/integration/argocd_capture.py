@@ -225,7 +225,7 @@ CASES: dict[str, Case] = {
     "clearing": Case("Progressing", "Clearing storage (r1)"),
     "start_while_clearing": Case("Progressing", "cannot start while its storage is being cleared"),
     "cleared": Case("Suspended", "Stopped as desired; storage Cleared"),
-    "failed": Case("Degraded", "deploymentStatus Failed"),
+    "failed": Case("Degraded", "Deployment status is Failed. Pod failed-extra failed: "),
     "clear_failed": Case("Degraded", "StorageClearFailed"),
     "reconcile_failed": Case("Degraded", "ReconcileFailed"),
 }
@@ -381,7 +381,17 @@ def _failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any])
         what="the extra pod to run",
     )
     core.patch_namespaced_pod_status(
-        "failed-extra", namespace, {"status": {"phase": "Failed"}}, _content_type=MERGE
+        "failed-extra",
+        namespace,
+        # What the kubelet writes when it evicts a pod.
+        {
+            "status": {
+                "phase": "Failed",
+                "reason": "Evicted",
+                "message": "The node was low on resource: memory.",
+            }
+        },
+        _content_type=MERGE,
     )
 
 

@@ -308,7 +308,7 @@ def pod_problem(pods: list[dict[str, Any]]) -> str | None:
             continue
         if status.get("phase") == "Failed":
             why = status.get("message") or status.get("reason") or "no reason given"
-            return f"Pod {meta['name']} failed: {why}."
+            return f"Pod {meta['name']} failed: {why.rstrip('.')}."
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 why = cond.get("message") or cond.get("reason")

@@ -61,8 +61,13 @@ end
 
 if status.deploymentStatus == "Failed" then
   hs.status = "Degraded"
+  -- The Running condition quotes the pod's own reason when there is one.
+  local running = condition(status, "Running")
   hs.message = "The pipeline's pod failed (deploymentStatus Failed); see the pod's status"
     .. " and events."
+  if running ~= nil and running.message ~= nil and running.message ~= "" then
+    hs.message = running.message .. " See the pod's status and events."
+  end
   return hs
 end
 
