@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
+from sluice.core import manifests
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
 
@@ -183,25 +184,7 @@ class Kube:
 
     def emit_event(self, observed: Observed, event: d.Event) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        meta = observed.pipeline["metadata"]
-        body: Any = {
-            "metadata": {"generateName": f"{observed.name}.", "namespace": observed.namespace},
-            "involvedObject": {
-                "apiVersion": api.API_VERSION,
-                "kind": api.KIND,
-                "name": observed.name,
-                "namespace": observed.namespace,
-                "uid": meta["uid"],
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": event.type,
-            "reason": event.reason,
-            "message": event.message,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "source": {"component": REPORTING_COMPONENT},
-            "reportingComponent": REPORTING_COMPONENT,
-            "reportingInstance": REPORTING_COMPONENT,
-        }
+        body: Any = manifests.event(  # the client takes plain JSON too
+            observed.pipeline, event.type, event.reason, event.message, REPORTING_COMPONENT, now
+        )
         self.core.create_namespaced_event(observed.namespace, body)

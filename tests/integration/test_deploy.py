@@ -228,6 +228,7 @@ DENIED = [
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("impersonate", "users"),
+    ("delete", "events"),
     ("*", "*"),
 ]
 
@@ -266,6 +267,7 @@ API_ALLOWED = [
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),
     *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "patch")),
+    ("create", "events"),
 ]
 API_DENIED = [
     ("delete", "pipelines.sluice.dev"),
@@ -280,6 +282,7 @@ API_DENIED = [
     ("create", "serviceaccounts/token"),
     ("create", "localsubjectaccessreviews.authorization.k8s.io"),
     ("impersonate", "users"),
+    ("delete", "events"),
     ("*", "*"),
 ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -229,6 +230,45 @@ def test_clear_pending_reads_as_clearing_without_an_operator(
         400,
         "CannotStartWhileClearingStorage",
     )
+
+
+def _requested_events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The pipeline's Events whose reason ends in Requested, as kubectl shows them."""
+    listed = kubectl(
+        *("-n", namespace, "get", "events", "-o", "json"),
+        f"--field-selector=involvedObject.kind=Pipeline,involvedObject.name={name}",
+    ).stdout
+    items: list[dict[str, Any]] = json.loads(listed)["items"]
+    return [e for e in items if e["reason"].endswith("Requested")]
+
+
+def test_accepted_actions_are_recorded_as_events_naming_the_caller(
+    kubectl: Kubectl, namespace: str, live_operator: Operator, api: ApiServer, writer: str
+) -> None:
+    """The API server's audit log names the API's own account; the Event names the caller."""
+    stopped_with_storage(kubectl, namespace, "orders")
+    caller = f"system:serviceaccount:{namespace}:writer"
+    assert api.request("POST", "/v0/pipelines/orders/clear", writer).status_code == 202
+    request = get(kubectl, namespace, "orders")["spec"]["storage"]["clearRequest"]
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    # Accepted but nothing to do (already Cleared): nothing is recorded.
+    assert api.request("POST", "/v0/pipelines/orders/clear", writer).status_code == 202
+    assert api.request("POST", "/v0/pipelines/orders/start", writer).status_code == 202
+    assert api.request("POST", "/v0/pipelines/orders/stop", writer).status_code == 202
+
+    def three_recorded() -> list[dict[str, Any]] | None:
+        recorded = _requested_events(kubectl, namespace, "orders")
+        return recorded if len(recorded) >= 3 else None
+
+    recorded = wait_for(three_recorded, what="three Requested events")
+    # Events carry whole seconds: order by reason, not by time.
+    by_reason = {e["reason"]: e for e in recorded}
+    assert sorted(by_reason) == ["ClearRequested", "StartRequested", "StopRequested"]
+    assert len(recorded) == 3
+    for event in recorded:
+        assert event["message"].startswith(f"{caller} asked to "), event["message"]
+        assert event["source"]["component"] == "sluice-api"
+    assert request in by_reason["ClearRequested"]["message"]
 
 
 # ---- GET, list, start, stop ----------------------------------------------------------------

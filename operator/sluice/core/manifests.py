@@ -1,4 +1,4 @@
-"""Pure builders of the objects a Pipeline owns."""
+"""Pure builders of the objects a Pipeline owns, and of the Events recorded on it."""
 
 from __future__ import annotations
 
@@ -123,3 +123,30 @@ def running_container(statefulset: dict[str, Any]) -> dict[str, Any]:
         if c.get("name") == CONTAINER_NAME:
             return dict(c)
     return {}
+
+
+def event(
+    pipeline: dict[str, Any], type_: str, reason: str, message: str, component: str, now: str
+) -> dict[str, Any]:
+    """A core/v1 Event on the pipeline, as `kubectl describe pipeline` lists them."""
+    meta = pipeline["metadata"]
+    return {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+    }

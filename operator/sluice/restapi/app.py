@@ -39,9 +39,21 @@ class Context:
     openapi: bytes
 
 
-CONTEXT = web.AppKey("context", Context)
 Query = dict[str, str]
-Handler = Callable[[Context, str, Query], Awaitable[web.Response]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request, as a handler sees it: the pipeline named in the path ("" when none),
+    the validated query, and who is calling (Kubernetes' username; "" on public routes)."""
+
+    name: str
+    query: Query
+    caller: str
+
+
+CONTEXT = web.AppKey("context", Context)
+Handler = Callable[[Context, Call], Awaitable[web.Response]]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -57,16 +69,16 @@ def _accepted() -> web.Response:
 # ---- handlers ---------------------------------------------------------------------------
 
 
-async def list_pipelines(ctx: Context, name: str, query: Query) -> web.Response:
+async def list_pipelines(ctx: Context, call: Call) -> web.Response:
     items = await asyncio.to_thread(ctx.store.list)
-    return json_response([d.to_feldera(obj, _selector(query)) for obj in items])
+    return json_response([d.to_feldera(obj, _selector(call.query)) for obj in items])
 
 
-async def get_pipeline(ctx: Context, name: str, query: Query) -> web.Response:
-    obj = await asyncio.to_thread(ctx.store.get, name)
+async def get_pipeline(ctx: Context, call: Call) -> web.Response:
+    obj = await asyncio.to_thread(ctx.store.get, call.name)
     if obj is None:
-        raise d.unknown_pipeline(name)
-    return json_response(d.to_feldera(obj, _selector(query)))
+        raise d.unknown_pipeline(call.name)
+    return json_response(d.to_feldera(obj, _selector(call.query)))
 
 
 def _selector(query: Query) -> d.Selector:
@@ -74,8 +86,12 @@ def _selector(query: Query) -> d.Selector:
 
 
 async def _act(
-    ctx: Context, name: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ctx: Context,
+    call: Call,
+    action: str,
+    decide: Callable[[dict[str, Any]], dict[str, Any] | None],
 ) -> web.Response:
+    name = call.name
     for _ in range(PATCH_ATTEMPTS):
         obj = await asyncio.to_thread(ctx.store.get, name)
         if obj is None:
@@ -86,6 +102,7 @@ async def _act(
         try:
             if not await asyncio.to_thread(ctx.store.patch, name, patch):
                 raise d.unknown_pipeline(name)
+            await _record(ctx, call, obj, action, patch)
             return _accepted()
         except Conflict:
             continue  # changed since read: decide again on the new state
@@ -106,26 +123,42 @@ def _clear_token() -> str:
     return f"api-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
 
 
-async def clear(ctx: Context, name: str, query: Query) -> web.Response:
-    return await _act(ctx, name, lambda obj: d.decide_clear(obj, _clear_token()))
+async def _record(
+    ctx: Context, call: Call, obj: dict[str, Any], action: str, patch: dict[str, Any]
+) -> None:
+    """Who asked for what, where people look: an Event on the pipeline (as Argo CD records
+    the actions it runs) and a log line. The API server's audit log names only the API's
+    own ServiceAccount, which made the change on the caller's behalf."""
+    spec = json.dumps(patch.get("spec", {}), separators=(",", ":"))
+    message = f"{call.caller} asked to {action} through the REST API; spec patched: {spec}"
+    LOG.info("%s/%s: %s", ctx.namespace, call.name, message)
+    reason = f"{action.capitalize()}Requested"
+    try:
+        await asyncio.to_thread(ctx.store.record_event, obj, reason, message)
+    except ApiException as error:  # best effort: the change itself is made
+        LOG.warning("could not record Event %s on %s: %s", reason, call.name, error.status)
 
 
-async def start(ctx: Context, name: str, query: Query) -> web.Response:
-    return await _act(ctx, name, d.decide_start)
+async def clear(ctx: Context, call: Call) -> web.Response:
+    return await _act(ctx, call, "clear", lambda obj: d.decide_clear(obj, _clear_token()))
 
 
-async def stop(ctx: Context, name: str, query: Query) -> web.Response:
-    return await _act(ctx, name, d.decide_stop)
+async def start(ctx: Context, call: Call) -> web.Response:
+    return await _act(ctx, call, "start", d.decide_start)
 
 
-async def dismiss_error(ctx: Context, name: str, query: Query) -> web.Response:
+async def stop(ctx: Context, call: Call) -> web.Response:
+    return await _act(ctx, call, "stop", d.decide_stop)
+
+
+async def dismiss_error(ctx: Context, call: Call) -> web.Response:
     # status.error is recomputed by the operator on every reconcile: nothing to dismiss.
-    if await asyncio.to_thread(ctx.store.get, name) is None:
-        raise d.unknown_pipeline(name)
+    if await asyncio.to_thread(ctx.store.get, call.name) is None:
+        raise d.unknown_pipeline(call.name)
     return _accepted()
 
 
-async def get_config(ctx: Context, name: str, query: Query) -> web.Response:
+async def get_config(ctx: Context, call: Call) -> web.Response:
     return json_response(
         ServerConfig(
             version=d.PLATFORM_VERSION,
@@ -141,11 +174,11 @@ async def get_config(ctx: Context, name: str, query: Query) -> web.Response:
     )
 
 
-async def get_openapi(ctx: Context, name: str, query: Query) -> web.Response:
+async def get_openapi(ctx: Context, call: Call) -> web.Response:
     return web.Response(body=ctx.openapi, content_type="application/json")
 
 
-async def healthz(ctx: Context, name: str, query: Query) -> web.Response:
+async def healthz(ctx: Context, call: Call) -> web.Response:
     return json_response(Health(status="ok").model_dump())
 
 
@@ -296,14 +329,14 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
         ctx = request.app[CONTEXT]
         name = request.match_info.get("pipeline_name", "")
         if route.access == "public":
-            return await handler(ctx, name, _query(route, request))
+            return await handler(ctx, Call(name, _query(route, request), ""))
         user, digest = await ctx.authorizer.authenticate(request.headers.get("Authorization"))
         if route.named:
             d.check_name(name)  # before authorization: no review for a name that cannot exist
         query = _query(route, request)
         if route.access != "authenticated":
             await ctx.authorizer.authorize(user, digest, route.access, name or None)
-        return await handler(ctx, name, query)
+        return await handler(ctx, Call(name, query, user.username))
 
     return endpoint
 

@@ -4,6 +4,7 @@ the app runs them in threads). JSON dicts in and out, as in operator/sluice/kube
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from sluice.api import v1alpha1 as api
+from sluice.core import manifests
+
+REPORTING_COMPONENT = "sluice-api"
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -52,7 +56,15 @@ def _json(response: Any) -> Any:
 class PipelineStore:
     def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
         self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
+
+    def record_event(self, pipeline: dict[str, Any], reason: str, message: str) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body: Any = manifests.event(  # the client takes plain JSON too
+            pipeline, "Normal", reason, message, REPORTING_COMPONENT, now
+        )
+        self.core.create_namespaced_event(self.namespace, body)
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
