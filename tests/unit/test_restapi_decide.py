@@ -104,6 +104,30 @@ def test_error_is_reported_in_the_seed_shape() -> None:
     assert d.to_feldera(pipeline(error=error), "status")["deployment_error"] == error
 
 
+def test_a_failed_pod_is_the_deployment_error_in_its_own_words() -> None:
+    failed = pipeline(desired="Running", deployment="Failed")
+    words = "Deployment status is Failed. Pod orders-0 failed: The node was low on memory."
+    failed["status"]["conditions"].append(
+        {
+            "type": "Running",
+            "status": "False",
+            "reason": "Failed",
+            "message": words,
+            "lastTransitionTime": "2026-11-28T10:06:00Z",
+        }
+    )
+    info = d.to_feldera(failed, "status")
+    assert info["deployment_status"] == "Unavailable"
+    assert info["deployment_error"] == {
+        "message": words,
+        "error_code": "PipelineFailed",
+        "details": {"deployment_status": "Failed"},
+    }
+    assert (
+        d.to_feldera(pipeline(desired="Running", deployment="Running"))["deployment_error"] is None
+    )
+
+
 def test_a_pending_clear_reads_as_clearing_at_once() -> None:
     obj = pipeline(clear_request="r2", last_clear="r1")
     assert d.to_feldera(obj, "status")["storage_status"] == "Clearing"

@@ -21,6 +21,7 @@ from sluice.restapi.models import (
 
 PLATFORM_VERSION = "sluice-0.1.0"
 DESCRIPTION_ANNOTATION = "sluice.dev/description"
+PIPELINE_FAILED = "PipelineFailed"  # deployment_error when the pod failed
 
 # A Pipeline's name is a DNS-1123 subdomain (the API server's rule for custom resources),
 # at most api.MAX_NAME_LENGTH long (the CRD's CEL rule).
@@ -139,6 +140,21 @@ def _since(status: api.PipelineStatus, created: str) -> str:
     return max(times, default=created)
 
 
+def _deployment_error(status: api.PipelineStatus) -> dict[str, Any] | None:
+    """status.error; for a failed pod (no error of the operator's own), the Running
+    condition's words, which quote the pod's reason."""
+    if status.error:
+        return status.error.model_dump()
+    if status.deployment_status != api.DeploymentStatus.FAILED:
+        return None
+    running = next((c for c in status.conditions if c.type == "Running"), None)
+    return {
+        "message": running.message if running and running.message else "The pod failed.",
+        "error_code": PIPELINE_FAILED,
+        "details": {"deployment_status": str(status.deployment_status)},
+    }
+
+
 def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any]:
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
@@ -160,7 +176,7 @@ def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any
         "program_status": "Success",
         "program_status_since": created,
         "program_error": ProgramError(),
-        "deployment_error": status.error.model_dump() if status.error else None,
+        "deployment_error": _deployment_error(status),
         "deployment_status": _COMBINED[deployment],
         "deployment_status_since": since,
         "deployment_desired_status": "Running" if running else "Stopped",
