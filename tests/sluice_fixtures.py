@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localkube.cluster import REPO
+from localkube.cluster import REPO, free_ports
 from localkube.fixtures import Kubectl
 
 CRD_DIR = REPO / "crds"
@@ -22,7 +21,7 @@ class Operator:
 
     def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
         self.kubeconfig = kubeconfig
-        self.metrics_port = _free_port()
+        (self.metrics_port,) = free_ports(1)
         self.log_dir = log_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -71,13 +70,6 @@ class Operator:
     def log(self) -> str:
         path = self.log_dir / f"operator-{self.starts}.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 
-from localkube.cluster import COMPONENTS, LocalCluster, running_pids
+from localkube.cluster import COMPONENTS, LocalCluster, port_in_use, running_pids
 from localkube.fixtures import wait_for
 
 
@@ -24,16 +23,6 @@ def _alive(pid: int) -> bool:
     # A zombie still answers kill(0); it has released everything, so it counts as gone.
     status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}").exists() else ""
     return "State:\tZ" not in status
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _state(state_dir: Path) -> dict[str, dict[str, int]]:
@@ -64,5 +53,5 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
     second.down()
     assert not any(_alive(pid) for pid in fresh["pids"].values()), fresh
     assert list(running_pids(state_dir)) == []
-    assert all(_bindable(port) for port in fresh["ports"].values()), fresh["ports"]
+    assert not any(port_in_use(port) for port in fresh["ports"].values()), fresh["ports"]
     assert not (state_dir / "state.json").exists()

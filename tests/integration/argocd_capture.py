@@ -32,9 +32,9 @@ from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
 from .pipelines import (
-    MERGE,
     apply,
     claim_policy,
+    failed_pod,
     get,
     hold,
     manifest,
@@ -357,44 +357,6 @@ def _creates_denied(api: client.ApiClient, namespace: str) -> bool:
     return False
 
 
-def _failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any]) -> None:
-    """A pod of the pipeline (by its labels) that fails; owned by a ConfigMap as controller so
-    the StatefulSet controller neither adopts nor replaces it."""
-    core = client.CoreV1Api(api)
-    owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "failed-owner"}})
-    meta = pipeline["metadata"]
-    labels = {"sluice.dev/pipeline": meta["name"], "sluice.dev/pipeline-uid": meta["uid"]}
-    ref = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "name": "failed-owner",
-        "uid": owner.metadata.uid,
-        "controller": True,
-    }
-    body = {
-        "metadata": {"name": "failed-extra", "labels": labels, "ownerReferences": [ref]},
-        "spec": {"containers": [{"name": "pipeline", "image": "registry.example/orders:1"}]},
-    }
-    core.create_namespaced_pod(namespace, body)
-    wait_for(
-        lambda: core.read_namespaced_pod("failed-extra", namespace).status.phase == "Running",
-        what="the extra pod to run",
-    )
-    core.patch_namespaced_pod_status(
-        "failed-extra",
-        namespace,
-        # What the kubelet writes when it evicts a pod.
-        {
-            "status": {
-                "phase": "Failed",
-                "reason": "Evicted",
-                "message": "The node was low on resource: memory.",
-            }
-        },
-        _content_type=MERGE,
-    )
-
-
 @contextmanager
 def _cleanup(
     kubectl: Kubectl, api: client.ApiClient, namespace: str, policy: str
@@ -469,7 +431,7 @@ def drive_states(
         patch(kubectl, ns, "stopping", {"spec": {"desiredState": "Stopped"}})
         for name in ("waiting", "clearing", "clear-failed"):
             patch(kubectl, ns, name, stop_and_clear)
-        _failed_pod(api, ns, get(kubectl, ns, "failed"))
+        failed_pod(api, ns, get(kubectl, ns, "failed"))
 
         capture("stopping", "stopping", lambda o: status(o, "deploymentStatus") == "Stopping")
         capture(

@@ -213,3 +213,41 @@ def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
 
 def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
     _edit_finalizers(api, kind, namespace, name, lambda fs: [f for f in fs if f != HOLD])
+
+
+def failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any]) -> None:
+    """A pod of the pipeline (by its labels) that fails; owned by a ConfigMap as controller so
+    the StatefulSet controller neither adopts nor replaces it."""
+    core = client.CoreV1Api(api)
+    owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "failed-owner"}})
+    meta = pipeline["metadata"]
+    labels = {"sluice.dev/pipeline": meta["name"], "sluice.dev/pipeline-uid": meta["uid"]}
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "failed-owner",
+        "uid": owner.metadata.uid,
+        "controller": True,
+    }
+    body = {
+        "metadata": {"name": "failed-extra", "labels": labels, "ownerReferences": [ref]},
+        "spec": {"containers": [{"name": "pipeline", "image": IMAGE}]},
+    }
+    core.create_namespaced_pod(namespace, body)
+    wait_for(
+        lambda: core.read_namespaced_pod("failed-extra", namespace).status.phase == "Running",
+        what="the extra pod to run",
+    )
+    core.patch_namespaced_pod_status(
+        "failed-extra",
+        namespace,
+        # What the kubelet writes when it evicts a pod.
+        {
+            "status": {
+                "phase": "Failed",
+                "reason": "Evicted",
+                "message": "The node was low on resource: memory.",
+            }
+        },
+        _content_type=MERGE,
+    )

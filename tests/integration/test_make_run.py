@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import requests
 import yaml
-from localkube.cluster import REPO
+from localkube.cluster import REPO, free_ports, port_in_use
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
 from .pipelines import run_and_wait
-from .test_rest_api import _free_port, token_for
+from .test_rest_api import token_for
 
 
 def _answers(url: str) -> int | None:
@@ -35,18 +34,6 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-def _port_free(port: int) -> bool:
-    """Nothing listens: a server could bind it again (SO_REUSEADDR, as servers set, so
-    that the closed connections' TIME_WAIT do not count)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_make_run_runs_operator_and_api_until_interrupted(
     kubectl: Kubectl,
     kubeconfig: Path,
@@ -61,7 +48,7 @@ def test_make_run_runs_operator_and_api_until_interrupted(
     config["contexts"][0]["context"]["namespace"] = namespace
     user_kubeconfig = tmp_path / "kubeconfig"
     user_kubeconfig.write_text(yaml.safe_dump(config))
-    api_port, health_port, metrics_port = _free_port(), _free_port(), _free_port()
+    api_port, health_port, metrics_port = free_ports(3)
     operator_flags = (
         f"--namespace {namespace} --liveness http://127.0.0.1:{health_port}/healthz "
         f"--metrics-port {metrics_port}"
@@ -98,4 +85,4 @@ def test_make_run_runs_operator_and_api_until_interrupted(
     log_text = (tmp_path / "make-run.log").read_text(errors="replace")
     wait_for(lambda: _group_gone(make_run.pid), timeout=30, what="every process make run started")
     for port in (api_port, health_port, metrics_port):
-        assert _port_free(port), f"port {port} still bound after Ctrl-C\n{log_text}"
+        assert not port_in_use(port), f"port {port} still bound after Ctrl-C\n{log_text}"

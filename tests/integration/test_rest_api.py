@@ -21,20 +21,12 @@ from typing import Any
 
 import pytest
 import requests
-from localkube.cluster import LocalCluster
+from kubernetes import client
+from localkube.cluster import LocalCluster, free_ports
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import apply, get, manifest, patch, run_and_wait, wait_jsonpath
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from .pipelines import apply, failed_pod, get, manifest, patch, run_and_wait, wait_jsonpath
 
 
 class ApiServer:
@@ -49,7 +41,7 @@ class ApiServer:
         tls: tuple[Path, Path] | None = None,
         launcher: tuple[str, ...] = (sys.executable, "-m", "sluice"),
     ) -> None:
-        self.port = _free_port()
+        (self.port,) = free_ports(1)
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -299,6 +291,24 @@ def test_get_list_start_stop(kubectl: Kubectl, namespace: str, api: ApiServer, w
 
     config = api.request("GET", "/v0/config", writer).json()
     assert config["namespace"] == namespace and config["edition"] == "Open source"
+
+
+def test_a_failed_pod_is_the_deployment_error(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
+    api: ApiServer,
+    writer: str,
+) -> None:
+    run_and_wait(kubectl, namespace, "orders")
+    failed_pod(api_client, namespace, get(kubectl, namespace, "orders"))
+    wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Failed")
+    info = api.request("GET", "/v0/pipelines/orders?selector=status", writer).json()
+    assert info["deployment_status"] == "Unavailable"
+    error = info["deployment_error"]
+    assert error["error_code"] == "PipelineFailed"
+    assert "Pod failed-extra failed: The node was low on resource: memory." in error["message"]
 
 
 # ---- 401 / 403 ---------------------------------------------------------------------------------

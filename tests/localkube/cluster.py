@@ -79,7 +79,7 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ports free on 127.0.0.1 right now (all held open together, so distinct)."""
     socks: list[socket.socket] = []
     try:
@@ -93,7 +93,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     """True while something listens on 127.0.0.1:port (TIME_WAIT does not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -514,7 +514,7 @@ class LocalCluster:
         if alive:
             raise ClusterError(f"could not stop {', '.join(alive)}")
         deadline = time.monotonic() + 10
-        while any(_port_in_use(p) for p in ports) and time.monotonic() < deadline:
+        while any(port_in_use(p) for p in ports) and time.monotonic() < deadline:
             time.sleep(0.05)
         self._procs.clear()
         self._ports = {}
@@ -572,7 +572,7 @@ class LocalCluster:
         self.state_file.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
 
-        etcd_port, peer_port, api_port, kwok_port = _free_ports(4)
+        etcd_port, peer_port, api_port, kwok_port = free_ports(4)
         self._ports = {"etcd": etcd_port, "etcd-peer": peer_port, "apiserver": api_port}
         self._ports["kwok"] = kwok_port
 
