@@ -33,6 +33,21 @@ def main(argv: list[str] | None = None) -> int:
         default=9090,
         help="serve Prometheus metrics on this port (0: off)",
     )
+    run.add_argument(
+        "--workers", type=int, default=4, help="pipelines reconciled concurrently (default 4)"
+    )
+    run.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=50.0,
+        help="client-side limit: API requests per second, sustained (default 50; 0: no limit)",
+    )
+    run.add_argument(
+        "--kube-api-burst",
+        type=int,
+        default=100,
+        help="client-side limit: requests allowed at once above the rate (default 100)",
+    )
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("-v", "--verbose", action="store_true")
 
@@ -89,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             args.auth_cache_ttl,
             args.access_log,
         )
+    from sluice import handlers
+
+    handlers.OPTIONS = handlers.RunOptions(
+        namespaces=tuple(args.namespace),
+        workers=max(1, args.workers),
+        kube_api_qps=args.kube_api_qps,
+        kube_api_burst=args.kube_api_burst,
+    )
     return _run(
         args.namespace, args.all_namespaces or not args.namespace, args.liveness, args.metrics_port
     )

@@ -57,20 +57,22 @@ class Controller:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str) -> bool:
+        """One step; True when it wrote status (so the next step may follow at once: with a
+        cache, the written object is already observed)."""
         observed = self.kube.observe(namespace, name)
         if observed is None:
             metrics.CENSUS.forget((namespace, name))
-            return  # deleted; owned objects follow by garbage collection
+            return False  # deleted; owned objects follow by garbage collection
         try:
-            self._step(observed)
+            return self._step(observed)
         except ApiException as error:
             if error.status in (404, 409):
                 raise StaleObservation(f"{error.status} {error.reason}") from error
             self._report(observed, error)
             raise
 
-    def _step(self, observed: Observed) -> None:
+    def _step(self, observed: Observed) -> bool:
         plan = d.decide(observed, utc_now())
         was = observed.status.storage.status
         first_claim_delete = True
@@ -80,7 +82,8 @@ class Controller:
                 first_claim_delete = False
                 failpoints.hit(failpoints.AFTER_FIRST_CLAIM_DELETE)
         new = status_body(plan.status)
-        if _drop_none(new) != _comparable(observed.pipeline.get("status")):
+        wrote = _drop_none(new) != _comparable(observed.pipeline.get("status"))
+        if wrote:
             now = plan.status.storage.status
             if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
                 failpoints.hit(failpoints.BEFORE_CLEARED_WRITTEN)
@@ -108,6 +111,7 @@ class Controller:
                 event.message,
                 extra={"namespace": observed.namespace, "pipeline": observed.name},
             )
+        return bool(wrote)
 
     def _emit(self, observed: Observed, event: d.Event) -> None:
         """Events are best effort, as with client-go's recorder: the state they describe is

@@ -1,62 +1,94 @@
-"""kopf wiring, kept thin: watch events become work-queue keys; workers reconcile them.
+"""kopf wiring, kept thin: kopf runs the process (start-up, clean-up, signals, liveness);
+the watch-fed cache (cache.py) turns watch events into work-queue keys; workers reconcile
+them from the cache.
 
-Pipelines and the objects they own (StatefulSets, pods, claims) are watched; an
-event on any of them enqueues its pipeline. kopf is used for event-driven handlers
-only (no kopf progress annotations), so a settled pipeline causes no API writes.
+Pipelines and the objects they own (StatefulSets, Services, pods, claims) are watched; an
+event on any of them enqueues its pipeline. No kopf progress annotations are written, so a
+settled pipeline causes no API writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sluice import metrics
-from sluice.api import v1alpha1 as api
+from sluice.cache import Cache, Scope
 from sluice.controller import Controller, StaleObservation
-from sluice.core.labels import PIPELINE_LABEL
 from sluice.kube import Kube, load_config
+from sluice.ratelimit import RateLimitedApiClient, TokenBucket
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
-WORKERS = 4
+
+
+@dataclass
+class RunOptions:
+    """`sluice run`'s flags, set by cli.py before kopf starts."""
+
+    namespaces: tuple[str, ...] = ()  # none: all namespaces
+    workers: int = 4
+    kube_api_qps: float = 50.0
+    kube_api_burst: int = 100
+
+
+OPTIONS = RunOptions()
 
 
 @kopf.on.startup()
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # Events come from the controller, one per transition
-    settings.watching.server_timeout = 300
-    memo.queue = WorkQueue()
-    memo.controller = Controller(Kube(load_config()))
-    memo.workers = [asyncio.create_task(_work(memo.queue, memo.controller)) for _ in range(WORKERS)]
+    loop = asyncio.get_running_loop()
+    memo.queue = queue = WorkQueue()
+    load_config()  # sets the default configuration both clients copy
+    scope = Scope(OPTIONS.namespaces)
+    # Watches hold their connections for minutes: their own client and pool, not limited
+    # (a watch is one request); everything else shares the token bucket.
+    watching = client.Configuration.get_default_copy()
+    watching.connection_pool_maxsize = len(Cache.KINDS) * len(scope.watched_namespaces())
+
+    def enqueue(key: tuple[str, str]) -> None:  # called from the informer threads
+        loop.call_soon_threadsafe(queue.add, key)
+
+    memo.cache = cache = Cache(client.ApiClient(watching), scope, on_change=enqueue)
+    requests = client.Configuration.get_default_copy()
+    requests.connection_pool_maxsize = OPTIONS.workers + 2
+    bucket = TokenBucket(OPTIONS.kube_api_qps, OPTIONS.kube_api_burst)
+    memo.controller = Controller(Kube(RateLimitedApiClient(bucket, requests), cache))
+    memo.executor = ThreadPoolExecutor(OPTIONS.workers, thread_name_prefix="reconcile")
+    cache.start()
+    memo.workers = [
+        asyncio.create_task(_work(queue, memo.controller, cache, memo.executor))
+        for _ in range(OPTIONS.workers)
+    ]
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("workers", []):
         task.cancel()
+    if "cache" in memo:
+        memo.cache.stop()
 
 
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def pipeline_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    memo.queue.add((namespace, name))
-
-
-@kopf.on.event("apps/v1", "statefulsets", labels={PIPELINE_LABEL: kopf.PRESENT})
-@kopf.on.event("v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})
-@kopf.on.event("v1", "persistentvolumeclaims", labels={PIPELINE_LABEL: kopf.PRESENT})
-def owned_object_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    memo.queue.add((namespace, labels[PIPELINE_LABEL]))
-
-
-async def _work(queue: WorkQueue, controller: Controller) -> None:
+async def _work(
+    queue: WorkQueue, controller: Controller, cache: Cache, executor: ThreadPoolExecutor
+) -> None:
+    loop = asyncio.get_running_loop()
+    while not cache.synced:  # never decide from a half-filled cache (see cache.py)
+        await asyncio.sleep(0.05)
     while True:
         key = await queue.get()
         try:
-            await asyncio.to_thread(controller.reconcile, *key)
+            if await loop.run_in_executor(executor, controller.reconcile, *key):
+                queue.add(key)  # status written and already in the cache: next step now
         except StaleObservation:
             queue.add(key)  # observe again right away
         except ApiException as error:

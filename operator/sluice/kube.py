@@ -15,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from sluice.api import v1alpha1 as api
+from sluice.cache import Cache
 from sluice.core import decide as d
 from sluice.core import manifests
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
@@ -42,10 +43,18 @@ def _missing(error: ApiException) -> bool:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    """With a `cache`, `observe` reads from it (no API request) and every write's response
+    is put into it; without one, every observation is a fresh read."""
+
+    def __init__(self, api_client: client.ApiClient, cache: Cache | None = None) -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.cache = cache
+
+    def _remember(self, kind: str, response: Any) -> None:
+        if self.cache is not None:
+            self.cache.remember(kind, response if isinstance(response, dict) else _json(response))
 
     # ---- reads ---------------------------------------------------------------------
 
@@ -62,6 +71,8 @@ class Kube:
             raise
 
     def observe(self, namespace: str, name: str) -> Observed | None:
+        if self.cache is not None:
+            return self.cache.observe(namespace, name)
         pipeline = self.get_pipeline(namespace, name)
         if pipeline is None:
             return None
@@ -109,20 +120,32 @@ class Kube:
                 self._create(namespace, manifest)
             case d.UpdateContainer(statefulset, container):
                 body = {"spec": {"template": {"spec": {"containers": [container]}}}}
-                self.apps.patch_namespaced_stateful_set(
+                response = self.apps.patch_namespaced_stateful_set(
                     statefulset,
                     namespace,
                     body,
                     _content_type="application/strategic-merge-patch+json",
+                    _preload_content=False,
                 )
+                self._remember("statefulsets", response)
             case d.DeleteStatefulSet(sts_name, uid):
-                self._delete(self.apps.delete_namespaced_stateful_set, sts_name, namespace, uid)
+                self._delete(
+                    "statefulsets",
+                    self.apps.delete_namespaced_stateful_set,
+                    sts_name,
+                    namespace,
+                    uid,
+                )
             case d.DeleteClaim(claim, uid):
                 self._delete(
-                    self.core.delete_namespaced_persistent_volume_claim, claim, namespace, uid
+                    "persistentvolumeclaims",
+                    self.core.delete_namespaced_persistent_volume_claim,
+                    claim,
+                    namespace,
+                    uid,
                 )
             case d.DetachClaim():
-                self.core.patch_namespaced_persistent_volume_claim(
+                detached = self.core.patch_namespaced_persistent_volume_claim(
                     action.name,
                     namespace,
                     {
@@ -135,7 +158,9 @@ class Kube:
                         }
                     },
                     _content_type="application/merge-patch+json",
+                    _preload_content=False,
                 )
+                self._remember("persistentvolumeclaims", detached)
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
@@ -146,29 +171,45 @@ class Kube:
                 "resourceVersion": observed.pipeline["metadata"]["resourceVersion"],
             }
         }
-        self.custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, observed.namespace, api.PLURAL, observed.name, body
+        response = self.custom.patch_namespaced_custom_object(
+            api.GROUP,
+            api.VERSION,
+            observed.namespace,
+            api.PLURAL,
+            observed.name,
+            body,
+            _preload_content=False,
         )
+        self._remember("pipelines", response)
 
     def _create(self, namespace: str, manifest: dict[str, Any]) -> None:
-        create: Any = {
-            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
-            "Service": self.core.create_namespaced_service,
-            "StatefulSet": self.apps.create_namespaced_stateful_set,
-        }[manifest["kind"]]
+        creators: dict[str, tuple[str, Any]] = {
+            "PersistentVolumeClaim": (
+                "persistentvolumeclaims",
+                self.core.create_namespaced_persistent_volume_claim,
+            ),
+            "Service": ("services", self.core.create_namespaced_service),
+            "StatefulSet": ("statefulsets", self.apps.create_namespaced_stateful_set),
+        }
+        kind, create = creators[manifest["kind"]]
         try:
-            create(namespace, manifest)
+            # Remembered at once: a claim has a generated name, and a reconcile that did not
+            # see it yet would create a second one.
+            self._remember(kind, create(namespace, manifest, _preload_content=False))
         except ApiException as error:
             if error.status != 409:  # already there: the next observation will see it
                 raise
 
-    @staticmethod
-    def _delete(delete: Any, name: str, namespace: str, uid: str) -> None:
+    def _delete(self, kind: str, delete: Any, name: str, namespace: str, uid: str) -> None:
         options = client.V1DeleteOptions(
             preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"
         )
         try:
-            delete(name, namespace, body=options)
+            answer = _json(delete(name, namespace, body=options, _preload_content=False))
+            # Still there, marked for deletion (finalizers pending): remembered, so the next
+            # reconcile waits instead of deleting again. Gone at once: the watch says so.
+            if (answer.get("metadata") or {}).get("deletionTimestamp"):
+                self._remember(kind, answer)
         except ApiException as error:
             if not _missing(error):
                 raise
@@ -178,9 +219,16 @@ class Kube:
             "metadata": {"resourceVersion": observed.pipeline["metadata"]["resourceVersion"]},
             "status": status,
         }
-        self.custom.patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, observed.namespace, api.PLURAL, observed.name, body
+        response = self.custom.patch_namespaced_custom_object_status(
+            api.GROUP,
+            api.VERSION,
+            observed.namespace,
+            api.PLURAL,
+            observed.name,
+            body,
+            _preload_content=False,
         )
+        self._remember("pipelines", response)
 
     def emit_event(self, observed: Observed, event: d.Event) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -34,3 +34,21 @@ def writes(kubectl: Kubectl, resources: set[str]) -> int:
     return sum(
         n for key, n in write_requests(kubectl).items() if key.split()[1].split("/")[0] in resources
     )
+
+
+def requests_by_verb(kubectl: Kubectl) -> Counter[tuple[str, str]]:
+    """All requests so far, keyed (verb, resource[/subresource]); GET is one object by
+    name, LIST a collection, WATCH a watch."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        resource = labels.get("resource", "")
+        if not resource:
+            continue
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[(labels.get("verb", ""), resource)] += int(float(match["value"]))
+    return counts

@@ -1,0 +1,414 @@
+"""A watch-fed cache of what the operator observes, in the manner of client-go's informers.
+
+One LIST+WATCH per kind (pipelines; and the StatefulSets, Services, pods and PVCs labelled
+`sluice.dev/pipeline`) keeps a store current; `observe()` builds the same `Observed` that a
+fresh read would, with no API request. Each event also names the pipeline it concerns, so
+the work queue is fed from here.
+
+Why own watches rather than kopf's event handlers: a reconcile must never run on a store
+that is still being filled (it would see no claim and create a second one, or see no claim
+while clearing and write Cleared). kopf has no "initial list complete" signal; a LIST gives
+one. The controller waits for `synced` before the first reconcile.
+
+Stored objects are trimmed to what decisions read (no managedFields, no last-applied
+annotation, no pod spec), so memory grows with the number of objects, not their history.
+After its own writes the operator puts the API server's response into the store
+(`remember`), so the next reconcile does not act on the older object while the watch event
+is still on its way; an event older than what is stored is ignored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from sluice.api import v1alpha1 as api
+from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
+from sluice.core.observed import Observed
+
+log = logging.getLogger("sluice.cache")
+
+Key = tuple[str, str]  # (namespace, name)
+Obj = dict[str, Any]
+OnChange = Callable[[Key], None]
+
+PAGE_SIZE = 500
+TOMBSTONE_SECONDS = 300.0  # how long a deletion outranks a late answer to our own write
+WATCH_SECONDS = 300  # the API server ends each watch after this; it is resumed from its RV
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _resource_version(obj: Obj) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:  # opaque by contract; etcd's are integers, anything else is never "older"
+        return 0
+
+
+def _slim_metadata(meta: Obj) -> Obj:
+    meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = meta.get("annotations")
+    if annotations and LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return meta
+
+
+def trim(kind: str, obj: Obj) -> Obj:
+    """Keep what `core/` reads of each kind."""
+    kept = {"metadata": _slim_metadata(obj.get("metadata") or {})}
+    if kind == "pods":
+        kept["status"] = obj.get("status") or {}
+    elif kind == "services":
+        pass  # only its existence matters
+    else:
+        for part in ("apiVersion", "kind", "spec", "status"):
+            if part in obj:
+                kept[part] = obj[part]
+    return kept
+
+
+class Store:
+    """Objects of one kind by (namespace, name), indexed by the pipeline they belong to.
+
+    Written by one informer thread (and by `remember` from workers), read by workers;
+    objects are replaced, never mutated, so readers may keep what they got.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._objects: dict[Key, Obj] = {}
+        self._by_pipeline: dict[Key, dict[str, Obj]] = {}
+        # Deleted keys -> (deletion's resourceVersion, when): the answer to our own write
+        # may reach the store after the watch reported the deletion; it must not revive it.
+        self._tombstones: dict[Key, tuple[int, float]] = {}
+        self._prune_at = 1000
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self._objects.get((namespace, name))
+
+    def for_pipeline(self, namespace: str, pipeline: str) -> list[Obj]:
+        with self._lock:
+            return list(self._by_pipeline.get((namespace, pipeline), {}).values())
+
+    def items(self, namespace: str | None = None) -> list[Obj]:
+        with self._lock:
+            objs = list(self._objects.values())
+        return [o for o in objs if namespace is None or o["metadata"]["namespace"] == namespace]
+
+    def upsert(self, obj: Obj, *, only_newer: bool = True) -> bool:
+        """Store `obj` unless what is stored is newer (our own write's response got here
+        before the watch event); True when stored."""
+        obj = trim(self.kind, obj)
+        key = _key(obj)
+        version = _resource_version(obj)
+        with self._lock:
+            old = self._objects.get(key)
+            if only_newer and old is not None and _resource_version(old) > version:
+                return False
+            tombstone = self._tombstones.pop(key, None)
+            if only_newer and tombstone is not None and tombstone[0] >= version:
+                self._tombstones[key] = tombstone
+                return False
+            if old is not None:
+                self._unindex(key, old)
+            self._objects[key] = obj
+            owner = pipeline_of(self.kind, obj)
+            if owner is not None:
+                self._by_pipeline.setdefault((key[0], owner), {})[key[1]] = obj
+        return True
+
+    def delete(self, obj: Obj) -> None:
+        key = _key(obj)
+        now = time.monotonic()
+        with self._lock:
+            old = self._objects.pop(key, None)
+            if old is not None:
+                self._unindex(key, old)
+            self._tombstones[key] = (_resource_version(obj), now)
+            if len(self._tombstones) > self._prune_at:  # amortized: the bound doubles
+                horizon = now - TOMBSTONE_SECONDS
+                self._tombstones = {k: t for k, t in self._tombstones.items() if t[1] > horizon}
+                self._prune_at = max(1000, 2 * len(self._tombstones))
+
+    def replace(self, objs: Iterable[Obj], in_scope: Callable[[str], bool]) -> list[Obj]:
+        """A fresh LIST's content replaces the store's (within scope); returns what went."""
+        fresh = {_key(o): o for o in objs}
+        with self._lock:
+            gone = [o for k, o in self._objects.items() if in_scope(k[0]) and k not in fresh]
+        for obj in gone:
+            self.delete(obj)
+        for obj in fresh.values():
+            self.upsert(obj, only_newer=False)
+        return gone
+
+    def _unindex(self, key: Key, old: Obj) -> None:
+        owner = pipeline_of(self.kind, old)
+        if owner is None:
+            return
+        siblings = self._by_pipeline.get((key[0], owner))
+        if siblings is not None:
+            siblings.pop(key[1], None)
+            if not siblings:
+                del self._by_pipeline[(key[0], owner)]
+
+
+def _key(obj: Obj) -> Key:
+    meta = obj["metadata"]
+    return str(meta.get("namespace") or ""), str(meta["name"])
+
+
+def pipeline_of(kind: str, obj: Obj) -> str | None:
+    """The name of the pipeline an object's events concern."""
+    if kind == "pipelines":
+        return str(obj["metadata"]["name"])
+    labels = obj["metadata"].get("labels") or {}
+    owner = labels.get(PIPELINE_LABEL)
+    return str(owner) if owner is not None else None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which namespaces the operator serves: all, or names and glob patterns (as `-n`)."""
+
+    patterns: tuple[str, ...] = ()
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.patterns or any(_is_glob(p) for p in self.patterns)
+
+    def watched_namespaces(self) -> list[str | None]:
+        """None: one cluster-wide watch (filtered by `contains` when patterns are given)."""
+        return [None] if self.clusterwide else list(self.patterns)
+
+    def contains(self, namespace: str) -> bool:
+        return not self.patterns or any(fnmatch.fnmatchcase(namespace, p) for p in self.patterns)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+class Informer:
+    """LIST, then WATCH from the list's resourceVersion; on 410 Gone, LIST again. Runs in
+    its own daemon thread; `synced` is set after the first complete LIST."""
+
+    def __init__(
+        self,
+        store: Store,
+        list_call: Callable[..., Any],
+        namespace: str | None,
+        scope: Scope,
+        selector: str | None,
+        on_change: OnChange,
+    ) -> None:
+        self.store, self.namespace, self.scope = store, namespace, scope
+        self._list_call, self._selector, self._on_change = list_call, selector, on_change
+        self.synced = threading.Event()
+        self.stopped = threading.Event()
+        where = namespace or "all namespaces"
+        self.name = f"{store.kind} in {where}"
+        self._thread = threading.Thread(target=self._run, name=f"informer {self.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _in_scope(self, namespace: str) -> bool:
+        if self.namespace is not None:
+            return namespace == self.namespace
+        return self.scope.contains(namespace)
+
+    def _call(self, **kwargs: Any) -> Any:
+        if self._selector:
+            kwargs["label_selector"] = self._selector
+        return self._list_call(_preload_content=False, **kwargs)
+
+    def _run(self) -> None:
+        delay = 0.5
+        resource_version: str | None = None
+        while not self.stopped.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list()
+                    delay = 0.5
+                resource_version = self._watch(resource_version)
+            except ApiException as error:
+                if error.status == 410:
+                    resource_version = None  # too old: list again
+                    continue
+                log.warning(
+                    "%s: %s %s; retrying in %.1fs", self.name, error.status, error.reason, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception as error:  # connection reset, API server restarting, ...
+                log.warning("%s: %s; retrying in %.1fs", self.name, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _list(self) -> str:
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            page = json.loads(
+                self._call(limit=PAGE_SIZE, **({"_continue": token} if token else {})).data
+            )
+            items.extend(o for o in page["items"] if self._in_scope(_key(o)[0]))
+            token = page["metadata"].get("continue")
+            if not token:
+                break
+        gone = self.store.replace(items, self._in_scope)
+        for obj in (*items, *gone):
+            self._notify(obj)
+        self.synced.set()
+        log.debug("%s: listed %d", self.name, len(items))
+        return str(page["metadata"]["resourceVersion"])
+
+    def _watch(self, resource_version: str) -> str:
+        response = self._call(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _request_timeout=(10, WATCH_SECONDS + 30),
+        )
+        try:
+            for event in _events(response):
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    status = int(obj.get("code") or 500)
+                    raise ApiException(status=status, reason=obj.get("message"))
+                resource_version = obj["metadata"]["resourceVersion"]
+                if kind == "BOOKMARK" or not self._in_scope(_key(obj)[0]):
+                    continue
+                if kind == "DELETED":
+                    self.store.delete(obj)
+                elif not self.store.upsert(obj):
+                    continue  # older than our own write's response, already stored
+                self._notify(obj)
+                if self.stopped.is_set():
+                    break
+        finally:
+            response.release_conn()
+        return resource_version
+
+    def _notify(self, obj: Obj) -> None:
+        owner = pipeline_of(self.store.kind, obj)
+        if owner is not None:
+            self._on_change((_key(obj)[0], owner))
+
+
+def _events(response: Any) -> Iterator[Obj]:
+    for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+        if line:
+            yield json.loads(line)
+
+
+class Cache:
+    """The operator's view: one store per kind, each kept by an informer per watched
+    namespace (or one cluster-wide)."""
+
+    KINDS = ("pipelines", "statefulsets", "services", "pods", "persistentvolumeclaims")
+
+    def __init__(self, api_client: client.ApiClient, scope: Scope, on_change: OnChange) -> None:
+        self.scope = scope
+        self.stores = {kind: Store(kind) for kind in self.KINDS}
+        core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+        custom = client.CustomObjectsApi(api_client)
+        calls: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+            "pipelines": (
+                functools.partial(
+                    custom.list_cluster_custom_object, api.GROUP, api.VERSION, api.PLURAL
+                ),
+                functools.partial(custom.list_namespaced_custom_object, api.GROUP, api.VERSION),
+            ),
+            "statefulsets": (
+                apps.list_stateful_set_for_all_namespaces,
+                apps.list_namespaced_stateful_set,
+            ),
+            "services": (core.list_service_for_all_namespaces, core.list_namespaced_service),
+            "pods": (core.list_pod_for_all_namespaces, core.list_namespaced_pod),
+            "persistentvolumeclaims": (
+                core.list_persistent_volume_claim_for_all_namespaces,
+                core.list_namespaced_persistent_volume_claim,
+            ),
+        }
+        self.informers: list[Informer] = []
+        for kind in self.KINDS:
+            selector = None if kind == "pipelines" else PIPELINE_LABEL
+            every, namespaced = calls[kind]
+            for namespace in scope.watched_namespaces():
+                if namespace is None:
+                    call = every
+                elif kind == "pipelines":
+                    call = _plural_last(namespaced, namespace)
+                else:
+                    call = functools.partial(namespaced, namespace)
+                informer = Informer(self.stores[kind], call, namespace, scope, selector, on_change)
+                self.informers.append(informer)
+
+    def start(self) -> None:
+        for informer in self.informers:
+            informer.start()
+
+    def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informer in self.informers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not informer.synced.wait(left):
+                return False
+        return True
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    def remember(self, kind: str, obj: Obj) -> None:
+        """The API server's answer to our own write: newer than anything stored."""
+        if obj.get("kind") == "Status" or "metadata" not in obj:
+            return  # a delete answered with a Status: the watch brings the rest
+        self.stores[kind].upsert(obj)
+
+    def observe(self, namespace: str, name: str) -> Observed | None:
+        pipeline = self.stores["pipelines"].get(namespace, name)
+        if pipeline is None:
+            return None
+        uid = pipeline["metadata"]["uid"]
+        pods = self.stores["pods"].for_pipeline(namespace, name)
+        return Observed(
+            pipeline=pipeline,
+            statefulset=self.stores["statefulsets"].get(namespace, name),
+            service=self.stores["services"].get(namespace, name),
+            pods=[
+                p
+                for p in pods
+                if (p["metadata"].get("labels") or {}).get(PIPELINE_UID_LABEL) == uid
+            ],
+            claims=self.stores["persistentvolumeclaims"].for_pipeline(namespace, name),
+        )
+
+
+def _plural_last(list_namespaced: Callable[..., Any], namespace: str) -> Callable[..., Any]:
+    """list_namespaced_custom_object(group, version, namespace, plural, ...)."""
+    return functools.partial(list_namespaced, namespace, api.PLURAL)
