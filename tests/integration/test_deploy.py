@@ -198,8 +198,7 @@ ALLOWED = [
         (verb, "statefulsets.apps")
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ),
-    ("get", "services"),
-    ("create", "services"),
+    *((verb, "services") for verb in ("get", "list", "watch", "create")),
     ("list", "pods"),
     ("watch", "pods"),
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),

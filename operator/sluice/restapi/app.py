@@ -460,7 +460,9 @@ def serve(
     if tls_cert and tls_key:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(tls_cert, tls_key)
-    app = create_app(PipelineStore(api_client, served), authorizer, served)
+    store = PipelineStore(api_client, served)
+    store.start()
+    app = create_app(store, authorizer, served)
 
     async def executor(app: web.Application) -> Any:
         # Kubernetes calls block; more threads than asyncio's default keep requests flowing.

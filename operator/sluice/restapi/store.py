@@ -1,8 +1,13 @@
 """Pipeline resources in the served namespace: read, list, merge-patch (blocking calls;
-the app runs them in threads). JSON dicts in and out, as in operator/sluice/kube.py."""
+the app runs them in threads). JSON dicts in and out, as in operator/sluice/kube.py.
+
+Reads come from a watch-fed store (the operator's informer, sluice/cache.py), so a GET
+costs no API server request; the answer to each patch goes into it at once, so a client
+that clears and then polls reads its own write."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -12,10 +17,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from sluice.api import v1alpha1 as api
+from sluice.cache import Informer, Scope, Store
 from sluice.core import manifests
 
 REPORTING_COMPONENT = "sluice-api"
 
+SYNC_TIMEOUT = 30.0  # a read before the first LIST completes waits this long, then reads live
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -58,6 +65,28 @@ class PipelineStore:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
+        self.cache = Store("pipelines")
+        self.informer = Informer(
+            self.cache,
+            functools.partial(
+                self.custom.list_namespaced_custom_object,
+                api.GROUP,
+                api.VERSION,
+                namespace,
+                api.PLURAL,
+            ),
+            namespace,
+            Scope((namespace,)),
+            None,
+            on_change=lambda key: None,
+        )
+
+    def start(self) -> None:
+        """Start watching; until the first LIST is in, reads wait for it."""
+        self.informer.start()
+
+    def _cached(self) -> bool:
+        return self.informer.synced.wait(SYNC_TIMEOUT)
 
     def record_event(self, pipeline: dict[str, Any], reason: str, message: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -67,6 +96,16 @@ class PipelineStore:
         self.core.create_namespaced_event(self.namespace, body)
 
     def get(self, name: str) -> dict[str, Any] | None:
+        if self._cached():
+            return self.cache.get(self.namespace, name)
+        return self._read(name)
+
+    def _refresh(self, name: str) -> None:
+        obj = self._read(name)
+        if obj is not None:
+            self.cache.upsert(obj)
+
+    def _read(self, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = _json(
                 self.custom.get_namespaced_custom_object(
@@ -80,6 +119,10 @@ class PipelineStore:
             raise
 
     def list(self) -> list[dict[str, Any]]:
+        if self._cached():
+            return sorted(
+                self.cache.items(self.namespace), key=lambda o: str(o["metadata"]["name"])
+            )
         items: list[dict[str, Any]] = _json(
             self.custom.list_namespaced_custom_object(
                 api.GROUP, api.VERSION, self.namespace, api.PLURAL, _preload_content=False
@@ -90,7 +133,7 @@ class PipelineStore:
     def patch(self, name: str, body: dict[str, Any]) -> bool:
         """Merge-patch; False when the pipeline is gone."""
         try:
-            self.custom.patch_namespaced_custom_object(
+            response = self.custom.patch_namespaced_custom_object(
                 api.GROUP,
                 api.VERSION,
                 self.namespace,
@@ -100,11 +143,13 @@ class PipelineStore:
                 _content_type="application/merge-patch+json",
                 _preload_content=False,
             )
+            self.cache.upsert(_json(response))
             return True
         except ApiException as error:
             if error.status == 404:
                 return False
             if error.status == 409:
+                self._refresh(name)  # the cache was behind: the retry decides on the latest
                 raise Conflict(name) from error
             if error.status == 422:
                 raise Rejected(_status_message(error)) from error
