@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         default=10.0,
         help="seconds a TokenReview/SubjectAccessReview result is reused (0: never)",
     )
+    rest.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read pipelines from the API server on every request instead of from a "
+        "watch-fed cache (for comparison)",
+    )
     rest.add_argument("--access-log", action="store_true", help="log every request")
     rest.add_argument("--log-format", choices=["text", "json"], default="text")
     rest.add_argument("-v", "--verbose", action="store_true")
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             args.tls_key,
             args.auth_cache_ttl,
             args.access_log,
+            not args.no_cache,
         )
     from sluice import handlers
 

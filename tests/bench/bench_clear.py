@@ -1,60 +1,262 @@
-"""`make bench`: how long a clear takes and how many API writes it causes.
+"""`make bench`: clears side by side with kube-controller-manager (KCM) in the same cluster.
 
-Prints figures; asserts nothing about timing (shared, noisy machines).
+Sluice: one request sets `desiredState: Stopped` and a new `clearRequest` on a running
+pipeline; timed until `Cleared`. KCM, the anchor: a one-replica StatefulSet with a
+volumeClaimTemplate and `persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete}` is
+deleted; timed until its PVC is gone. Both are the same chain (compute goes, then the claim)
+and both are timed from a watch. One clear (median of RUNS, interleaved), then MANY at once
+(one client, MANY requests). Also the API requests one clear costs, by verb, from the API
+server's `apiserver_request_total` (all clients, so KCM's and kwok's share is in both).
+
+Prints figures; asserts nothing about timing (shared, noisy machines). The CI smoke test
+(tests/integration/test_bench_smoke.py) runs the same functions with tiny sizes.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import statistics
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
-from integration.metrics import OWNED_RESOURCES, write_requests, writes
-from integration.pipelines import patch, run_and_wait, wait_jsonpath, wait_settled
+import yaml
+from integration.pipelines import IMAGE
 from kubernetes import client
 from localkube.fixtures import Kubectl
+from sluice.api import v1alpha1 as api
 from sluice_fixtures import Operator
 
-RUNS = 5
+from bench.watching import Requests, by_verb, reads_and_writes, watch_until
+
+RUNS = int(os.environ.get("SLUICE_BENCH_RUNS", "5"))
+MANY = int(os.environ.get("SLUICE_BENCH_MANY", "100"))
+TIMEOUT = 900.0
 
 
-def test_clear_latency_and_writes(
+def pipeline(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"desiredState": "Running", "image": IMAGE, "storage": {"size": "1Gi"}},
+    }
+
+
+def statefulset(name: str, namespace: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": labels},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": IMAGE,
+                            "volumeMounts": [{"name": "data", "mountPath": "/storage"}],
+                        }
+                    ]
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data", "labels": labels},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+class Side:
+    """One side of the comparison: create N workloads, wait until running, clear them all
+    with one request each, wait until their storage is gone."""
+
+    label = ""
+
+    def __init__(self, api_client: client.ApiClient, kubectl: Kubectl, namespace: str) -> None:
+        self.api_client, self.kubectl, self.namespace = api_client, kubectl, namespace
+
+    def create(self, names: list[str]) -> None:
+        raise NotImplementedError
+
+    def wait_running(self, names: list[str]) -> None:
+        raise NotImplementedError
+
+    def clear(self, name: str, request: str) -> None:
+        raise NotImplementedError
+
+    def wait_cleared(self, names: list[str], request: str) -> float:
+        raise NotImplementedError
+
+    def timed(self, names: list[str], request: str) -> tuple[float, Counter[tuple[str, str]]]:
+        self.create(names)
+        self.wait_running(names)
+        time.sleep(1.0)  # the start's trailing writes land before counting
+        requests = Requests(self.kubectl)
+        start = time.perf_counter()
+        for name in names:
+            self.clear(name, request)
+        elapsed = self.wait_cleared(names, request) - start
+        time.sleep(1.0)  # trailing writes (Events) land before counting
+        return elapsed, requests.delta()
+
+
+class Sluice(Side):
+    label = "Sluice"
+
+    def _list(self) -> Callable[..., Any]:
+        custom = client.CustomObjectsApi(self.api_client)
+        return functools.partial(
+            custom.list_namespaced_custom_object, api.GROUP, api.VERSION, self.namespace, api.PLURAL
+        )
+
+    def create(self, names: list[str]) -> None:
+        docs = [pipeline(name, self.namespace) for name in names]
+        self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
+
+    def wait_running(self, names: list[str]) -> None:
+        wanted = set(names)
+
+        def running(obj: dict[str, Any]) -> bool:
+            status = obj.get("status") or {}
+            return obj["metadata"]["name"] in wanted and status.get("deploymentStatus") == "Running"
+
+        watch_until(self._list(), running, lambda n: n >= len(names), TIMEOUT, "running")
+
+    def clear(self, name: str, request: str) -> None:
+        client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
+            api.GROUP,
+            api.VERSION,
+            self.namespace,
+            api.PLURAL,
+            name,
+            {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}},
+        )
+
+    def wait_cleared(self, names: list[str], request: str) -> float:
+        wanted = set(names)
+
+        def cleared(obj: dict[str, Any]) -> bool:
+            storage = (obj.get("status") or {}).get("storage") or {}
+            return (
+                obj["metadata"]["name"] in wanted
+                and storage.get("status") == "Cleared"
+                and storage.get("lastClearRequest") == request
+            )
+
+        return watch_until(self._list(), cleared, lambda n: n >= len(names), TIMEOUT, "Cleared")
+
+
+class ControllerManager(Side):
+    label = "KCM"
+
+    def create(self, names: list[str]) -> None:
+        docs = [statefulset(name, self.namespace) for name in names]
+        self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
+
+    def wait_running(self, names: list[str]) -> None:
+        wanted = set(names)
+        apps = client.AppsV1Api(self.api_client)
+
+        def ready(obj: dict[str, Any]) -> bool:
+            ready_replicas = (obj.get("status") or {}).get("readyReplicas")
+            return obj["metadata"]["name"] in wanted and ready_replicas == 1
+
+        listing = functools.partial(apps.list_namespaced_stateful_set, self.namespace)
+        watch_until(listing, ready, lambda n: n >= len(names), TIMEOUT, "ready")
+
+    def clear(self, name: str, request: str) -> None:
+        client.AppsV1Api(self.api_client).delete_namespaced_stateful_set(
+            name, self.namespace, propagation_policy="Background"
+        )
+
+    def wait_cleared(self, names: list[str], request: str) -> float:
+        wanted = {f"data-{name}-0" for name in names}
+        core = client.CoreV1Api(self.api_client)
+        listing = functools.partial(core.list_namespaced_persistent_volume_claim, self.namespace)
+        return watch_until(
+            listing,
+            lambda obj: obj["metadata"]["name"] in wanted,
+            lambda n: n == 0,
+            TIMEOUT,
+            "claims gone",
+        )
+
+
+def one_clear(
+    api_client: client.ApiClient, kubectl: Kubectl, namespace: str, runs: int
+) -> dict[str, list[tuple[float, Counter[tuple[str, str]]]]]:
+    sides = [
+        Sluice(api_client, kubectl, namespace),
+        ControllerManager(api_client, kubectl, namespace),
+    ]
+    results: dict[str, list[tuple[float, Counter[tuple[str, str]]]]] = {s.label: [] for s in sides}
+    for i in range(runs):  # interleaved: both see the same machine load
+        for side in sides:
+            results[side.label].append(side.timed([f"one-{i}"], f"r{i}"))
+    return results
+
+
+def many_at_once(
+    api_client: client.ApiClient, kubectl: Kubectl, namespace: str, many: int
+) -> dict[str, tuple[float, Counter[tuple[str, str]]]]:
+    names = [f"many-{i:03d}" for i in range(many)]
+    return {
+        side.label: side.timed(names, "all")
+        for side in (
+            Sluice(api_client, kubectl, namespace),
+            ControllerManager(api_client, kubectl, namespace),
+        )
+    }
+
+
+def report_one(results: dict[str, list[tuple[float, Counter[tuple[str, str]]]]]) -> None:
+    sluice = [t for t, _ in results["Sluice"]]
+    kcm = [t for t, _ in results["KCM"]]
+    print(f"\none clear, side by side ({len(sluice)} runs each, interleaved; seconds)")
+    for label, times in (("Sluice", sluice), ("KCM", kcm)):
+        print(
+            f"  {label:<7} median {statistics.median(times):.3f}"
+            f"  (min {min(times):.3f}, max {max(times):.3f}): "
+            + ", ".join(f"{t:.3f}" for t in times)
+        )
+    print(
+        f"  ratio Sluice/KCM of medians: {statistics.median(sluice) / statistics.median(kcm):.2f}"
+    )
+    for label in ("Sluice", "KCM"):
+        counts = results[label][len(results[label]) // 2][1]
+        reads, writes = reads_and_writes(counts)
+        print(
+            f"  API requests during one {label} clear (all clients): {reads} reads, {writes} writes"
+        )
+        print(f"    {by_verb(counts)}")
+
+
+def report_many(results: dict[str, tuple[float, Counter[tuple[str, str]]]], many: int) -> None:
+    sluice, kcm = results["Sluice"][0], results["KCM"][0]
+    print(f"\n{many} clears at once (one client, {many} requests; until all storage is gone)")
+    print(f"  Sluice {sluice:.2f} s, KCM {kcm:.2f} s, ratio {sluice / kcm:.2f}")
+    for label, (_, counts) in results.items():
+        reads, writes = reads_and_writes(counts)
+        print(f"  {label}: {reads} reads, {writes} writes (all clients): {by_verb(counts)}")
+
+
+def test_clears_side_by_side_with_the_controller_manager(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
-    durations, per_clear = [], []
-    for i in range(RUNS):
-        run_and_wait(kubectl, namespace, "orders")
-        patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Stopped"}})
-        wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Stopped")
-        wait_settled(kubectl, namespace, "orders")
-        before = write_requests(kubectl)
-        start = time.perf_counter()
-        patch(kubectl, namespace, "orders", {"spec": {"storage": {"clearRequest": f"r{i}"}}})
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
-        durations.append(time.perf_counter() - start)
-        time.sleep(1)  # let trailing writes (Events) land before counting
-        per_clear.append(write_requests(kubectl) - before)
-        patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
-
-    print(f"\nclear of a stopped pipeline with one PVC, kubectl patch -> Cleared, {RUNS} runs")
-    print(
-        f"  median {statistics.median(durations):.3f} s"
-        f"  (min {min(durations):.3f}, max {max(durations):.3f})"
-    )
-    median_writes = statistics.median(sum(c.values()) for c in per_clear)
-    print(
-        f"  API write requests per clear (all clients, the user's patch included): "
-        f"median {median_writes}"
-    )
-    for key, n in sorted(per_clear[-1].items()):
-        print(f"    {key}: {n}")
-
-    wait_settled(kubectl, namespace, "orders")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Running")
-    start_count = writes(kubectl, OWNED_RESOURCES)
-    window = 30.0
-    time.sleep(window)
-    idle = writes(kubectl, OWNED_RESOURCES) - start_count
-    print(
-        f"idle settled pipeline: {idle * 60 / window:.1f} writes/min to pipelines, "
-        "statefulsets, PVCs, services"
-    )
+    report_one(one_clear(api_client, kubectl, namespace, RUNS))
+    report_many(many_at_once(api_client, kubectl, namespace, MANY), MANY)

@@ -1,38 +1,34 @@
-"""`make bench`: one namespace with many pipelines (issue 3: "design for 1,000").
+"""`make bench`: many stopped pipelines in one namespace (issue 10: 1,000 and 10,000).
 
-Creates N stopped pipelines (SLUICE_BENCH_PIPELINES, default 1000), then prints: the time
-until the operator has observed every one, its API writes per pipeline, writes while idle
-and after a restart (both should be 0: watch-driven, level-triggered, no polling), the
-operator's CPU time and memory, and the time to delete them all through the finalizer.
-Prints figures; asserts nothing about timing (shared, noisy machines).
+For each size in SLUICE_BENCH_PIPELINES (default "1000,10000"): creates that many stopped
+pipelines, then prints the time until the operator has observed every one (timed from a
+watch), its CPU and memory, the API requests during settling by verb (from the API
+server's `apiserver_request_total`), writes while idle, and after a restart the requests
+by verb (writes should be 0, GETs 0: it lists each kind once), CPU, and the time to delete
+them all through the finalizer. Prints figures; asserts nothing about timing.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from integration.metrics import OWNED_RESOURCES, writes
 from integration.pipelines import IMAGE
 from kubernetes import client
-from localkube.fixtures import Kubectl, wait_for
+from localkube.fixtures import Kubectl
 from sluice.api import v1alpha1 as api
 from sluice_fixtures import Operator
 
-PIPELINES = int(os.environ.get("SLUICE_BENCH_PIPELINES", "1000"))
-IDLE_WINDOW = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench.watching import Requests, by_verb, cpu_seconds, reads_and_writes, rss_mib, watch_until
 
-
-def _pipelines(api_client: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    listed = client.CustomObjectsApi(api_client).list_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, api.PLURAL
-    )
-    items: list[dict[str, Any]] = listed["items"]
-    return items
+SIZES = [int(n) for n in os.environ.get("SLUICE_BENCH_PIPELINES", "1000,10000").split(",")]
+IDLE_WINDOW = float(os.environ.get("SLUICE_BENCH_IDLE_SECONDS", "30"))
+TIMEOUT = 1800.0
 
 
 def _observed(obj: dict[str, Any]) -> bool:
@@ -40,97 +36,103 @@ def _observed(obj: dict[str, Any]) -> bool:
     return bool(status.get("observedGeneration") == obj["metadata"]["generation"])
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _pid(operator: Operator) -> int:
     assert operator.process is not None
     return operator.process.pid
 
 
-def test_many_pipelines_in_one_namespace(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+def many_stopped_pipelines(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    pipelines: int,
+    idle_window: float,
 ) -> None:
+    custom = client.CustomObjectsApi(api_client)
+    listing = functools.partial(
+        custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
+    )
     documents = [
         {
             "apiVersion": api.API_VERSION,
             "kind": api.KIND,
-            "metadata": {"name": f"p{i:04d}", "namespace": namespace},
+            "metadata": {"name": f"p{i:05d}", "namespace": namespace},
             "spec": {"desiredState": "Stopped", "image": IMAGE, "storage": {"size": "1Gi"}},
         }
-        for i in range(PIPELINES)
+        for i in range(pipelines)
     ]
-    cpu_before = _cpu_seconds(_pid(live_operator))
-    writes_before = writes(kubectl, OWNED_RESOURCES)
+    cpu_before = cpu_seconds(_pid(operator))
+    settling = Requests(kubectl)
     start = time.perf_counter()
-    kubectl("create", "-f", "-", input=yaml.safe_dump_all(documents), timeout=600)
+    for chunk in range(0, pipelines, 2000):  # kubectl create takes a while for 10,000
+        batch = documents[chunk : chunk + 2000]
+        kubectl("create", "-f", "-", input=yaml.safe_dump_all(batch), timeout=1200)
     created = time.perf_counter() - start
-    wait_for(
-        lambda: sum(map(_observed, _pipelines(api_client, namespace))) == PIPELINES,
-        timeout=900,
-        interval=1.0,
-        what=f"all {PIPELINES} pipelines observed",
+    settled = (
+        watch_until(listing, _observed, lambda n: n >= pipelines, TIMEOUT, "all observed") - start
     )
-    settled = time.perf_counter() - start
     time.sleep(2)  # trailing writes land before counting
-    settle_writes = writes(kubectl, OWNED_RESOURCES) - writes_before - PIPELINES  # minus creates
-    cpu_settle = _cpu_seconds(_pid(live_operator)) - cpu_before
-    rss = _rss_mib(_pid(live_operator))
+    settle_counts = settling.delta()
+    cpu_settle = cpu_seconds(_pid(operator)) - cpu_before
+    rss = rss_mib(_pid(operator))
 
     # Two windows back to back: the first may still include the echoes of the operator's
     # own status writes (each comes back as a watch event and is reconciled to a no-op).
     idle: list[tuple[int, float]] = []
     for _ in range(2):
         idle_start = writes(kubectl, OWNED_RESOURCES)
-        cpu_idle_start = _cpu_seconds(_pid(live_operator))
-        time.sleep(IDLE_WINDOW)
+        cpu_idle_start = cpu_seconds(_pid(operator))
+        time.sleep(idle_window)
         idle.append(
             (
                 writes(kubectl, OWNED_RESOURCES) - idle_start,
-                _cpu_seconds(_pid(live_operator)) - cpu_idle_start,
+                cpu_seconds(_pid(operator)) - cpu_idle_start,
             )
         )
 
-    live_operator.stop()
-    restart_start = writes(kubectl, OWNED_RESOURCES)
-    live_operator.start()
-    time.sleep(IDLE_WINDOW)  # the restarted operator lists and reconciles every pipeline
-    restart_writes = writes(kubectl, OWNED_RESOURCES) - restart_start
-    cpu_restart = _cpu_seconds(_pid(live_operator))
+    operator.stop()
+    restart = Requests(kubectl)
+    operator.start()
+    time.sleep(idle_window)  # the restarted operator lists and reconciles every pipeline
+    restart_counts = restart.delta()
+    cpu_restart = cpu_seconds(_pid(operator))
+    rss_restart = rss_mib(_pid(operator))
 
     start = time.perf_counter()
-    kubectl("-n", namespace, "delete", "pipelines", "--all", "--wait=false", timeout=600)
-    wait_for(
-        lambda: not _pipelines(api_client, namespace),
-        timeout=900,
-        interval=1.0,
-        what="all pipelines deleted",
-    )
-    deleted = time.perf_counter() - start
+    kubectl("-n", namespace, "delete", "pipelines", "--all", "--wait=false", timeout=1200)
+    deleted = watch_until(listing, lambda _: True, lambda n: n == 0, TIMEOUT, "all deleted") - start
 
-    print(f"\n{PIPELINES} stopped pipelines in one namespace")
+    reads, settle_writes = reads_and_writes(settle_counts)
+    print(f"\n{pipelines} stopped pipelines in one namespace")
     print(f"  kubectl create of all: {created:.1f} s; all observed after {settled:.1f} s")
     print(
-        f"  operator writes while settling: {settle_writes} "
-        f"({settle_writes / PIPELINES:.2f} per pipeline: finalizer + status)"
+        f"  requests while settling (all clients, creates included): {reads} reads, "
+        f"{settle_writes} writes ({(settle_writes - pipelines) / pipelines:.2f} per pipeline "
+        f"besides its create)"
     )
+    print(f"    {by_verb(settle_counts)}")
     print(f"  operator CPU while settling: {cpu_settle:.1f} s; RSS after: {rss:.0f} MiB")
     for n, (idle_writes, cpu_idle) in enumerate(idle, 1):
         print(
-            f"  idle window {n} ({IDLE_WINDOW:.0f} s): {idle_writes} writes, "
-            f"{cpu_idle:.2f} s operator CPU ({cpu_idle / IDLE_WINDOW * 100:.1f}% of a core)"
+            f"  idle window {n} ({idle_window:.0f} s): {idle_writes} writes, "
+            f"{cpu_idle:.2f} s operator CPU ({cpu_idle / idle_window * 100:.1f}% of a core)"
         )
+    restart_reads, restart_writes = reads_and_writes(restart_counts)
     print(
-        f"  operator restart, first {IDLE_WINDOW:.0f} s: {restart_writes} writes, "
-        f"{cpu_restart:.1f} s CPU"
+        f"  operator restart, first {idle_window:.0f} s: {restart_reads} reads, "
+        f"{restart_writes} writes, {cpu_restart:.1f} s CPU, RSS {rss_restart:.0f} MiB"
     )
+    print(f"    {by_verb(restart_counts)}")
     print(f"  delete all (finalizer path): {deleted:.1f} s")
+
+
+@pytest.mark.parametrize("pipelines", SIZES)
+def test_many_pipelines_in_one_namespace(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
+    pipelines: int,
+) -> None:
+    many_stopped_pipelines(kubectl, api_client, namespace, live_operator, pipelines, IDLE_WINDOW)

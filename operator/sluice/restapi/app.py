@@ -436,6 +436,7 @@ def serve(
     tls_key: str | None,
     cache_ttl: float,
     access_log: bool,
+    cached: bool = True,
 ) -> int:
     host, port = parse_bind(bind)
     if authentication == "none" and not is_loopback(host):
@@ -460,7 +461,7 @@ def serve(
     if tls_cert and tls_key:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(tls_cert, tls_key)
-    store = PipelineStore(api_client, served)
+    store = PipelineStore(api_client, served, cached)
     store.start()
     app = create_app(store, authorizer, served)
 

@@ -61,10 +61,11 @@ def _json(response: Any) -> Any:
 
 
 class PipelineStore:
-    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+    def __init__(self, api_client: client.ApiClient, namespace: str, cached: bool = True) -> None:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
+        self.cached = cached
         self.cache = Store("pipelines")
         self.informer = Informer(
             self.cache,
@@ -83,10 +84,11 @@ class PipelineStore:
 
     def start(self) -> None:
         """Start watching; until the first LIST is in, reads wait for it."""
-        self.informer.start()
+        if self.cached:
+            self.informer.start()
 
     def _cached(self) -> bool:
-        return self.informer.synced.wait(SYNC_TIMEOUT)
+        return self.cached and self.informer.synced.wait(SYNC_TIMEOUT)
 
     def record_event(self, pipeline: dict[str, Any], reason: str, message: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
