@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -44,6 +45,8 @@ class Operator:
                 *(sys.executable, "-m", "sluice", "run", "--liveness", ""),
                 *(("--namespace", namespace) if namespace else ("--all-namespaces",)),
                 *("--metrics-port", str(self.metrics_port), "--log-format", "json"),
+                # e.g. "--kube-api-qps 0" for `make bench` runs that compare settings
+                *shlex.split(os.environ.get("SLUICE_OPERATOR_ARGS", "")),
             ],
             env=env,
             stdout=log,
