@@ -15,6 +15,7 @@ from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
 from sluice.core.observed import Observed
+from sluice.events import EventRecorder
 from sluice.kube import Kube
 
 log = logging.getLogger("sluice.controller")
@@ -54,8 +55,10 @@ class StaleObservation(Exception):
 
 
 class Controller:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, events: EventRecorder | None = None) -> None:
+        """With `events`, Events are posted off the reconcile path; without, inline."""
         self.kube = kube
+        self.events = events
 
     def reconcile(self, namespace: str, name: str) -> bool:
         """One step; True when it wrote status (so the next step may follow at once: with a
@@ -116,6 +119,9 @@ class Controller:
     def _emit(self, observed: Observed, event: d.Event) -> None:
         """Events are best effort, as with client-go's recorder: the state they describe is
         already in status, and a namespace being deleted refuses new Events (403)."""
+        if self.events is not None:
+            self.events.record(observed, event)
+            return
         try:
             self.kube.emit_event(observed, event)
         except ApiException as error:

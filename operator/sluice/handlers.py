@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from sluice import metrics
 from sluice.cache import Cache, Scope
 from sluice.controller import Controller, StaleObservation
+from sluice.events import EventRecorder
 from sluice.kube import Kube, load_config
 from sluice.ratelimit import RateLimitedApiClient, TokenBucket
 from sluice.workqueue import WorkQueue
@@ -61,7 +62,9 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
     requests = client.Configuration.get_default_copy()
     requests.connection_pool_maxsize = OPTIONS.workers + 2
     bucket = TokenBucket(OPTIONS.kube_api_qps, OPTIONS.kube_api_burst)
-    memo.controller = Controller(Kube(RateLimitedApiClient(bucket, requests), cache))
+    kube = Kube(RateLimitedApiClient(bucket, requests), cache)
+    memo.events = EventRecorder(kube.emit_event)
+    memo.controller = Controller(kube, memo.events)
     memo.executor = ThreadPoolExecutor(OPTIONS.workers, thread_name_prefix="reconcile")
     cache.start()
     memo.workers = [
@@ -76,6 +79,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     if "cache" in memo:
         memo.cache.stop()
+    if "events" in memo:
+        await asyncio.to_thread(memo.events.flush)
 
 
 async def _work(
