@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--kube-api-qps",
         type=float,
-        default=50.0,
-        help="client-side limit: API requests per second, sustained (default 50; 0: no limit)",
+        default=100.0,
+        help="client-side limit: API requests per second, sustained (default 100; 0: no limit)",
     )
     run.add_argument(
         "--kube-api-burst",
         type=int,
-        default=100,
-        help="client-side limit: requests allowed at once above the rate (default 100)",
+        default=200,
+        help="client-side limit: requests allowed at once above the rate (default 200)",
     )
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("-v", "--verbose", action="store_true")

@@ -36,8 +36,8 @@ class RunOptions:
 
     namespaces: tuple[str, ...] = ()  # none: all namespaces
     workers: int = 4
-    kube_api_qps: float = 50.0
-    kube_api_burst: int = 100
+    kube_api_qps: float = 100.0
+    kube_api_burst: int = 200
 
 
 OPTIONS = RunOptions()
