@@ -5,6 +5,7 @@ Failpoints mark the instants the crash-safety tests kill the operator at.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,9 @@ def utc_now() -> str:
 def status_body(status: api.PipelineStatus) -> dict[str, Any]:
     """The status as a merge patch: None values remove fields (error: null clears it)."""
     body = status.model_dump(by_alias=True, mode="json")
+    for key in ("clearingVolumes", "retainedVolumes"):
+        if not body["storage"][key]:
+            body["storage"][key] = None  # absent when empty, as `kubectl get` shows status
     body["conditions"] = [
         c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in status.conditions
     ]
@@ -57,28 +61,36 @@ class Controller:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str) -> bool:
+        """One step for one pipeline. True: look again later (with backoff) even without an
+        event, because the step waits on something no watch reports (a volume's deletion)."""
         observed = self.kube.observe(namespace, name)
         if observed is None:
             metrics.CENSUS.forget((namespace, name))
-            return  # deleted; owned objects follow by garbage collection
+            return False  # deleted; owned objects follow by garbage collection
+        plan = d.decide(observed, utc_now())
         try:
-            self._step(observed)
+            self._act(observed, plan)
         except ApiException as error:
             if error.status in (404, 409):
                 raise StaleObservation(f"{error.status} {error.reason}") from error
-            self._report(observed, error)
+            self._report(observed, plan, error)
             raise
+        self._write_status(observed, plan)
+        if plan.recheck and not plan.status.storage.claims:
+            failpoints.hit(failpoints.WHILE_WAITING_FOR_VOLUME)
+        return plan.recheck
 
-    def _step(self, observed: Observed) -> None:
-        plan = d.decide(observed, utc_now())
-        was = observed.status.storage.status
+    def _act(self, observed: Observed, plan: d.Plan) -> None:
         first_claim_delete = True
         for action in plan.actions:
             self.kube.apply(observed, action)
             if isinstance(action, d.DeleteClaim) and first_claim_delete:
                 first_claim_delete = False
                 failpoints.hit(failpoints.AFTER_FIRST_CLAIM_DELETE)
+
+    def _write_status(self, observed: Observed, plan: d.Plan) -> None:
+        was = observed.status.storage.status
         new = status_body(plan.status)
         if _drop_none(new) != _comparable(observed.pipeline.get("status")):
             now = plan.status.storage.status
@@ -125,26 +137,46 @@ class Controller:
                 extra={"namespace": observed.namespace, "pipeline": observed.name},
             )
 
-    def _report(self, observed: Observed, error: ApiException) -> None:
-        """Put the failure in status.error (the seed's shape) and a Warning Event; storage
-        status is left as it is: a failing clear stays Clearing (rule 9)."""
+    def _report(self, observed: Observed, plan: d.Plan, error: ApiException) -> None:
+        """Put the failure in status.error (the seed's shape), in the API server's own words,
+        with the rest of the decided status (so `kubectl get` never shows an empty column),
+        and a Warning Event. A failing clear stays Clearing (rule 9)."""
         clearing = observed.status.storage.status == api.StorageStatus.CLEARING
         if clearing:
             metrics.CLEARS_FAILED.inc()
-        code = "StorageClearFailed" if clearing else "ReconcileFailed"
+        code = d.STORAGE_CLEAR_FAILED if clearing else "ReconcileFailed"
         what = "clearing storage" if clearing else "reconciling"
+        reason = api_server_message(error)
         pipeline_error = api.PipelineError(
-            message=f"Failed {what}: {error.status} {error.reason}; retrying with backoff.",
+            message=f"Failed {what}: {reason} (retrying with backoff)",
             error_code=code,
             details={"status": error.status, "reason": str(error.reason), "body": _body(error)},
         )
+        status = plan.status.model_copy(deep=True)
+        status.error = pipeline_error
+        failing = {"Ready", "StorageCleared"} if clearing else {"Ready"}
+        for condition in status.conditions:
+            if condition.type in failing and condition.status != "True":
+                condition.reason, condition.message = code, pipeline_error.message[:32768]
         try:
-            self.kube.write_status(observed, {"error": pipeline_error.model_dump(mode="json")})
+            self.kube.write_status(observed, status_body(status))
             self._emit(observed, d.Event("Warning", code, pipeline_error.message))
         except ApiException as nested:
             log.warning(
                 "could not report error on %s/%s: %s", observed.namespace, observed.name, nested
             )
+
+
+def api_server_message(error: ApiException) -> str:
+    """The API server's own explanation (the `message` of its Status body), e.g.
+    `persistentvolumeclaims "x" is forbidden: exceeded quota: ...`; else status and reason."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return f"{error.status} {error.reason}"
 
 
 def _body(error: ApiException) -> str:

@@ -56,7 +56,7 @@ async def _work(queue: WorkQueue, controller: Controller) -> None:
     while True:
         key = await queue.get()
         try:
-            await asyncio.to_thread(controller.reconcile, *key)
+            recheck = await asyncio.to_thread(controller.reconcile, *key)
         except StaleObservation:
             queue.add(key)  # observe again right away
         except ApiException as error:
@@ -80,6 +80,9 @@ async def _work(queue: WorkQueue, controller: Controller) -> None:
                 extra={"namespace": key[0], "pipeline": key[1]},
             )
         else:
-            queue.succeeded(key)
+            if recheck:
+                queue.retry_later(key)  # waiting on a volume's deletion: look again, backing off
+            else:
+                queue.succeeded(key)
         finally:
             queue.done(key)

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
-from sluice.core import manifests
+from sluice.core import manifests, volumes
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
 
@@ -66,6 +66,11 @@ class Kube:
         if pipeline is None:
             return None
         uid = pipeline["metadata"]["uid"]
+        claims = self._list(
+            self.core.list_namespaced_persistent_volume_claim,
+            namespace,
+            f"{PIPELINE_LABEL}={name}",
+        )
         return Observed(
             pipeline=pipeline,
             statefulset=self._get(self.apps.read_namespaced_stateful_set, name, namespace),
@@ -73,12 +78,22 @@ class Kube:
             pods=self._list(
                 self.core.list_namespaced_pod, namespace, f"{PIPELINE_UID_LABEL}={uid}"
             ),
-            claims=self._list(
-                self.core.list_namespaced_persistent_volume_claim,
-                namespace,
-                f"{PIPELINE_LABEL}={name}",
-            ),
+            claims=claims,
+            volumes=self._volumes(volumes.volume_names_to_observe(pipeline, claims)),
         )
+
+    def _volumes(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The named PersistentVolumes that exist (cluster-scoped; absent ones are gone)."""
+        found = {}
+        for pv_name in names:
+            try:
+                found[pv_name] = _json(
+                    self.core.read_persistent_volume(pv_name, _preload_content=False)
+                )
+            except ApiException as error:
+                if not _missing(error):
+                    raise
+        return found
 
     @staticmethod
     def _get(read: Any, name: str, namespace: str) -> dict[str, Any] | None:

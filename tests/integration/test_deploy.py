@@ -203,6 +203,7 @@ ALLOWED = [
     ("list", "pods"),
     ("watch", "pods"),
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
+    ("get", "persistentvolumes"),
     ("create", "events"),
 ]
 DENIED = [
@@ -217,6 +218,8 @@ DENIED = [
     ("create", "pods/exec"),
     ("delete", "services"),
     ("update", "persistentvolumeclaims"),
+    ("delete", "persistentvolumes"),
+    ("patch", "persistentvolumes"),
     ("get", "secrets"),
     ("list", "secrets"),
     ("get", "configmaps"),

@@ -108,6 +108,29 @@ def storage_status(obj: dict[str, Any]) -> str:
     return current
 
 
+def storage_status_details(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the data is: the volumes a clear in progress waits for, and where data
+    outlived the last clear by policy (a Retain volume, a detached claim). None when there
+    is nothing to say."""
+    storage = _status(obj).storage
+    details: dict[str, Any] = {}
+    for key, records in (
+        ("clearing_volumes", storage.clearing_volumes),
+        ("retained_volumes", storage.retained_volumes),
+    ):
+        if records:
+            details[key] = [
+                {
+                    "persistent_volume": r.persistent_volume,
+                    "claim": r.claim,
+                    "reclaim_policy": r.reclaim_policy,
+                    "storage_class_name": r.storage_class_name,
+                }
+                for r in records
+            ]
+    return details or None
+
+
 def desired_state(obj: dict[str, Any]) -> str:
     return str((obj.get("spec") or {}).get("desiredState") or api.DesiredState.RUNNING.value)
 
@@ -195,7 +218,7 @@ def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any
         "deployment_location": None,
         "refresh_version": generation,
         "storage_status": storage_status(obj),
-        "storage_status_details": None,
+        "storage_status_details": storage_status_details(obj),
     }
     if selector == "status":
         return PipelineStatusInfo.model_validate(info).model_dump(mode="json")
