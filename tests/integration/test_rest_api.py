@@ -345,6 +345,8 @@ def test_denied_service_accounts_get_403(kubectl: Kubectl, namespace: str, api: 
             api.request("POST", f"/v0/pipelines/orders/{action}", reader), 403, "Forbidden"
         )
         assert body["details"]["verb"] == "patch"
+    body = assert_error(api.request("DELETE", "/v0/pipelines/orders", reader), 403, "Forbidden")
+    assert body["details"]["verb"] == "delete"
     assert get(kubectl, namespace, "orders")["metadata"]["resourceVersion"] == version
     # Authentication alone is enough for the configuration (the client reads it first).
     assert api.request("GET", "/v0/config", nobody).status_code == 200

@@ -29,6 +29,7 @@ from sluice.restapi.store import Conflict, PipelineStore, Rejected, connect
 
 LOG = logging.getLogger("sluice.restapi")
 PATCH_ATTEMPTS = 5  # re-read and re-decide after a 409 (a concurrent change)
+DELETE_WAIT = 20.0  # seconds DELETE waits for the operator's finalizer, as Feldera's is synchronous
 
 
 @dataclass
@@ -129,8 +130,9 @@ async def _record(
     """Who asked for what, where people look: an Event on the pipeline (as Argo CD records
     the actions it runs) and a log line. The API server's audit log names only the API's
     own ServiceAccount, which made the change on the caller's behalf."""
-    spec = json.dumps(patch.get("spec", {}), separators=(",", ":"))
-    message = f"{call.caller} asked to {action} through the REST API; spec patched: {spec}"
+    message = f"{call.caller} asked to {action} through the REST API"
+    if patch:
+        message += f"; spec patched: {json.dumps(patch.get('spec', {}), separators=(',', ':'))}"
     LOG.info("%s/%s: %s", ctx.namespace, call.name, message)
     reason = f"{action.capitalize()}Requested"
     try:
@@ -149,6 +151,44 @@ async def start(ctx: Context, call: Call) -> web.Response:
 
 async def stop(ctx: Context, call: Call) -> web.Response:
     return await _act(ctx, call, "stop", d.decide_stop)
+
+
+async def delete_pipeline(ctx: Context, call: Call) -> web.Response:
+    """Feldera's DELETE: refused (400) unless fully stopped with storage cleared; then the
+    Pipeline is deleted (preconditioned on what was checked) and, as a Feldera client expects
+    a deleted pipeline to be gone, the answer waits briefly for the operator's finalizer."""
+    name = call.name
+    for _ in range(PATCH_ATTEMPTS):
+        obj = await asyncio.to_thread(ctx.store.get, name)
+        if obj is None:
+            raise d.unknown_pipeline(name)
+        if not obj["metadata"].get("deletionTimestamp"):
+            uid, resource_version = d.decide_delete(obj)
+            try:
+                if not await asyncio.to_thread(ctx.store.delete, name, uid, resource_version):
+                    raise d.unknown_pipeline(name)
+            except Conflict:
+                continue
+            await _record(ctx, call, obj, "delete", {})
+        await _wait_gone(ctx, name)
+        return web.Response(status=200)
+    raise d.ApiError(
+        500,
+        "ConcurrentModification",
+        f"Pipeline '{name}' kept changing while the request was applied; retry",
+        {"pipeline_name": name, "attempts": PATCH_ATTEMPTS},
+    )
+
+
+async def _wait_gone(ctx: Context, name: str) -> None:
+    deadline = time.monotonic() + DELETE_WAIT
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(ctx.store.get, name) is None:
+            return
+        await asyncio.sleep(0.2)
+    LOG.warning(
+        "%s/%s: deleted, but still finalizing after %.0fs", ctx.namespace, name, DELETE_WAIT
+    )
 
 
 async def dismiss_error(ctx: Context, call: Call) -> web.Response:
@@ -214,6 +254,21 @@ ROUTES: list[Route] = [
         get_pipeline,
         query=(SELECTOR,),
         not_found=True,
+    ),
+    Route(
+        "DELETE",
+        _PIPELINE,
+        "delete_pipeline",
+        "Delete a pipeline",
+        "Deletes the Pipeline resource. Only when fully stopped (400 "
+        "DeleteRestrictedToFullyStopped) and its storage is Cleared (400 "
+        "DeleteRestrictedToClearedStorage), as in Feldera. Answers once the pipeline is gone "
+        "(or after a short wait while the operator finalizes it).",
+        "delete",
+        Success(200, "Pipeline successfully deleted"),
+        delete_pipeline,
+        not_found=True,
+        bad_request=True,
     ),
     Route(
         "POST",
