@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins cluster-up cluster-down kubeconfig crds lint test run bench clean
+.PHONY: all venv kube-bins helm cluster-up cluster-down kubeconfig crds lint test run bench clean
 
 all: test
 
@@ -22,9 +22,16 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Rebuilds only when the pins in tests/localkube change (build.sh checks).
+# Rebuilds only when the pins in tests/localkube change (build.sh checks); likewise helm
+# and the kstatus judge (tests/tools/build.sh).
 kube-bins:
 	@tests/localkube/build.sh $(KUBE_BIN)
+	@tests/tools/build.sh $(KUBE_BIN)
+
+# Prints the path of helm (built from the Go module proxy at a pinned version).
+helm:
+	@tests/tools/build.sh $(KUBE_BIN)
+	@echo $(CURDIR)/$(KUBE_BIN)/helm
 
 cluster-up: venv kube-bins
 	$(PY) -m localkube up

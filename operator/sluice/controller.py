@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
+from sluice.core import kstatus
 from sluice.core.observed import Observed
 from sluice.kube import Kube
 
@@ -138,13 +139,32 @@ class Controller:
             error_code=code,
             details={"status": error.status, "reason": str(error.reason), "body": _body(error)},
         )
+        body: dict[str, Any] = {"error": pipeline_error.model_dump(mode="json")}
+        body |= _stalled(observed, pipeline_error)
         try:
-            self.kube.write_status(observed, {"error": pipeline_error.model_dump(mode="json")})
+            self.kube.write_status(observed, body)
             self._emit(observed, d.Event("Warning", code, pipeline_error.message))
         except ApiException as nested:
             log.warning(
                 "could not report error on %s/%s: %s", observed.namespace, observed.name, nested
             )
+
+
+def _stalled(observed: Observed, error: api.PipelineError) -> dict[str, Any]:
+    """kstatus's Stalled=True beside status.error (Flux and kpt then say Failed, as Argo CD
+    says Degraded), at the generation seen; a first sight keeps observedGeneration unset,
+    which decide() reads as "not yet handled"."""
+    conditions = kstatus.failed_conditions(
+        observed.status.conditions, error, observed.generation, utc_now()
+    )
+    body: dict[str, Any] = {
+        "conditions": [
+            c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions
+        ]
+    }
+    if observed.status.observed_generation is not None:
+        body["observedGeneration"] = observed.generation
+    return body
 
 
 def _body(error: ApiException) -> str:
