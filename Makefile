@@ -45,6 +45,7 @@ kubeconfig: venv
 crds: venv
 	$(PY) -m sluice crds --output crds/
 	$(PY) -m sluice crds --output deploy/crd/
+	$(PY) -m sluice crds --output deploy/helm/sluice/crds/
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests

@@ -25,8 +25,9 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// Kubernetes' own decoder: integers stay int64, as kstatus expects.
 	var obj unstructured.Unstructured
-	if err := json.Unmarshal(data, &obj.Object); err != nil {
+	if err := obj.UnmarshalJSON(data); err != nil {
 		fail(err)
 	}
 	items := []unstructured.Unstructured{obj}
