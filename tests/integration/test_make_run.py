@@ -86,3 +86,9 @@ def test_make_run_runs_operator_and_api_until_interrupted(
     wait_for(lambda: _group_gone(make_run.pid), timeout=30, what="every process make run started")
     for port in (api_port, health_port, metrics_port):
         assert not port_in_use(port), f"port {port} still bound after Ctrl-C\n{log_text}"
+    # A healthy run is quiet, and says how to use the cluster from another terminal.
+    noisy = [line for line in log_text.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert noisy == [], log_text
+    assert f"export KUBECONFIG={user_kubeconfig}" in log_text, log_text
+    assert f"export PATH={REPO / '.cache/localkube/bin'}:$PATH" in log_text, log_text
+    assert f"REST API: http://127.0.0.1:{api_port}" in log_text, log_text

@@ -1,0 +1,32 @@
+{{/* The operator's rules, shared by its ClusterRole and Roles (rbac.yaml). */}}
+{{- define "sluice.operatorClusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end -}}
+{{- define "sluice.operatorNamespacedRules" -}}
+- apiGroups: ["sluice.dev"]
+  resources: ["pipelines"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["sluice.dev"]
+  resources: ["pipelines/status"]
+  verbs: ["patch"]
+- apiGroups: ["sluice.dev"]
+  resources: ["pipelines/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
