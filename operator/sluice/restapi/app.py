@@ -7,14 +7,11 @@ Handlers are thin: authenticate, authorize, read the resource, let the pure modu
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import secrets
-import ssl
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +19,10 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from sluice.restapi import decide as d
-from sluice.restapi.auth import Authorizer, KubeReviewer, NoAuthorizer
+from sluice.restapi.auth import Authorizer
 from sluice.restapi.models import Health, PipelineInfo, PipelineStatusInfo, ServerConfig
 from sluice.restapi.openapi import OPENAPI_PATH, SELECTOR, QueryParam, Route, Success, document
-from sluice.restapi.store import Conflict, PipelineStore, Rejected, connect
+from sluice.restapi.store import Conflict, PipelineStore, Rejected
 
 LOG = logging.getLogger("sluice.restapi")
 PATCH_ATTEMPTS = 5  # re-read and re-decide after a 409 (a concurrent change)
@@ -461,84 +458,3 @@ def create_app(store: PipelineStore, authorizer: Authorizer, namespace: str) -> 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _endpoint(route))
     return app
-
-
-# ---- `sluice api` -------------------------------------------------------------------------
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--bind must be HOST:PORT, got {bind!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def serve(
-    bind: str,
-    namespace: str | None,
-    kubeconfig: str | None,
-    authentication: str,
-    tls_cert: str | None,
-    tls_key: str | None,
-    cache_ttl: float,
-    access_log: bool,
-) -> int:
-    host, port = parse_bind(bind)
-    if authentication == "none" and not is_loopback(host):
-        LOG.error("--authentication none is only allowed on a loopback address, not %s", host)
-        return 2
-    if (tls_cert is None) != (tls_key is None):
-        LOG.error("--tls-cert and --tls-key go together")
-        return 2
-    api_client, default_namespace = connect(kubeconfig)
-    served = namespace or default_namespace
-    authorizer: Authorizer
-    if authentication == "none":
-        LOG.warning(
-            "!!! --authentication none: EVERY request is allowed, without any token; for local "
-            "measurement only (bound to %s) !!!",
-            host,
-        )
-        authorizer = NoAuthorizer(served)
-    else:
-        authorizer = Authorizer(KubeReviewer(api_client), served, ttl=cache_ttl)
-    ssl_context = None
-    if tls_cert and tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(tls_cert, tls_key)
-    app = create_app(PipelineStore(api_client, served), authorizer, served)
-
-    async def executor(app: web.Application) -> Any:
-        # Kubernetes calls block; more threads than asyncio's default keep requests flowing.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, "kube"))
-        yield
-
-    app.cleanup_ctx.append(executor)
-    scheme = "https" if ssl_context else "http"
-    LOG.info(
-        "serving pipelines of namespace %r on %s://%s:%d (authentication: %s)",
-        served,
-        scheme,
-        host,
-        port,
-        authentication,
-    )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        ssl_context=ssl_context,
-        print=None,
-        access_log=LOG if access_log else None,
-        shutdown_timeout=5,
-    )
-    return 0
