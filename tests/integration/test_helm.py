@@ -215,3 +215,49 @@ def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pip
     kubectl("get", "crd", "pipelines.sluice.dev")
     gone = kubectl("get", "clusterrole", account, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_an_operator_watching_one_namespace_works_with_only_its_roles(
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: Operator,
+    release_namespace: str,
+    tmp_path: Path,
+) -> None:
+    release = f"sluice-{release_namespace[-6:]}"
+    helm(
+        cluster,
+        *("install", release, str(CHART), "--namespace", release_namespace),
+        *("--set", f"operator.watchNamespaces={{{namespace}}},api.enabled=false"),
+    )
+    account = f"{release}-operator"
+    subject = f"system:serviceaccount:{release_namespace}:{account}"
+
+    def can_i(verb: str, resource: str, where: str) -> str:
+        answer = kubectl(
+            "auth", "can-i", verb, resource, "-n", where, f"--as={subject}", check=False
+        )
+        return answer.stdout.strip()
+
+    assert can_i("delete", "persistentvolumeclaims", namespace) == "yes"
+    assert can_i("list", "pipelines.sluice.dev", namespace) == "yes"
+    assert can_i("delete", "persistentvolumeclaims", release_namespace) == "no"
+    assert can_i("list", "pipelines.sluice.dev", "default") == "no"
+
+    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
+    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+    operator.stop()
+    try:
+        operator.start(kubeconfig=kubeconfig, namespace=namespace)
+        run_and_wait(kubectl, namespace, "orders")
+        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+        patch(kubectl, namespace, "orders", stop_and_clear)
+        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        assert operator.alive
+        denied = [line for line in operator.log().splitlines() if "403" in line]
+        assert denied == [], operator.log()
+    finally:
+        operator.stop()
+        operator.start()
+        helm(cluster, "uninstall", release, "--namespace", release_namespace)
