@@ -57,12 +57,13 @@ test: venv kube-bins lint
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.
 # Quiet start: right after the CRD is installed the API server answers 429 "storage is
-# (re)initializing" for a moment; the operator starts only once pipelines are served.
+# (re)initializing" for a moment; the operator starts only once pipelines are served from
+# the watch cache (resourceVersion=0 reads it, as the operator's watches do).
 run: venv kube-bins
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
 	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
 	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
-	for i in $$(seq 300); do $(KUBE_BIN)/kubectl get pipelines.sluice.dev -A --request-timeout=5s >/dev/null 2>&1 && break; sleep 0.2; done && \
+	for i in $$(seq 300); do $(KUBE_BIN)/kubectl get --raw '/apis/sluice.dev/v1alpha1/pipelines?resourceVersion=0&limit=1' --request-timeout=5s >/dev/null 2>&1 && break; sleep 0.2; done && \
 	{ $(PY) -m sluice api --bind $(API_BIND) & api=$$!; \
 	  trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT INT TERM; \
 	  printf '\nIn another terminal:\n  export KUBECONFIG=%s\n  export PATH=%s:$$PATH\nREST API: http://%s\n\n' \
