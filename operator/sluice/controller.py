@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
+from sluice.core import kstatus
 from sluice.core.observed import Observed
 from sluice.kube import Kube
 
@@ -154,9 +155,13 @@ class Controller:
         )
         status = plan.status.model_copy(deep=True)
         status.error = pipeline_error
-        failing = {"Ready", "StorageCleared"} if clearing else {"Ready"}
+        # kstatus's Stalled=True beside status.error (Flux and kpt then say Failed, as Argo
+        # CD says Degraded); a failing clear also says why in StorageCleared.
+        status.conditions = kstatus.failed_conditions(
+            status.conditions, pipeline_error, observed.generation, utc_now()
+        )
         for condition in status.conditions:
-            if condition.type in failing and condition.status != "True":
+            if clearing and condition.type == "StorageCleared":
                 condition.reason, condition.message = code, pipeline_error.message[:32768]
         try:
             self.kube.write_status(observed, status_body(status))

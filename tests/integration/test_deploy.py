@@ -269,11 +269,11 @@ API_ACCOUNT = f"system:serviceaccount:{SYSTEM}:sluice-api"
 API_ALLOWED = [
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),
-    *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "patch")),
+    *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "patch", "delete")),
     ("create", "events"),
 ]
 API_DENIED = [
-    ("delete", "pipelines.sluice.dev"),
+    ("deletecollection", "pipelines.sluice.dev"),
     ("create", "pipelines.sluice.dev"),
     ("update", "pipelines.sluice.dev"),
     ("watch", "pipelines.sluice.dev"),

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from feldera import FelderaClient, Pipeline
 from kubernetes import client, watch
+from localkube.cluster import LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 from sluice import failpoints
 
@@ -28,6 +29,7 @@ from .pipelines import (
     wait_condition,
     wait_jsonpath,
 )
+from .test_kubectl_plugin import kubectl_sluice
 from .test_rest_api import ApiServer, token_for
 
 pytestmark = pytest.mark.usefixtures("live_operator")
@@ -206,6 +208,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     storage_class: Any,
     kubeconfig: Path,
     tmp_path: Path,
+    cluster: LocalCluster,
 ) -> None:
     retain = storage_class("Retain")
     obj = yaml.safe_load(manifest("orders", namespace))
@@ -233,6 +236,13 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     _reasons_once_cleared(api_client, namespace, "orders")
     retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
     assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
+
+    # kubectl sluice status, as a user types it.
+    shown = kubectl_sluice(cluster, "status", "orders", "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    assert pv_name in shown.stdout and "Retain" in shown.stdout, shown.stdout
+    wide = kubectl_sluice(cluster, "-n", namespace, "status", "-o", "wide")
+    assert pv_name in wide.stdout, wide.stdout
 
     # Feldera's storage_status_details, through the REST API and the feldera SDK.
     token = token_for(kubectl, namespace, "feldera-user", ["get", "list", "patch"])

@@ -302,7 +302,6 @@ class StorageState(_Model):
         "clear's.",
     )
 
-
     @field_validator("clearing_volumes", "retained_volumes", mode="before")
     @classmethod
     def _absent_is_empty(cls, value: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
-from sluice.core import manifests, volumes
+from sluice.core import kstatus, manifests, volumes
 from sluice.core.labels import (
     DETACHED_AT,
     DETACHED_FROM,
@@ -29,7 +29,7 @@ from sluice.core.labels import (
 )
 from sluice.core.observed import Observed
 
-CANNOT_START_WHILE_CLEARING = "CannotStartWhileClearingStorage"
+CANNOT_START_WHILE_CLEARING = kstatus.CANNOT_START_WHILE_CLEARING
 STORAGE_CLEAR_FAILED = "StorageClearFailed"
 
 
@@ -479,6 +479,8 @@ def _conditions(
         ),
         ("StorageCleared", storage == StorageStatus.CLEARED, storage_reason, storage_message),
     ]
+    # kstatus's Reconciling/Stalled (Flux, kpt), consistent with Ready and Argo CD's health.
+    wanted += kstatus.reconciling_and_stalled(status, settled, ready_reason, ready_message, problem)
     previous = {c.type: c for c in status.conditions}
     out = []
     for type_, ok, reason, message in wanted:
