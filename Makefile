@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins cluster-up cluster-down kubeconfig crds lint test run bench clean
+.PHONY: all venv kube-bins helm cluster-up cluster-down kubeconfig crds lint test run bench clean
 
 all: test
 
@@ -22,9 +22,16 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Rebuilds only when the pins in tests/localkube change (build.sh checks).
+# Rebuilds only when the pins in tests/localkube change (build.sh checks); likewise helm
+# and the kstatus judge (tests/tools/build.sh).
 kube-bins:
 	@tests/localkube/build.sh $(KUBE_BIN)
+	@tests/tools/build.sh $(KUBE_BIN)
+
+# Prints the path of helm (built from the Go module proxy at a pinned version).
+helm:
+	@tests/tools/build.sh $(KUBE_BIN)
+	@echo $(CURDIR)/$(KUBE_BIN)/helm
 
 cluster-up: venv kube-bins
 	$(PY) -m localkube up
@@ -38,6 +45,7 @@ kubeconfig: venv
 crds: venv
 	$(PY) -m sluice crds --output crds/
 	$(PY) -m sluice crds --output deploy/crd/
+	$(PY) -m sluice crds --output deploy/helm/sluice/crds/
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests
@@ -48,12 +56,18 @@ test: venv kube-bins lint
 	$(PY) -m pytest
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.
+# Quiet start: right after the CRD is installed the API server answers 429 "storage is
+# (re)initializing" for a moment; the operator starts only once pipelines are served from
+# the watch cache (resourceVersion=0 reads it, as the operator's watches do).
 run: venv kube-bins
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
 	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
 	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
+	for i in $$(seq 300); do $(KUBE_BIN)/kubectl get --raw '/apis/sluice.dev/v1alpha1/pipelines?resourceVersion=0&limit=1' --request-timeout=5s >/dev/null 2>&1 && break; sleep 0.2; done && \
 	{ $(PY) -m sluice api --bind $(API_BIND) & api=$$!; \
 	  trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT INT TERM; \
+	  printf '\nIn another terminal:\n  export KUBECONFIG=%s\n  export PATH=%s:$$PATH\nREST API: http://%s\n\n' \
+	    "$$KUBECONFIG" "$(CURDIR)/$(KUBE_BIN)" "$(API_BIND)"; \
 	  $(PY) -m sluice run $(OPERATOR_FLAGS); }
 
 # The REST API bench's load generator; built once (it falls back to Python without Go).

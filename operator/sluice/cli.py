@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _configure_logging(args.log_format, args.verbose)
     if args.command == "api":
-        from sluice.restapi.app import serve
+        from sluice.restapi.server import serve
 
         return serve(
             args.bind,

@@ -5,7 +5,9 @@ Failpoints mark the instants the crash-safety tests kill the operator at.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
+from sluice.core import kstatus
 from sluice.core.observed import Observed
 from sluice.events import EventRecorder
 from sluice.kube import Kube
@@ -28,6 +31,9 @@ def utc_now() -> str:
 def status_body(status: api.PipelineStatus) -> dict[str, Any]:
     """The status as a merge patch: None values remove fields (error: null clears it)."""
     body = status.model_dump(by_alias=True, mode="json")
+    for key in ("clearingVolumes", "retainedVolumes"):
+        if not body["storage"][key]:
+            body["storage"][key] = None  # absent when empty, as `kubectl get` shows status
     body["conditions"] = [
         c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in status.conditions
     ]
@@ -49,6 +55,18 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a step asks of the work queue."""
+
+    # Status was written: with a cache the written object is already observed, so the
+    # next step may follow at once instead of waiting for the watch to echo the write.
+    wrote_status: bool = False
+    # Look again later (with backoff) even without an event: the step waits on something
+    # no watch event names this pipeline for.
+    recheck: bool = False
+
+
 class StaleObservation(Exception):
     """What was observed changed under us (409 conflict, 404 gone): observe again.
     Not an error to report."""
@@ -60,30 +78,35 @@ class Controller:
         self.kube = kube
         self.events = events
 
-    def reconcile(self, namespace: str, name: str) -> bool:
-        """One step; True when it wrote status (so the next step may follow at once: with a
-        cache, the written object is already observed)."""
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        """One step for one pipeline."""
         observed = self.kube.observe(namespace, name)
         if observed is None:
             metrics.CENSUS.forget((namespace, name))
-            return False  # deleted; owned objects follow by garbage collection
+            return Outcome()  # deleted; owned objects follow by garbage collection
+        plan = d.decide(observed, utc_now())
         try:
-            return self._step(observed)
+            self._act(observed, plan)
         except ApiException as error:
             if error.status in (404, 409):
                 raise StaleObservation(f"{error.status} {error.reason}") from error
-            self._report(observed, error)
+            self._report(observed, plan, error)
             raise
+        wrote = self._write_status(observed, plan)
+        if plan.recheck and not plan.status.storage.claims:
+            failpoints.hit(failpoints.WHILE_WAITING_FOR_VOLUME)
+        return Outcome(wrote_status=wrote, recheck=plan.recheck)
 
-    def _step(self, observed: Observed) -> bool:
-        plan = d.decide(observed, utc_now())
-        was = observed.status.storage.status
+    def _act(self, observed: Observed, plan: d.Plan) -> None:
         first_claim_delete = True
         for action in plan.actions:
             self.kube.apply(observed, action)
             if isinstance(action, d.DeleteClaim) and first_claim_delete:
                 first_claim_delete = False
                 failpoints.hit(failpoints.AFTER_FIRST_CLAIM_DELETE)
+
+    def _write_status(self, observed: Observed, plan: d.Plan) -> bool:
+        was = observed.status.storage.status
         new = status_body(plan.status)
         wrote = _drop_none(new) != _comparable(observed.pipeline.get("status"))
         if wrote:
@@ -135,26 +158,50 @@ class Controller:
                 extra={"namespace": observed.namespace, "pipeline": observed.name},
             )
 
-    def _report(self, observed: Observed, error: ApiException) -> None:
-        """Put the failure in status.error (the seed's shape) and a Warning Event; storage
-        status is left as it is: a failing clear stays Clearing (rule 9)."""
+    def _report(self, observed: Observed, plan: d.Plan, error: ApiException) -> None:
+        """Put the failure in status.error (the seed's shape), in the API server's own words,
+        with the rest of the decided status (so `kubectl get` never shows an empty column),
+        and a Warning Event. A failing clear stays Clearing (rule 9)."""
         clearing = observed.status.storage.status == api.StorageStatus.CLEARING
         if clearing:
             metrics.CLEARS_FAILED.inc()
-        code = "StorageClearFailed" if clearing else "ReconcileFailed"
+        code = d.STORAGE_CLEAR_FAILED if clearing else "ReconcileFailed"
         what = "clearing storage" if clearing else "reconciling"
+        reason = api_server_message(error)
         pipeline_error = api.PipelineError(
-            message=f"Failed {what}: {error.status} {error.reason}; retrying with backoff.",
+            message=f"Failed {what}: {reason} (retrying with backoff)",
             error_code=code,
             details={"status": error.status, "reason": str(error.reason), "body": _body(error)},
         )
+        status = plan.status.model_copy(deep=True)
+        status.error = pipeline_error
+        # kstatus's Stalled=True beside status.error (Flux and kpt then say Failed, as Argo
+        # CD says Degraded); a failing clear also says why in StorageCleared.
+        status.conditions = kstatus.failed_conditions(
+            status.conditions, pipeline_error, observed.generation, utc_now()
+        )
+        for condition in status.conditions:
+            if clearing and condition.type == "StorageCleared":
+                condition.reason, condition.message = code, pipeline_error.message[:32768]
         try:
-            self.kube.write_status(observed, {"error": pipeline_error.model_dump(mode="json")})
+            self.kube.write_status(observed, status_body(status))
             self._emit(observed, d.Event("Warning", code, pipeline_error.message))
         except ApiException as nested:
             log.warning(
                 "could not report error on %s/%s: %s", observed.namespace, observed.name, nested
             )
+
+
+def api_server_message(error: ApiException) -> str:
+    """The API server's own explanation (the `message` of its Status body), e.g.
+    `persistentvolumeclaims "x" is forbidden: exceeded quota: ...`; else status and reason."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return f"{error.status} {error.reason}"
 
 
 def _body(error: ApiException) -> str:

@@ -13,6 +13,7 @@ import signal
 AFTER_CLEARING_WRITTEN = "after-clearing-written"
 AFTER_FIRST_CLAIM_DELETE = "after-first-claim-delete"
 BEFORE_CLEARED_WRITTEN = "before-cleared-written"
+WHILE_WAITING_FOR_VOLUME = "while-waiting-for-volume"
 
 
 def hit(name: str) -> None:

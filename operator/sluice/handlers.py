@@ -92,8 +92,7 @@ async def _work(
     while True:
         key = await queue.get()
         try:
-            if await loop.run_in_executor(executor, controller.reconcile, *key):
-                queue.add(key)  # status written and already in the cache: next step now
+            outcome = await loop.run_in_executor(executor, controller.reconcile, *key)
         except StaleObservation:
             queue.add(key)  # observe again right away
         except ApiException as error:
@@ -117,6 +116,11 @@ async def _work(
                 extra={"namespace": key[0], "pipeline": key[1]},
             )
         else:
-            queue.succeeded(key)
+            if outcome.wrote_status:
+                queue.add(key)  # status written and already in the cache: next step now
+            if outcome.recheck:
+                queue.retry_later(key)  # waiting on a volume's deletion: look again, backing off
+            else:
+                queue.succeeded(key)
         finally:
             queue.done(key)

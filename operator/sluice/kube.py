@@ -7,6 +7,7 @@ a precondition (resourceVersion or UID).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from sluice.api import v1alpha1 as api
 from sluice.cache import Cache
 from sluice.core import decide as d
-from sluice.core import manifests
+from sluice.core import manifests, volumes
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
 
@@ -72,11 +73,22 @@ class Kube:
 
     def observe(self, namespace: str, name: str) -> Observed | None:
         if self.cache is not None:
-            return self.cache.observe(namespace, name)
+            cached = self.cache.observe(namespace, name)
+            if cached is None:
+                return None
+            # PVs are read by name only while a clear may run (not watched: the operator's
+            # role may only get them), so a settled pipeline still reads nothing.
+            names = volumes.volume_names_to_observe(cached.pipeline, cached.claims)
+            return dataclasses.replace(cached, volumes=self._volumes(names)) if names else cached
         pipeline = self.get_pipeline(namespace, name)
         if pipeline is None:
             return None
         uid = pipeline["metadata"]["uid"]
+        claims = self._list(
+            self.core.list_namespaced_persistent_volume_claim,
+            namespace,
+            f"{PIPELINE_LABEL}={name}",
+        )
         return Observed(
             pipeline=pipeline,
             statefulset=self._get(self.apps.read_namespaced_stateful_set, name, namespace),
@@ -84,12 +96,22 @@ class Kube:
             pods=self._list(
                 self.core.list_namespaced_pod, namespace, f"{PIPELINE_UID_LABEL}={uid}"
             ),
-            claims=self._list(
-                self.core.list_namespaced_persistent_volume_claim,
-                namespace,
-                f"{PIPELINE_LABEL}={name}",
-            ),
+            claims=claims,
+            volumes=self._volumes(volumes.volume_names_to_observe(pipeline, claims)),
         )
+
+    def _volumes(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The named PersistentVolumes that exist (cluster-scoped; absent ones are gone)."""
+        found = {}
+        for pv_name in names:
+            try:
+                found[pv_name] = _json(
+                    self.core.read_persistent_volume(pv_name, _preload_content=False)
+                )
+            except ApiException as error:
+                if not _missing(error):
+                    raise
+        return found
 
     @staticmethod
     def _get(read: Any, name: str, namespace: str) -> dict[str, Any] | None:

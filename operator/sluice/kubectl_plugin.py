@@ -1,7 +1,11 @@
 """`kubectl sluice`: clear storage and show pipelines from the command line.
 
-    kubectl sluice clear NAME [--stop] [--wait] [--timeout 5m] [-n NAMESPACE]
-    kubectl sluice status [NAME] [-n NAMESPACE]
+    kubectl sluice clear NAME [--stop] [--wait] [--timeout 5m]
+    kubectl sluice status [NAME] [-A] [-o json|yaml|wide]
+
+kubectl's flags work anywhere on the line, as with kubectl itself:
+    -n/--namespace NS, --context NAME, --kubeconfig PATH, and -A/--all-namespaces for status.
+Without -n the namespace is the kubeconfig context's, else "default".
 
 Installed as the console script `kubectl-sluice`, which kubectl finds on PATH.
 Exit codes: 0 done, 1 refused (the API server's message is printed), 2 timed out.
@@ -17,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -32,39 +37,64 @@ def _duration(text: str) -> float:
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
-def _namespace(explicit: str | None) -> str:
-    if explicit:
-        return explicit
+def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace kubectl would use: the chosen (or current) context's, else "default"."""
     try:
-        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        return str(context["context"].get("namespace") or "default")
-    except (config.ConfigException, KeyError, TypeError):
+        contexts, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+        chosen = next(c for c in contexts if c["name"] == context) if context else current
+        return str(chosen["context"].get("namespace") or "default")
+    except (config.ConfigException, StopIteration, KeyError, TypeError):
         return "default"
 
 
 class Pipelines:
-    def __init__(self, namespace: str) -> None:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-        self.custom = client.CustomObjectsApi()
+    """Pipelines in one namespace, or in all (namespace None), through one kubeconfig context."""
+
+    def __init__(self, namespace: str | None, kubeconfig: str | None, context: str | None) -> None:
+        api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, persist_config=False
+        )
+        self.custom = client.CustomObjectsApi(api_client)
         self.namespace = namespace
+
+    @property
+    def _ns(self) -> str:
+        assert self.namespace is not None, "one namespace is needed here"
+        return self.namespace
 
     def get(self, name: str) -> dict[str, Any]:
         obj: Any = self.custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
+            api.GROUP, api.VERSION, self._ns, api.PLURAL, name
         )
         return dict(obj)
 
     def list(self) -> list[dict[str, Any]]:
-        listed: Any = self.custom.list_namespaced_custom_object(
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL
+        listed: Any = (
+            self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
+            if self.namespace is None
+            else self.custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, self.namespace, api.PLURAL
+            )
         )
         return list(listed["items"])
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         obj: Any = self.custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, body
+            api.GROUP, api.VERSION, self._ns, api.PLURAL, name, body
         )
         return dict(obj)
+
+
+def _pipelines(args: argparse.Namespace) -> Pipelines:
+    all_namespaces = getattr(args, "all_namespaces", False)
+    namespace = (
+        None
+        if all_namespaces
+        else (args.namespace or _context_namespace(args.kubeconfig, args.context))
+    )
+    return Pipelines(namespace, args.kubeconfig, args.context)
 
 
 def _api_message(error: ApiException) -> str:
@@ -75,7 +105,7 @@ def _api_message(error: ApiException) -> str:
 
 
 def clear(args: argparse.Namespace, out: TextIO) -> int:
-    pipelines = Pipelines(_namespace(args.namespace))
+    pipelines = _pipelines(args)
     request = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     spec: dict[str, Any] = {"storage": {"clearRequest": request}}
     if args.stop:
@@ -141,54 +171,137 @@ def _wait_cleared(
 
 
 COLUMNS = ("NAME", "DESIRED", "DEPLOYMENT", "STORAGE", "LAST-CLEAR", "ERROR")
+WIDE_COLUMNS = ("CLAIMS", "RETAINED", "READY")
+
+
+def _retained(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Volumes whose data outlived a clear by policy (status.storage.retainedVolumes)."""
+    storage = (obj.get("status") or {}).get("storage") or {}
+    return list(storage.get("retainedVolumes") or [])
+
+
+def _row(obj: dict[str, Any], wide: bool) -> tuple[str, ...]:
+    st = obj.get("status") or {}
+    storage = st.get("storage") or {}
+    row: tuple[str, ...] = (
+        obj["metadata"]["name"],
+        obj["spec"].get("desiredState", ""),
+        st.get("deploymentStatus", "-"),
+        storage.get("status", "-"),
+        storage.get("lastClearRequest") or "-",
+        (st.get("error") or {}).get("error_code") or "-",
+    )
+    if wide:
+        ready: dict[str, Any] = next(
+            (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        retained = [v.get("persistentVolume", "?") for v in _retained(obj)]
+        row += (
+            ",".join(storage.get("claims") or []) or "-",
+            ",".join(retained) or "-",
+            f"{ready.get('status', '-')}/{ready.get('reason', '-')}" if ready else "-",
+        )
+    return row
+
+
+def table(items: list[dict[str, Any]], all_namespaces: bool, wide: bool) -> list[str]:
+    header: tuple[str, ...] = COLUMNS + (WIDE_COLUMNS if wide else ())
+    items = sorted(items, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+    rows = [_row(obj, wide) for obj in items]
+    if all_namespaces:
+        header = ("NAMESPACE", *header)
+        rows = [(obj["metadata"]["namespace"], *row) for obj, row in zip(items, rows, strict=True)]
+    rows.insert(0, header)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def retained_lines(obj: dict[str, Any]) -> list[str]:
+    """Where a single pipeline's data remains after a clear, one line per volume."""
+    return [
+        f"Retained: PersistentVolume {v.get('persistentVolume')} (was claim {v.get('claim')}, "
+        f"reclaimPolicy {v.get('reclaimPolicy')}, storageClass {v.get('storageClassName') or '-'})"
+        for v in _retained(obj)
+    ]
 
 
 def status(args: argparse.Namespace, out: TextIO) -> int:
-    pipelines = Pipelines(_namespace(args.namespace))
+    all_namespaces = bool(args.all_namespaces)
+    if all_namespaces and args.name:
+        print("error: a pipeline name cannot be given with --all-namespaces", file=sys.stderr)
+        return REFUSED
+    pipelines = _pipelines(args)
     try:
         items = [pipelines.get(args.name)] if args.name else pipelines.list()
     except ApiException as error:
         print(f"error: {_api_message(error)}", file=sys.stderr)
         return REFUSED
-    rows = [COLUMNS]
-    for obj in sorted(items, key=lambda o: o["metadata"]["name"]):
-        st = obj.get("status") or {}
-        storage = st.get("storage") or {}
-        rows.append(
-            (
-                obj["metadata"]["name"],
-                obj["spec"].get("desiredState", ""),
-                st.get("deploymentStatus", "-"),
-                storage.get("status", "-"),
-                storage.get("lastClearRequest") or "-",
-                (st.get("error") or {}).get("error_code") or "-",
-            )
+    output = args.output or ""
+    if output in ("json", "yaml"):
+        # As kubectl prints: the object for one name, else a v1 List.
+        document: dict[str, Any] = (
+            items[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": items}
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        print(
-            "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
-            file=out,
-        )
+        if output == "json":
+            print(json.dumps(document, indent=4), file=out)
+        else:
+            print(yaml.safe_dump(document, sort_keys=False).rstrip("\n"), file=out)
+        return 0
+    lines = table(items, all_namespaces, wide=output == "wide")
+    if args.name:
+        lines += retained_lines(items[0])
+    print("\n".join(lines), file=out)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _kubectl_flags(all_namespaces: bool) -> argparse.ArgumentParser:
+    """kubectl's global flags, accepted before and after the subcommand. SUPPRESS keeps a
+    subcommand's absent flag from overwriting one given before it (argparse's defaults)."""
+    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    flags.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    flags.add_argument("--context", help="the kubeconfig context to use")
+    flags.add_argument("--kubeconfig", help="path to the kubeconfig file")
+    if all_namespaces:
+        flags.add_argument(
+            "-A", "--all-namespaces", action="store_true", help="pipelines of every namespace"
+        )
+    return flags
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="kubectl sluice",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_kubectl_flags(all_namespaces=True)],
     )
-    parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     commands = parser.add_subparsers(dest="command", required=True)
-    c = commands.add_parser("clear", help="request a storage clear")
+    c = commands.add_parser(
+        "clear", help="request a storage clear", parents=[_kubectl_flags(all_namespaces=False)]
+    )
     c.add_argument("name")
     c.add_argument("--stop", action="store_true", help="stop the pipeline in the same step")
     c.add_argument("--wait", action="store_true", help="wait until storage is Cleared")
     c.add_argument("--timeout", type=_duration, default=300.0, help="with --wait (default 5m)")
-    s = commands.add_parser("status", help="show pipelines as a table")
+    s = commands.add_parser(
+        "status", help="show pipelines as a table", parents=[_kubectl_flags(all_namespaces=True)]
+    )
     s.add_argument("name", nargs="?")
+    s.add_argument("-o", "--output", choices=["json", "yaml", "wide"], help="output format")
     args = parser.parse_args(argv)
+    for flag in ("namespace", "context", "kubeconfig"):
+        setattr(args, flag, getattr(args, flag, None))
+    args.all_namespaces = getattr(args, "all_namespaces", False)
+    if args.all_namespaces and args.command == "clear":
+        parser.error("clear acts on one pipeline: -A/--all-namespaces is for status")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     handler = clear if args.command == "clear" else status
     return handler(args, sys.stdout)
 

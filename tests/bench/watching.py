@@ -35,7 +35,7 @@ def watch_until(
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        stream = watch.Watch().stream(
             list_call, resource_version=version, timeout_seconds=max(1, int(left))
         )
         for event in stream:

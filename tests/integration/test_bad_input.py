@@ -26,6 +26,23 @@ BAD: list[tuple[str, str, Any]] = [
     ("spec.storage.storageClassName", "spec.storage.storageClassName", ""),
     ("spec.storage.clearRequest", "spec.storage.clearRequest", "x" * 254),
     ("spec.resources.limits.cpu", "spec.resources.limits", {"cpu": "two"}),
+    # Rule 16: admitted only if its claim and StatefulSet would be admitted too.
+    ("spec.storage.size", "spec.storage.size", 0),
+    ("spec.storage.size", "spec.storage.size", -5),
+    ("spec.storage.size", "spec.storage.size", "0"),
+    ("spec.storage.size", "spec.storage.size", "0.0Gi"),
+    ("spec.storage.size", "spec.storage.size", "1e64914025368"),
+    ("spec.resources.limits[memory]", "spec.resources.limits", {"memory": -1}),
+    (
+        "spec.resources.requests",
+        "spec.resources",
+        {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "1500m"}},
+    ),
+    ("spec.resources.limits", "spec.resources.limits", {"nvidia com/gpu": 1}),
+    ("spec.resources.requests", "spec.resources.requests", {"example.com/gpu": 1}),
+    ("spec.image", "spec.image", "registry.example/orders:1\x0b"),
+    ("spec.image", "spec.image", "\u00a0registry.example/orders:1"),
+    ("spec.storage.storageClassName", "spec.storage.storageClassName", "Fast_SSD"),
     ("spec.storage", "spec.storage", None),
     ("spec.unknownField", "spec.unknownField", 1),
 ]
@@ -55,8 +72,11 @@ def test_invalid_spec_is_refused_naming_the_field(
     assert live_operator.alive
 
 
-def test_too_long_a_name_is_refused(kubectl: Kubectl, namespace: str) -> None:
-    refused = kubectl("apply", "-f", "-", input=manifest("x" * 53, namespace), check=False)
+@pytest.mark.parametrize("name", ["x" * 53, "orders.v2", "1orders"])
+def test_a_name_that_cannot_name_a_service_is_refused(
+    name: str, kubectl: Kubectl, namespace: str
+) -> None:
+    refused = kubectl("apply", "-f", "-", input=manifest(name, namespace), check=False)
     assert refused.returncode != 0
     assert "metadata.name" in refused.stderr
 
@@ -108,4 +128,41 @@ def test_admitted_but_unsatisfiable_spec_is_explained_and_can_be_undone(
     assert claims(api_client, namespace) == []
     cleared = get(kubectl, namespace, "orders")
     assert "cannot be scheduled" not in _condition_message(cleared, "Running")
+    assert live_operator.alive
+
+
+def test_a_refusal_downstream_reads_like_the_api_server(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+) -> None:
+    """What still fails after admission (here a ResourceQuota that allows no claims) shows
+    the API server's own message in status.error and Ready, keeps the raw body in details,
+    and `kubectl get` never shows an empty STATUS column."""
+    client.CoreV1Api(api_client).create_namespaced_resource_quota(
+        namespace,
+        {"metadata": {"name": "no-claims"}, "spec": {"hard": {"persistentvolumeclaims": "0"}}},
+    )
+    wait_for(
+        lambda: (
+            client.CoreV1Api(api_client)
+            .read_namespaced_resource_quota("no-claims", namespace)
+            .status.hard
+        ),
+        what="the quota to be counted",
+    )
+    apply(kubectl, manifest("orders", namespace))
+
+    def reported() -> dict[str, Any] | None:
+        obj = get(kubectl, namespace, "orders")
+        return obj if (obj.get("status") or {}).get("error") else None
+
+    obj = wait_for(reported, what="status.error")
+    error = obj["status"]["error"]
+    assert error["error_code"] == "ReconcileFailed"
+    assert "exceeded quota: no-claims" in error["message"], error
+    assert "422" not in error["message"] and "403 Forbidden" not in error["message"]
+    assert "exceeded quota" in error["details"]["body"]
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "exceeded quota" in ready["message"]
+    row = kubectl("-n", namespace, "get", "pipeline", "orders", "--no-headers").stdout.split()
+    assert row[:4] == ["orders", "Running", "Provisioning", "Cleared"], row
     assert live_operator.alive

@@ -202,6 +202,7 @@ ALLOWED = [
     ("list", "pods"),
     ("watch", "pods"),
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
+    ("get", "persistentvolumes"),
     ("create", "events"),
 ]
 DENIED = [
@@ -216,6 +217,8 @@ DENIED = [
     ("create", "pods/exec"),
     ("delete", "services"),
     ("update", "persistentvolumeclaims"),
+    ("delete", "persistentvolumes"),
+    ("patch", "persistentvolumes"),
     ("get", "secrets"),
     ("list", "secrets"),
     ("get", "configmaps"),
@@ -265,11 +268,11 @@ API_ACCOUNT = f"system:serviceaccount:{SYSTEM}:sluice-api"
 API_ALLOWED = [
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "subjectaccessreviews.authorization.k8s.io"),
-    *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "watch", "patch")),
+    *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "watch", "patch", "delete")),
     ("create", "events"),
 ]
 API_DENIED = [
-    ("delete", "pipelines.sluice.dev"),
+    ("deletecollection", "pipelines.sluice.dev"),
     ("create", "pipelines.sluice.dev"),
     ("update", "pipelines.sluice.dev"),
     ("patch", "pipelines.sluice.dev/status"),

@@ -13,7 +13,7 @@ from feldera.rest.errors import FelderaAPIError
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import get, run_and_wait
+from .pipelines import get, manifest, run_and_wait
 from .test_rest_api import ApiServer, stopped_with_storage, token_for
 
 
@@ -21,7 +21,7 @@ from .test_rest_api import ApiServer, stopped_with_storage, token_for
 def feldera(
     kubectl: Kubectl, kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
 ) -> Iterator[FelderaClient]:
-    token = token_for(kubectl, namespace, "feldera-user", ["get", "list", "patch"])
+    token = token_for(kubectl, namespace, "feldera-user", ["get", "list", "patch", "delete"])
     server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
     try:
         yield FelderaClient(server.url, api_key=token, timeout=30)
@@ -72,3 +72,49 @@ def test_client_gets_feldera_errors(
     assert feldera.get_pipeline("live", PipelineFieldSelector.STATUS).storage_status == "Cleared"
     names = [p.name for p in feldera.pipelines()]
     assert names == ["live"]
+
+
+def test_sdk_delete_with_clear_storage_removes_the_pipeline(
+    kubectl: Kubectl, namespace: str, live_operator: Operator, feldera: FelderaClient
+) -> None:
+    stopped_with_storage(kubectl, namespace, "orders")
+    claims = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    assert claims
+
+    Pipeline.get("orders", feldera).delete(clear_storage=True)  # POST /clear, poll, DELETE
+
+    gone = kubectl("-n", namespace, "get", "pipeline", "orders", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
+    for claim in claims:
+        assert kubectl("-n", namespace, "get", "pvc", claim, check=False).returncode != 0
+    with pytest.raises(FelderaAPIError) as after:
+        feldera.get_pipeline("orders", PipelineFieldSelector.STATUS)
+    assert after.value.status_code == 404
+
+
+def test_delete_is_refused_with_feldera_codes(
+    kubectl: Kubectl, namespace: str, live_operator: Operator, feldera: FelderaClient
+) -> None:
+    run_and_wait(kubectl, namespace, "live")
+    with pytest.raises(FelderaAPIError) as running:
+        feldera.delete_pipeline("live")
+    assert running.value.status_code == 400
+    assert running.value.error_code == "DeleteRestrictedToFullyStopped"
+
+    feldera.stop_pipeline("live", force=True, timeout_s=90)
+    with pytest.raises(FelderaAPIError) as in_use:
+        feldera.delete_pipeline("live")  # stopped, but its storage is still InUse
+    assert in_use.value.status_code == 400
+    assert in_use.value.error_code == "DeleteRestrictedToClearedStorage"
+    assert in_use.value.details == {"storage_status": "InUse"}
+    assert get(kubectl, namespace, "live")["metadata"].get("deletionTimestamp") is None
+
+    with pytest.raises(FelderaAPIError) as missing:
+        feldera.delete_pipeline("non-existent-pipeline")
+    assert missing.value.status_code == 404
+    assert missing.value.error_code == "UnknownPipelineName"
+
+    # Never ran, so its storage is Cleared from the start: deleted at once.
+    kubectl("apply", "-f", "-", input=manifest("idle", namespace, desired="Stopped"))
+    feldera.delete_pipeline("idle")
+    assert kubectl("-n", namespace, "get", "pipeline", "idle", check=False).returncode != 0

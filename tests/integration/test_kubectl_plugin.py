@@ -2,34 +2,53 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
 from localkube.cluster import LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import get, run_and_wait
+from .pipelines import apply, get, manifest, run_and_wait
+
+HEADER = ["NAME", "DESIRED", "DEPLOYMENT", "STORAGE", "LAST-CLEAR", "ERROR"]
 
 
 def kubectl_sluice(
-    cluster: LocalCluster, namespace: str, *args: str, timeout: float = 120
+    cluster: LocalCluster, *args: str, timeout: float = 120, kubeconfig: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         # kubectl looks plugins up on PATH; the venv's bin holds the console script.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "KUBECONFIG": str(cluster.kubeconfig),
+        "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
     }
     return subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), "sluice", "-n", namespace, *args],
+        [str(cluster.bin_dir / "kubectl"), "sluice", *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=timeout,
     )
+
+
+def _kubeconfig_with_context(cluster: LocalCluster, tmp_path: Path, namespace: str) -> Path:
+    """A copy of the cluster's kubeconfig with a second context `team` whose namespace is
+    `namespace`; the current context stays the original (namespace default)."""
+    doc: dict[str, Any] = yaml.safe_load(cluster.kubeconfig.read_text())
+    original = next(c for c in doc["contexts"] if c["name"] == doc["current-context"])
+    doc["contexts"].append(
+        {"name": "team", "context": {**original["context"], "namespace": namespace}}
+    )
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o600)
+    return path
 
 
 def test_plugin_is_found_by_kubectl(cluster: LocalCluster) -> None:
@@ -49,21 +68,91 @@ def test_clear_refused_while_running_then_stop_wait_clears(
     cluster: LocalCluster, kubectl: Kubectl, namespace: str, live_operator: Operator
 ) -> None:
     run_and_wait(kubectl, namespace, "orders")
-    refused = kubectl_sluice(cluster, namespace, "clear", "orders")
+    refused = kubectl_sluice(cluster, "clear", "orders", "-n", namespace)
     assert refused.returncode == 1
     assert "StorageStatusImmutableUnlessStopped" in refused.stderr
     assert "--stop" in refused.stderr
 
-    done = kubectl_sluice(cluster, namespace, "clear", "orders", "--stop", "--wait")
+    done = kubectl_sluice(
+        cluster, "clear", "orders", "--stop", "--wait", f"--namespace={namespace}"
+    )
     assert done.returncode == 0, done.stderr
     assert "Cleared" in done.stdout
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["storage"]["status"] == "Cleared"
     assert obj["spec"]["storage"]["clearRequest"] == obj["status"]["storage"]["lastClearRequest"]
 
-    table = kubectl_sluice(cluster, namespace, "status").stdout.splitlines()
-    assert table[0].split() == ["NAME", "DESIRED", "DEPLOYMENT", "STORAGE", "LAST-CLEAR", "ERROR"]
+    table = kubectl_sluice(cluster, "-n", namespace, "status").stdout.splitlines()
+    assert table[0].split() == HEADER
     assert table[1].split()[:4] == ["orders", "Stopped", "Stopped", "Cleared"]
+
+
+def test_kubectl_flags_anywhere_and_the_contexts_namespace(
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """-n/--namespace, --context and --kubeconfig before or after the subcommand and its
+    argument, as kubectl takes them; without -n, the chosen context's namespace is used."""
+    apply(kubectl, manifest("orders", namespace, desired="Stopped"))
+    config = _kubeconfig_with_context(cluster, tmp_path, namespace)
+    placements = [
+        ("status", "-n", namespace),
+        ("-n", namespace, "status"),
+        ("status", "orders", "--namespace", namespace),
+        (f"--namespace={namespace}", "status", "orders"),
+        ("status", "--kubeconfig", str(config), "--context", "team"),
+        ("--context=team", "status", "orders", f"--kubeconfig={config}"),
+    ]
+    for args in placements:
+        result = kubectl_sluice(cluster, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == HEADER, args
+        assert [line.split()[0] for line in lines[1:]] == ["orders"], (args, result.stdout)
+
+    # KUBECONFIG's current context decides the namespace when no flag does.
+    doc = yaml.safe_load(config.read_text())
+    doc["current-context"] = "team"
+    config.write_text(yaml.safe_dump(doc))
+    status = kubectl_sluice(cluster, "status", "orders", kubeconfig=config)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[1].split()[0] == "orders"
+    # ... and the original context (namespace default) does not have it.
+    missing = kubectl_sluice(
+        cluster, "status", "orders", "--context", "localkube", kubeconfig=config
+    )
+    assert missing.returncode == 1
+    assert 'pipelines.sluice.dev "orders" not found' in missing.stderr
+
+
+def test_status_all_namespaces_and_output_formats(
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str
+) -> None:
+    apply(kubectl, manifest("orders", namespace, desired="Stopped"))
+    apply(kubectl, manifest("billing", namespace, desired="Stopped"))
+
+    every = kubectl_sluice(cluster, "status", "-A")
+    assert every.returncode == 0, every.stderr
+    lines = every.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", *HEADER]
+    mine = [line.split()[:2] for line in lines[1:] if line.split()[0] == namespace]
+    assert mine == [[namespace, "billing"], [namespace, "orders"]]
+
+    as_json = kubectl_sluice(cluster, "status", "-n", namespace, "-o", "json")
+    listed = json.loads(as_json.stdout)
+    assert listed["kind"] == "List"
+    assert sorted(i["metadata"]["name"] for i in listed["items"]) == ["billing", "orders"]
+    one = yaml.safe_load(
+        kubectl_sluice(cluster, "status", "orders", "-oyaml", "-n", namespace).stdout
+    )
+    assert one["kind"] == "Pipeline"
+    assert one["metadata"]["uid"] == get(kubectl, namespace, "orders")["metadata"]["uid"]
+
+    wide = kubectl_sluice(cluster, "--all-namespaces", "status", "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == ["NAMESPACE", *HEADER, "CLAIMS", "RETAINED", "READY"]
+
+    both = kubectl_sluice(cluster, "status", "orders", "-A")
+    assert both.returncode == 1
+    assert "--all-namespaces" in both.stderr
 
 
 def test_wait_times_out_with_a_clear_message(
@@ -72,13 +161,13 @@ def test_wait_times_out_with_a_clear_message(
     run_and_wait(kubectl, namespace, "orders")
     live_operator.stop()  # nobody acts on the request, so the wait must time out
     result = kubectl_sluice(
-        cluster, namespace, "clear", "orders", "--stop", "--wait", "--timeout", "3s"
+        cluster, "-n", namespace, "clear", "orders", "--stop", "--wait", "--timeout", "3s"
     )
     assert result.returncode == 2
     assert "timed out after 3s" in result.stderr
 
 
 def test_status_of_a_missing_pipeline_is_an_error(cluster: LocalCluster, namespace: str) -> None:
-    result = kubectl_sluice(cluster, namespace, "status", "nope")
+    result = kubectl_sluice(cluster, "status", "nope", "-n", namespace)
     assert result.returncode == 1
     assert "not found" in result.stderr

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import requests
 import yaml
-from localkube.cluster import REPO, free_ports, port_in_use
+from localkube.cluster import REPO, LocalCluster, free_ports, port_in_use
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
@@ -86,3 +87,54 @@ def test_make_run_runs_operator_and_api_until_interrupted(
     wait_for(lambda: _group_gone(make_run.pid), timeout=30, what="every process make run started")
     for port in (api_port, health_port, metrics_port):
         assert not port_in_use(port), f"port {port} still bound after Ctrl-C\n{log_text}"
+    # A healthy run is quiet, and says how to use the cluster from another terminal.
+    noisy = [line for line in log_text.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert noisy == [], log_text
+    assert f"export KUBECONFIG={user_kubeconfig}" in log_text, log_text
+    assert f"export PATH={REPO / '.cache/localkube/bin'}:$PATH" in log_text, log_text
+    assert f"REST API: http://127.0.0.1:{api_port}" in log_text, log_text
+
+
+def test_first_make_run_on_a_new_cluster_is_quiet(tmp_path: Path) -> None:
+    """No KUBECONFIG: `make run` starts a cluster of its own and installs the CRD into it.
+    Right after that the API server answers 429 "storage is (re)initializing" for a moment;
+    the operator must not start into it (kopf logs each such answer as an ERROR)."""
+    state_dir = tmp_path / "localkube"
+    api_port, health_port, metrics_port = free_ports(3)
+    liveness = f"http://127.0.0.1:{health_port}/healthz"
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["LOCALKUBE_STATE_DIR"] = str(state_dir)
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("wb") as log:
+        make_run = subprocess.Popen(
+            [
+                *("make", "-C", str(REPO), "run"),
+                f"API_BIND=127.0.0.1:{api_port}",
+                "OPERATOR_FLAGS=--all-namespaces "
+                f"--liveness {liveness} --metrics-port {metrics_port}",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: _answers(liveness) == 200,
+            timeout=120,
+            what="the operator's liveness endpoint",
+        )
+        # The operator's first lists and watches of pipelines happen at start-up.
+        wait_for(
+            lambda: "Initial authentication has finished" in log_path.read_text(),
+            what="the operator to start",
+        )
+        time.sleep(3)
+    finally:
+        os.killpg(make_run.pid, signal.SIGINT)
+        make_run.wait(timeout=60)
+        LocalCluster(state_dir=state_dir).down()
+    log_text = log_path.read_text(errors="replace")
+    noisy = [line for line in log_text.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert noisy == [], log_text
+    assert f"export KUBECONFIG={state_dir / 'kubeconfig'}" in log_text, log_text

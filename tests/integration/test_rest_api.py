@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -345,6 +346,8 @@ def test_denied_service_accounts_get_403(kubectl: Kubectl, namespace: str, api: 
             api.request("POST", f"/v0/pipelines/orders/{action}", reader), 403, "Forbidden"
         )
         assert body["details"]["verb"] == "patch"
+    body = assert_error(api.request("DELETE", "/v0/pipelines/orders", reader), 403, "Forbidden")
+    assert body["details"]["verb"] == "delete"
     assert get(kubectl, namespace, "orders")["metadata"]["resourceVersion"] == version
     # Authentication alone is enough for the configuration (the client reads it first).
     assert api.request("GET", "/v0/config", nobody).status_code == 200
@@ -378,6 +381,46 @@ def test_routing_and_validation_errors_are_json(api: ApiServer, writer: str) -> 
     )
     docs = api.request("GET", "/v0/api-docs/openapi.json")  # public
     assert docs.status_code == 200 and docs.json()["openapi"].startswith("3.")
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    """Bytes no HTTP client library would send (e.g. a NUL in a header), and the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_large_tokens_are_served_and_no_token_is_ever_echoed_or_logged(
+    api: ApiServer, namespace: str
+) -> None:
+    # Over aiohttp's default 8 KiB line limit (OIDC tokens with many groups reach it): the
+    # token reaches Kubernetes' TokenReview, which says it is not valid.
+    large = "eyJlarge." + "A" * 20_000
+    assert_error(api.request("GET", "/v0/pipelines", large), 401, "Unauthorized")
+    # Over 64 KiB: refused in the seed's shape, quoting nothing of the request.
+    huge = "eyJhuge." + "B" * 70_000
+    body = assert_error(
+        api.request("GET", "/v0/pipelines", huge), 431, "RequestHeaderFieldsTooLarge"
+    )
+    assert body["details"] == {"limit_bytes": 65536}
+    # Not HTTP at all (a NUL byte in the header): the same shape, nothing echoed.
+    answer = _raw_request(
+        api.url,
+        b"GET /v0/pipelines HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer eyJnul\x00C\r\n\r\n",
+    )
+    head, _, raw_body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == b"400", answer
+    assert json.loads(raw_body)["error_code"] == "InvalidHttpRequest"
+    assert b"eyJ" not in answer
+    log = api.log()
+    assert "refused a request" in log
+    for secret in ("eyJlarge", "eyJhuge", "eyJnul", "AAAAAAAA", "BBBBBBBB"):
+        assert secret not in log, log
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 def test_unexpected_errors_are_500_in_the_same_shape(

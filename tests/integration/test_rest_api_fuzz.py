@@ -34,7 +34,7 @@ def test_fuzz_finds_no_server_error_and_no_undocumented_answer(
     # Existing pipelines, so generated names sometimes hit one (the fuzzer may start them).
     for name in ("a", "orders", "0"):
         apply(kubectl, manifest(name, namespace, "Stopped"))
-    token = token_for(kubectl, namespace, "fuzzer", ["get", "list", "patch"])
+    token = token_for(kubectl, namespace, "fuzzer", ["get", "list", "patch", "delete"])
     server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
     try:
         result = subprocess.run(

@@ -133,7 +133,10 @@ def test_ready_pod_means_running_and_a_settled_pipeline_needs_no_action() -> Non
     assert plan.actions == []
     assert plan.status.deployment_status == DeploymentStatus.RUNNING
     ready = {c.type: c.status for c in plan.status.conditions}
-    assert ready == {"Ready": "True", "Running": "True", "StorageCleared": "False"}
+    assert ready == {
+        **{"Ready": "True", "Running": "True", "StorageCleared": "False"},
+        **{"Reconciling": "False", "Stalled": "False"},
+    }
     # Deciding again on the result changes nothing: no writes when settled.
     from sluice.controller import status_body
 

@@ -214,6 +214,45 @@ def test_start_while_clearing_is_refused() -> None:
     )
 
 
+# ---- DELETE: Feldera's rules ----------------------------------------------------------------
+
+
+def test_delete_of_a_stopped_cleared_pipeline_is_preconditioned_on_what_was_checked() -> None:
+    assert d.decide_delete(pipeline(storage="Cleared")) == (UID, "4242")
+
+
+@pytest.mark.parametrize(
+    ("desired", "deployment"),
+    [
+        ("Running", "Running"),
+        ("Stopped", "Stopping"),
+        ("Running", "Stopped"),
+        ("Running", "Failed"),
+    ],
+)
+def test_delete_needs_a_fully_stopped_pipeline(desired: str, deployment: str) -> None:
+    with pytest.raises(d.ApiError) as raised:
+        d.decide_delete(pipeline(desired=desired, deployment=deployment, storage="Cleared"))
+    assert (raised.value.status, raised.value.error_code) == (400, "DeleteRestrictedToFullyStopped")
+    assert raised.value.message.startswith("Cannot delete a pipeline which is not fully stopped.")
+
+
+@pytest.mark.parametrize(
+    ("storage", "clear_request", "reported"),
+    [("InUse", None, "InUse"), ("Clearing", "r1", "Clearing"), ("InUse", "r2", "Clearing")],
+)
+def test_delete_needs_cleared_storage(
+    storage: str, clear_request: str | None, reported: str
+) -> None:
+    with pytest.raises(d.ApiError) as raised:
+        d.decide_delete(pipeline(storage=storage, clear_request=clear_request))
+    assert (raised.value.status, raised.value.error_code) == (
+        400,
+        "DeleteRestrictedToClearedStorage",
+    )
+    assert raised.value.details == {"storage_status": reported}
+
+
 # ---- names --------------------------------------------------------------------------------
 
 

@@ -34,6 +34,13 @@ def test_clear_is_documented_like_the_seed() -> None:
     assert clear["x-kubernetes-authorization"]["verb"] == "patch"
 
 
+def test_delete_is_documented_like_feldera() -> None:
+    delete: dict[str, Any] = document(ROUTES)["paths"]["/v0/pipelines/{pipeline_name}"]["delete"]
+    assert set(delete["responses"]) == {"200", "400", "401", "403", "404", "500"}
+    assert "content" not in delete["responses"]["200"]  # Feldera answers 200 with no body
+    assert delete["x-kubernetes-authorization"]["verb"] == "delete"
+
+
 def test_error_schema_requires_the_three_fields() -> None:
     schema = document(ROUTES)["components"]["schemas"]["ErrorResponse"]
     assert set(schema["required"]) == {"message", "error_code", "details"}

@@ -72,6 +72,11 @@ def openapi_schema() -> dict[str, Any]:
             "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: "
             "the StatefulSet and pod names are derived from it",
         },
+        {
+            "rule": f"self.metadata.name.matches('{api.DNS_LABEL_PATTERN}')",
+            "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', "
+            "starting with a letter, no dots): the pipeline's Service takes its name",
+        },
         # Contract rule 12, the seed's EditRestrictedToClearedStorage.
         *(
             {

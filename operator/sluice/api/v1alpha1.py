@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "sluice.dev"
@@ -23,20 +23,77 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # StatefulSet pod labels carry "<name>-<10-char hash>" and must fit in 63 characters.
 MAX_NAME_LENGTH = 52
 
-QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][0-9]+)?$"
+# Exponents have at most two digits: parsing `1e64914025368` takes the API server longer
+# than its request timeout (found by the property test as a 504).
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][0-9]{1,2})?$"
+# A quantity's text is short; the bound also keeps the CEL rules' cost estimate low.
+QUANTITY_MAX_LENGTH = 64
+# DNS-1123 subdomain, as the API server checks a claim's storageClassName.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# DNS-1035 label, as the API server checks a Service name: the pipeline's name becomes one.
+DNS_LABEL_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# Printable ASCII without spaces: the API server refuses an image with leading or trailing
+# whitespace in Unicode's sense (Go's strings.TrimSpace), which `\S` in a schema pattern
+# (RE2, ASCII-only) does not catch, e.g. a vertical tab or a no-break space.
+IMAGE_PATTERN = r"^[!-~]+$"
+# Container resources Sluice accepts: the standard ones. Extended resources (vendor.com/x)
+# and hugepages carry more rules (integers, requests == limits, paired cpu/memory) that the
+# operator does not need; refusing them keeps "admitted" == "runnable" (rule 16).
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 
-# Like core/v1 quantities: `cpu: 2` and `memory: 4Gi` are both accepted.
-Quantity = Annotated[
-    int | str,
-    WithJsonSchema(
+
+def _int_or_quantity(cel_on_quantity: str, cel_on_int: str) -> str:
+    """A CEL rule on an int-or-string quantity: integers as such, strings as quantities."""
+    return (
+        f"type(self) == int ? {cel_on_int} : (type(self) == string"
+        f" && self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self) && {cel_on_quantity})"
+    )
+
+
+def _quantity(description: str, positive: bool) -> Any:
+    rule = (
+        _int_or_quantity("quantity(self).isGreaterThan(quantity('0'))", "self > 0")
+        if positive
+        else _int_or_quantity("!quantity(self).isLessThan(quantity('0'))", "self >= 0")
+    )
+    return WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
-            "description": "A Kubernetes quantity, e.g. 500m, 2, 30Gi.",
+            "maxLength": QUANTITY_MAX_LENGTH,
+            "description": description,
+            "x-kubernetes-validations": [
+                {
+                    "rule": rule,
+                    "message": f"must be a {'positive' if positive else 'non-negative'} "
+                    "quantity, e.g. 500m, 2, 30Gi",
+                }
+            ],
         }
-    ),
+    )
+
+
+# Like core/v1 quantities: `cpu: 2` and `memory: 4Gi` are both accepted.
+Quantity = Annotated[
+    int | str, _quantity("A non-negative Kubernetes quantity, e.g. 500m, 2, 4Gi.", positive=False)
 ]
+PositiveQuantity = Annotated[
+    int | str, _quantity("A positive Kubernetes quantity, e.g. 30Gi.", positive=True)
+]
+
+
+def _resource_map(what: str) -> dict[str, Any]:
+    names = ", ".join(f"'{n}'" for n in RESOURCE_NAMES)
+    return {
+        "maxProperties": len(RESOURCE_NAMES),
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.all(name, name in [{names}])",
+                "message": f"{what} may name only {', '.join(RESOURCE_NAMES)}",
+            }
+        ],
+    }
 
 
 class DesiredState(StrEnum):
@@ -74,25 +131,52 @@ class _Model(BaseModel):
 class ResourceRequirements(_Model):
     """Compute resources of the pipeline's container (core/v1 ResourceRequirements)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    # The API server's own rule for containers: a request above its limit
+                    # would make the StatefulSet unadmittable.
+                    "rule": "!has(self.requests) || !has(self.limits) || self.requests.all(r,"
+                    " !(r in self.limits) || !isQuantity(string(self.requests[r]))"
+                    " || !isQuantity(string(self.limits[r]))"
+                    " || quantity(string(self.requests[r]))"
+                    ".compareTo(quantity(string(self.limits[r]))) <= 0)",
+                    "fieldPath": ".requests",
+                    "reason": "FieldValueInvalid",
+                    "message": "each of resources.requests must be less than or equal to "
+                    "its resources.limits",
+                }
+            ]
+        }
+    )
+
     limits: dict[str, Quantity] | None = Field(
-        default=None, description="Maximum resources, e.g. {cpu: 2, memory: 4Gi}."
+        default=None,
+        description="Maximum resources, e.g. {cpu: 2, memory: 4Gi}; "
+        f"names: {', '.join(RESOURCE_NAMES)}.",
+        json_schema_extra=_resource_map("resources.limits"),
     )
     requests: dict[str, Quantity] | None = Field(
-        default=None, description="Resources the scheduler reserves, e.g. {cpu: 1}."
+        default=None,
+        description="Resources the scheduler reserves, e.g. {cpu: 1}; at most the limit; "
+        f"names: {', '.join(RESOURCE_NAMES)}.",
+        json_schema_extra=_resource_map("resources.requests"),
     )
 
 
 class StorageSpec(_Model):
     """Where the pipeline keeps its state, and how a clear disposes of it."""
 
-    size: Quantity = Field(
-        description="Size of the pipeline's PersistentVolumeClaim, e.g. 30Gi. "
+    size: PositiveQuantity = Field(
+        description="Size of the pipeline's PersistentVolumeClaim, e.g. 30Gi; more than 0. "
         "Can only change while storage is Cleared."
     )
     storage_class_name: str | None = Field(
         default=None,
         min_length=1,
         max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description="StorageClass of the claim; the cluster default when unset. "
         "Can only change while storage is Cleared.",
     )
@@ -141,8 +225,8 @@ class PipelineSpec(_Model):
     image: str = Field(
         min_length=1,
         max_length=1024,
-        pattern=r"^\S+$",
-        description="Container image of the pipeline's runtime.",
+        pattern=IMAGE_PATTERN,
+        description="Container image of the pipeline's runtime (printable ASCII, no spaces).",
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="Compute resources of the pipeline's container."
@@ -155,10 +239,30 @@ class PipelineError(BaseModel):
 
     message: str = Field(description="Human-readable error message.")
     error_code: str = Field(description="Error code: a string that names this error type.")
-    details: dict[str, Any] = Field(
+    # No `additionalProperties` here: under it, nested objects would be pruned.
+    details: Annotated[
+        dict[str, Any],
+        WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+    ] = Field(
         default_factory=dict,
         description="Detailed error metadata; its contents depend on error_code.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class VolumeRecord(_Model):
+    """Where a claim's data lives: the claim and the PersistentVolume bound to it."""
+
+    persistent_volume: str | None = Field(
+        default=None,
+        description="The PersistentVolume bound to the claim; absent if it was never bound.",
+    )
+    claim: str = Field(description="The PersistentVolumeClaim (in the pipeline's namespace).")
+    reclaim_policy: str | None = Field(
+        default=None,
+        description="The volume's persistentVolumeReclaimPolicy (Delete, Retain or Recycle).",
+    )
+    storage_class_name: str | None = Field(
+        default=None, description="The volume's (or else the claim's) StorageClass."
     )
 
 
@@ -185,6 +289,23 @@ class StorageState(_Model):
         description="When the current clear started (status became Clearing).",
         json_schema_extra={"format": "date-time"},
     )
+    clearing_volumes: list[VolumeRecord] = Field(
+        default_factory=list,
+        description="While Clearing: the volumes bound to the claims being cleared, recorded "
+        "before any claim is deleted; the clear completes only once each one whose reclaim "
+        "policy is Delete is gone.",
+    )
+    retained_volumes: list[VolumeRecord] = Field(
+        default_factory=list,
+        description="Where data outlived the last clear by policy: volumes kept by their "
+        "reclaim policy (Retain) and claims kept by clearPolicy: Detach. Replaced by the next "
+        "clear's.",
+    )
+
+    @field_validator("clearing_volumes", "retained_volumes", mode="before")
+    @classmethod
+    def _absent_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value  # written as null to remove the field
 
 
 class Condition(_Model):

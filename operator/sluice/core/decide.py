@@ -5,8 +5,10 @@ actions in order, then writes the status if it changed. Each call moves the
 pipeline one step; the watch events caused by that step bring the next call.
 
 Storage clearing follows the seed (Feldera's POST /clear) and contract rules 3-11:
-  InUse --(request, compute gone)--> Clearing  [status written alone, nothing deleted yet]
-  Clearing --(claims deleted or detached, deletions complete)--> Cleared
+  InUse --(request, compute gone)--> Clearing  [status written alone, with each claim's
+                                                volume recorded; nothing deleted yet]
+  Clearing --(claims deleted or detached, and every recorded volume whose reclaim policy
+              is Delete gone)--> Cleared  [volumes kept by policy named in retainedVolumes]
 A clear cannot be cancelled: once Clearing, nothing but finishing it happens.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
-from sluice.core import manifests
+from sluice.core import kstatus, manifests, volumes
 from sluice.core.labels import (
     DETACHED_AT,
     DETACHED_FROM,
@@ -27,7 +29,8 @@ from sluice.core.labels import (
 )
 from sluice.core.observed import Observed
 
-CANNOT_START_WHILE_CLEARING = "CannotStartWhileClearingStorage"
+CANNOT_START_WHILE_CLEARING = kstatus.CANNOT_START_WHILE_CLEARING
+STORAGE_CLEAR_FAILED = "StorageClearFailed"
 
 
 # ---- actions -------------------------------------------------------------------------
@@ -109,6 +112,11 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
     status: api.PipelineStatus = field(default_factory=api.PipelineStatus)
     events: list[Event] = field(default_factory=list)
+    # Waiting on something no watch reports (a provisioner deleting a volume): look again
+    # later, with backoff, even if no event arrives.
+    recheck: bool = False
+    # While Clearing: what the clear is waiting for, for the StorageCleared condition.
+    waiting_for: str | None = None
 
     @property
     def starts_clearing(self) -> bool:
@@ -156,7 +164,8 @@ def decide(observed: Observed, now: str) -> Plan:
 
     # Re-read: finishing a clear above records the request, so it is no longer pending.
     pending = bool(request) and request != status.storage.last_clear_request
-    if wants_running and (status.storage.status == StorageStatus.CLEARING or pending):
+    clearing = status.storage.status == StorageStatus.CLEARING or pending
+    if wants_running and clearing and status.error is None:
         status.error = api.PipelineError(
             message="The pipeline cannot start while its storage is being cleared; "
             "it starts once storage is Cleared.",
@@ -169,7 +178,7 @@ def decide(observed: Observed, now: str) -> Plan:
         status.storage.status = StorageStatus.IN_USE if claims else StorageStatus.CLEARED
         status.storage.claims = [c["metadata"]["name"] for c in claims]
 
-    status.conditions = _conditions(observed, status, pending, now)
+    status.conditions = _conditions(observed, status, pending, now, plan.waiting_for)
     plan.events.extend(_transition_events(old, status))
     return plan
 
@@ -205,6 +214,11 @@ def _start_clearing(observed: Observed, plan: Plan, request: str | None, now: st
     storage.clearing_request = request
     storage.clearing_since = now
     storage.claims = [c["metadata"]["name"] for c in observed.associated_claims]
+    # Persisted with Clearing, before any claim is touched: once a claim is deleted, its
+    # volume can no longer be found from it (rule 6 waits for the volumes too).
+    storage.clearing_volumes = [
+        volumes.record(c, observed.volumes) for c in observed.associated_claims
+    ]
     policy = observed.spec.storage.clear_policy
     plan.events.append(
         Event(
@@ -223,28 +237,97 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     storage = plan.status.storage
     claims = observed.associated_claims
     policy = observed.spec.storage.clear_policy
+    # A claim that got bound after Clearing was written: record its volume in this step's
+    # status write, and touch the claim only in the next step.
+    late = volumes.unrecorded(claims, storage.clearing_volumes)
+    if late:
+        storage.clearing_volumes = volumes.merge(storage.clearing_volumes, late, observed.volumes)
+    late_names = {c["metadata"]["name"] for c in late}
     for claim in claims:
         meta = claim["metadata"]
-        if meta.get("deletionTimestamp"):
-            continue  # deletion sent; wait until the API server has really removed it
+        if meta.get("deletionTimestamp") or meta["name"] in late_names:
+            continue  # deletion sent (wait until it is really gone), or recorded first
         if policy == ClearPolicy.DELETE:
             plan.actions.append(DeleteClaim(meta["name"], meta["uid"]))
         else:
             plan.actions.append(_detach(observed, claim, now))
     if claims:
         storage.claims = [c["metadata"]["name"] for c in claims]
+        plan.waiting_for = (
+            f"Claims {', '.join(storage.claims)} are being "
+            f"{'deleted' if policy == ClearPolicy.DELETE else 'detached'}."
+        )
+        return
+    storage.claims = []
+    detached = {c["metadata"]["name"] for c in observed.detached_claims}
+    verdicts = [
+        volumes.judge(
+            record,
+            observed.volumes.get(record.persistent_volume or ""),
+            record.claim in detached,
+            storage.clearing_since,
+            now,
+        )
+        for record in storage.clearing_volumes
+    ]
+    if _wait_for_volumes(observed, plan, verdicts):
         return
     done = storage.clearing_request
+    retained = [v.record for v in verdicts if v.fate == volumes.VolumeFate.RETAINED]
     storage.status = StorageStatus.CLEARED
-    storage.claims = []
     storage.clearing_request = None
     storage.clearing_since = None
+    storage.clearing_volumes = []
+    storage.retained_volumes = retained
     if done:
         storage.last_clear_request = done
     verb = "deleted" if policy == ClearPolicy.DELETE else "detached"
-    plan.events.append(
-        Event("Normal", "StorageCleared", f"Storage cleared: claims {verb} ({done or 'deletion'}).")
-    )
+    gone = [v.record for v in verdicts if v.fate == volumes.VolumeFate.GONE]
+    message = f"Storage cleared: claims {verb}"
+    if gone and policy == ClearPolicy.DELETE:
+        message += f", volumes {', '.join(r.persistent_volume or r.claim for r in gone)} deleted"
+    plan.events.append(Event("Normal", "StorageCleared", f"{message} ({done or 'deletion'})."))
+    if retained:
+        plan.events.append(
+            Event("Warning", "StorageRetained", f"Data remains in {volumes.describe(retained)}.")
+        )
+
+
+def _wait_for_volumes(observed: Observed, plan: Plan, verdicts: list[volumes.Verdict]) -> bool:
+    """True while a Delete volume still exists: the clear stays Clearing. A failed deletion
+    becomes a StorageClearFailed error naming the volume, in the provisioner's words."""
+    failed = [v for v in verdicts if v.fate == volumes.VolumeFate.FAILED]
+    deleting = [v for v in verdicts if v.fate == volumes.VolumeFate.DELETING]
+    if not failed and not deleting:
+        return False
+    plan.recheck = True
+    names = ", ".join(str(v.record.persistent_volume) for v in deleting)
+    plan.waiting_for = f"Claims deleted; waiting for the provisioner to delete {names}."
+    if failed:
+        plan.waiting_for = None
+        message = "Storage is not cleared: " + "; ".join(
+            f"PersistentVolume {v.record.persistent_volume} (claim {v.record.claim}) was not "
+            f"deleted: {v.why.rstrip('.')}"
+            for v in failed
+        )
+        message += (
+            ". The clear keeps retrying and completes once the volume is gone (an "
+            "administrator may delete it)."
+        )
+        plan.status.error = api.PipelineError(
+            message=message,
+            error_code=STORAGE_CLEAR_FAILED,
+            details={
+                "volumes": [
+                    {**v.record.model_dump(by_alias=True, exclude_none=True), "reason": v.why}
+                    for v in failed
+                ]
+            },
+        )
+        old = observed.status.error
+        if old is None or old.message != message:
+            plan.events.append(Event("Warning", STORAGE_CLEAR_FAILED, message))
+    return True
 
 
 def _detach(observed: Observed, claim: dict[str, Any], now: str) -> DetachClaim:
@@ -333,7 +416,11 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 def _conditions(
-    observed: Observed, status: api.PipelineStatus, pending: bool, now: str
+    observed: Observed,
+    status: api.PipelineStatus,
+    pending: bool,
+    now: str,
+    waiting_for: str | None = None,
 ) -> list[api.Condition]:
     deployment, storage = status.deployment_status, status.storage.status
     desired = observed.spec.desired_state
@@ -341,13 +428,25 @@ def _conditions(
     settled = not clearing and deployment == (
         DeploymentStatus.RUNNING if desired == DesiredState.RUNNING else DeploymentStatus.STOPPED
     )
-    if storage == StorageStatus.CLEARING:
-        storage_reason, storage_message = "Clearing", "Claims are being deleted or detached."
+    failure = (
+        status.error if status.error and status.error.error_code == STORAGE_CLEAR_FAILED else None
+    )
+    if storage == StorageStatus.CLEARING and failure is not None:
+        storage_reason, storage_message = failure.error_code, failure.message
+    elif storage == StorageStatus.CLEARING:
+        storage_reason = "Clearing"
+        storage_message = waiting_for or "Claims are being deleted or detached."
     elif pending:
         storage_reason = "WaitingForStop"
         storage_message = "A clear was requested; waiting until the pipeline is fully stopped."
     elif storage == StorageStatus.IN_USE:
         storage_reason, storage_message = "InUse", "Claims hold the pipeline's state."
+    elif status.storage.retained_volumes:
+        storage_reason = "ClearedWithRetainedData"
+        storage_message = (
+            "No storage is associated; data of the last clear remains in "
+            f"{volumes.describe(status.storage.retained_volumes)}."
+        )
     else:
         storage_reason, storage_message = "Cleared", "No storage is associated."
     if settled:
@@ -380,6 +479,8 @@ def _conditions(
         ),
         ("StorageCleared", storage == StorageStatus.CLEARED, storage_reason, storage_message),
     ]
+    # kstatus's Reconciling/Stalled (Flux, kpt), consistent with Ready and Argo CD's health.
+    wanted += kstatus.reconciling_and_stalled(status, settled, ready_reason, ready_message, problem)
     previous = {c.type: c for c in status.conditions}
     out = []
     for type_, ok, reason, message in wanted:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.api import v1alpha1 as api
-from sluice.core.labels import DETACHED_FROM_UID, PIPELINE_UID_LABEL, owned_by
+from sluice.core.labels import DETACHED_FROM_UID, PIPELINE_UID_LABEL, detached_from, owned_by
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,9 @@ class Observed:
     """Plain JSON objects as the API server returned them.
 
     `claims` holds every PVC carrying the pipeline's labels; `associated_claims`
-    narrows that to the ones proven to belong to this very object (rule 13).
+    narrows that to the ones proven to belong to this very object (rule 13). `volumes`
+    holds the PersistentVolumes (by name) bound to those claims or recorded by a clear in
+    progress, read only while a clear may run (`volumes.volume_names_to_observe`).
     """
 
     pipeline: dict[str, Any]
@@ -22,6 +24,7 @@ class Observed:
     service: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
     claims: list[dict[str, Any]] = field(default_factory=list)
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -71,6 +74,11 @@ class Observed:
             claims,
             key=lambda c: (c["metadata"].get("creationTimestamp", ""), c["metadata"]["name"]),
         )
+
+    @property
+    def detached_claims(self) -> list[dict[str, Any]]:
+        """Claims this very object detached (the operator's mark carries its UID)."""
+        return [c for c in self.claims if detached_from(c, self.uid)]
 
     @property
     def owned_statefulset(self) -> dict[str, Any] | None:

@@ -7,14 +7,11 @@ Handlers are thin: authenticate, authorize, read the resource, let the pure modu
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import secrets
-import ssl
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +19,14 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from sluice.restapi import decide as d
-from sluice.restapi.auth import Authorizer, KubeReviewer, NoAuthorizer
+from sluice.restapi.auth import Authorizer
 from sluice.restapi.models import Health, PipelineInfo, PipelineStatusInfo, ServerConfig
 from sluice.restapi.openapi import OPENAPI_PATH, SELECTOR, QueryParam, Route, Success, document
-from sluice.restapi.store import Conflict, PipelineStore, Rejected, connect
+from sluice.restapi.store import Conflict, PipelineStore, Rejected
 
 LOG = logging.getLogger("sluice.restapi")
 PATCH_ATTEMPTS = 5  # re-read and re-decide after a 409 (a concurrent change)
+DELETE_WAIT = 20.0  # seconds DELETE waits for the operator's finalizer, as Feldera's is synchronous
 
 
 @dataclass
@@ -129,8 +127,9 @@ async def _record(
     """Who asked for what, where people look: an Event on the pipeline (as Argo CD records
     the actions it runs) and a log line. The API server's audit log names only the API's
     own ServiceAccount, which made the change on the caller's behalf."""
-    spec = json.dumps(patch.get("spec", {}), separators=(",", ":"))
-    message = f"{call.caller} asked to {action} through the REST API; spec patched: {spec}"
+    message = f"{call.caller} asked to {action} through the REST API"
+    if patch:
+        message += f"; spec patched: {json.dumps(patch.get('spec', {}), separators=(',', ':'))}"
     LOG.info("%s/%s: %s", ctx.namespace, call.name, message)
     reason = f"{action.capitalize()}Requested"
     try:
@@ -149,6 +148,44 @@ async def start(ctx: Context, call: Call) -> web.Response:
 
 async def stop(ctx: Context, call: Call) -> web.Response:
     return await _act(ctx, call, "stop", d.decide_stop)
+
+
+async def delete_pipeline(ctx: Context, call: Call) -> web.Response:
+    """Feldera's DELETE: refused (400) unless fully stopped with storage cleared; then the
+    Pipeline is deleted (preconditioned on what was checked) and, as a Feldera client expects
+    a deleted pipeline to be gone, the answer waits briefly for the operator's finalizer."""
+    name = call.name
+    for _ in range(PATCH_ATTEMPTS):
+        obj = await asyncio.to_thread(ctx.store.get, name)
+        if obj is None:
+            raise d.unknown_pipeline(name)
+        if not obj["metadata"].get("deletionTimestamp"):
+            uid, resource_version = d.decide_delete(obj)
+            try:
+                if not await asyncio.to_thread(ctx.store.delete, name, uid, resource_version):
+                    raise d.unknown_pipeline(name)
+            except Conflict:
+                continue
+            await _record(ctx, call, obj, "delete", {})
+        await _wait_gone(ctx, name)
+        return web.Response(status=200)
+    raise d.ApiError(
+        500,
+        "ConcurrentModification",
+        f"Pipeline '{name}' kept changing while the request was applied; retry",
+        {"pipeline_name": name, "attempts": PATCH_ATTEMPTS},
+    )
+
+
+async def _wait_gone(ctx: Context, name: str) -> None:
+    deadline = time.monotonic() + DELETE_WAIT
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(ctx.store.get, name) is None:
+            return
+        await asyncio.sleep(0.2)
+    LOG.warning(
+        "%s/%s: deleted, but still finalizing after %.0fs", ctx.namespace, name, DELETE_WAIT
+    )
 
 
 async def dismiss_error(ctx: Context, call: Call) -> web.Response:
@@ -214,6 +251,21 @@ ROUTES: list[Route] = [
         get_pipeline,
         query=(SELECTOR,),
         not_found=True,
+    ),
+    Route(
+        "DELETE",
+        _PIPELINE,
+        "delete_pipeline",
+        "Delete a pipeline",
+        "Deletes the Pipeline resource. Only when fully stopped (400 "
+        "DeleteRestrictedToFullyStopped) and its storage is Cleared (400 "
+        "DeleteRestrictedToClearedStorage), as in Feldera. Answers once the pipeline is gone "
+        "(or after a short wait while the operator finalizes it).",
+        "delete",
+        Success(200, "Pipeline successfully deleted"),
+        delete_pipeline,
+        not_found=True,
+        bad_request=True,
     ),
     Route(
         "POST",
@@ -406,87 +458,3 @@ def create_app(store: PipelineStore, authorizer: Authorizer, namespace: str) -> 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _endpoint(route))
     return app
-
-
-# ---- `sluice api` -------------------------------------------------------------------------
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--bind must be HOST:PORT, got {bind!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def serve(
-    bind: str,
-    namespace: str | None,
-    kubeconfig: str | None,
-    authentication: str,
-    tls_cert: str | None,
-    tls_key: str | None,
-    cache_ttl: float,
-    access_log: bool,
-    cached: bool = True,
-) -> int:
-    host, port = parse_bind(bind)
-    if authentication == "none" and not is_loopback(host):
-        LOG.error("--authentication none is only allowed on a loopback address, not %s", host)
-        return 2
-    if (tls_cert is None) != (tls_key is None):
-        LOG.error("--tls-cert and --tls-key go together")
-        return 2
-    api_client, default_namespace = connect(kubeconfig)
-    served = namespace or default_namespace
-    authorizer: Authorizer
-    if authentication == "none":
-        LOG.warning(
-            "!!! --authentication none: EVERY request is allowed, without any token; for local "
-            "measurement only (bound to %s) !!!",
-            host,
-        )
-        authorizer = NoAuthorizer(served)
-    else:
-        authorizer = Authorizer(KubeReviewer(api_client), served, ttl=cache_ttl)
-    ssl_context = None
-    if tls_cert and tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(tls_cert, tls_key)
-    store = PipelineStore(api_client, served, cached)
-    store.start()
-    app = create_app(store, authorizer, served)
-
-    async def executor(app: web.Application) -> Any:
-        # Kubernetes calls block; more threads than asyncio's default keep requests flowing.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, "kube"))
-        yield
-
-    app.cleanup_ctx.append(executor)
-    scheme = "https" if ssl_context else "http"
-    LOG.info(
-        "serving pipelines of namespace %r on %s://%s:%d (authentication: %s)",
-        served,
-        scheme,
-        host,
-        port,
-        authentication,
-    )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        ssl_context=ssl_context,
-        print=None,
-        access_log=LOG if access_log else None,
-        shutdown_timeout=5,
-    )
-    return 0

@@ -1,5 +1,5 @@
 """The pure part of the REST API: a Pipeline resource as Feldera's JSON, and what
-/clear, /start and /stop do to it (a merge patch to send, nothing, or an error).
+/clear, /start, /stop and DELETE do to it (a merge patch to send, nothing, or an error).
 
 No I/O here, so every rule is unit-tested without a cluster (tests/unit/test_restapi_*.py).
 """
@@ -108,6 +108,29 @@ def storage_status(obj: dict[str, Any]) -> str:
     return current
 
 
+def storage_status_details(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the data is: the volumes a clear in progress waits for, and where data
+    outlived the last clear by policy (a Retain volume, a detached claim). None when there
+    is nothing to say."""
+    storage = _status(obj).storage
+    details: dict[str, Any] = {}
+    for key, records in (
+        ("clearing_volumes", storage.clearing_volumes),
+        ("retained_volumes", storage.retained_volumes),
+    ):
+        if records:
+            details[key] = [
+                {
+                    "persistent_volume": r.persistent_volume,
+                    "claim": r.claim,
+                    "reclaim_policy": r.reclaim_policy,
+                    "storage_class_name": r.storage_class_name,
+                }
+                for r in records
+            ]
+    return details or None
+
+
 def desired_state(obj: dict[str, Any]) -> str:
     return str((obj.get("spec") or {}).get("desiredState") or api.DesiredState.RUNNING.value)
 
@@ -195,7 +218,7 @@ def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any
         "deployment_location": None,
         "refresh_version": generation,
         "storage_status": storage_status(obj),
-        "storage_status_details": None,
+        "storage_status_details": storage_status_details(obj),
     }
     if selector == "status":
         return PipelineStatusInfo.model_validate(info).model_dump(mode="json")
@@ -270,6 +293,35 @@ def decide_stop(obj: dict[str, Any]) -> dict[str, Any] | None:
     if desired_state(obj) == api.DesiredState.STOPPED:
         return None
     return {"metadata": _precondition(obj), "spec": {"desiredState": "Stopped"}}
+
+
+def decide_delete(obj: dict[str, Any]) -> tuple[str, str]:
+    """Feldera's rules for DELETE: only a fully stopped pipeline (stopped and desired
+    stopped) whose storage is cleared; else 400 with Feldera's codes and messages. Returns
+    the delete preconditions (uid, resourceVersion): the state checked is the state deleted."""
+    deployment, desired = deployment_status(obj), desired_state(obj)
+    if deployment != api.DeploymentStatus.STOPPED or desired != api.DesiredState.STOPPED:
+        raise ApiError(
+            400,
+            "DeleteRestrictedToFullyStopped",
+            "Cannot delete a pipeline which is not fully stopped. Stop the pipeline first "
+            "fully by invoking the '/stop' endpoint.",
+            {
+                "deployment_status": _COMBINED[api.DeploymentStatus(deployment)],
+                "deployment_desired_status": desired,
+            },
+        )
+    current = storage_status(obj)
+    if current != api.StorageStatus.CLEARED:
+        raise ApiError(
+            400,
+            "DeleteRestrictedToClearedStorage",
+            "Cannot delete pipeline unless its storage is cleared. Clear storage first "
+            "using `/clear`.",
+            {"storage_status": current},
+        )
+    meta = obj["metadata"]
+    return str(meta["uid"]), str(meta["resourceVersion"])
 
 
 def _snake(status: str) -> str:

@@ -27,7 +27,7 @@ OPENAPI_PATH = "/v0/api-docs/openapi.json"
 
 # "public": no token; "authenticated": any valid token; otherwise the SubjectAccessReview
 # verb on pipelines.sluice.dev in the served namespace.
-Access = Literal["public", "authenticated", "get", "list", "patch"]
+Access = Literal["public", "authenticated", "get", "list", "patch", "delete"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Success:
 
 @dataclass(frozen=True)
 class Route:
-    method: Literal["GET", "POST"]
+    method: Literal["GET", "POST", "DELETE"]
     path: str
     operation_id: str
     summary: str

@@ -157,6 +157,30 @@ class PipelineStore:
                 raise Rejected(_status_message(error)) from error
             raise
 
+    def delete(self, name: str, uid: str, resource_version: str) -> bool:
+        """Delete with preconditions (409 -> Conflict when it changed since it was read);
+        False when it is already gone. The operator's finalizer then lets it go."""
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+        )
+        try:
+            self.custom.delete_namespaced_custom_object(
+                api.GROUP,
+                api.VERSION,
+                self.namespace,
+                api.PLURAL,
+                name,
+                body=options,
+                _preload_content=False,
+            )
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            if error.status == 409:
+                raise Conflict(name) from error
+            raise
+
 
 def _status_message(error: ApiException) -> str:
     try:

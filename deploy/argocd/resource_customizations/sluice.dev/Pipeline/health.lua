@@ -28,6 +28,22 @@ local function claims(storage)
   return "claims " .. table.concat(storage.claims, ", ")
 end
 
+-- Where data outlived the last clear by policy (a Retain volume, a detached claim).
+local function retained(storage)
+  if storage.retainedVolumes == nil or #storage.retainedVolumes == 0 then
+    return ""
+  end
+  local parts = {}
+  for _, v in ipairs(storage.retainedVolumes) do
+    local where = "claim " .. tostring(v.claim)
+    if v.persistentVolume ~= nil then
+      where = "PersistentVolume " .. tostring(v.persistentVolume) .. " (" .. where .. ")"
+    end
+    table.insert(parts, where)
+  end
+  return " Data of the last clear remains in " .. table.concat(parts, ", ") .. "."
+end
+
 local spec = obj.spec or {}
 local storageSpec = spec.storage or {}
 local desired = spec.desiredState or "Running"
@@ -109,14 +125,14 @@ local settled = ready == nil or ready.status == "True"
 if desired == "Running" and status.deploymentStatus == "Running" and settled then
   hs.status = "Healthy"
   hs.message = "Running as desired; storage " .. tostring(storage.status) .. " ("
-    .. claims(storage) .. ")."
+    .. claims(storage) .. ")." .. retained(storage)
   return hs
 end
 
 if desired == "Stopped" and status.deploymentStatus == "Stopped" and settled then
   hs.status = "Suspended"
   hs.message = "Stopped as desired; storage " .. tostring(storage.status) .. " ("
-    .. claims(storage) .. ")."
+    .. claims(storage) .. ")." .. retained(storage)
   return hs
 end
 

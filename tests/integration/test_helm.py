@@ -1,0 +1,263 @@
+"""deploy/helm/sluice: the Helm chart lints, renders what the kustomize base installs,
+applies (server dry run), installs on the real control plane, and its operator
+ServiceAccount's rights are enough to reconcile and clear; upgrade and uninstall leave
+Pipelines, their storage and the CRD alone."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sluice.api.crd as generated
+import yaml
+from kubernetes import client
+from localkube.cluster import REPO, LocalCluster
+from localkube.fixtures import Kubectl
+
+from .conftest import Operator
+from .pipelines import get, patch, run_and_wait, wait_jsonpath
+from .test_deploy import pipeline_claims
+
+CHART = REPO / "deploy/helm/sluice"
+DEPLOY = REPO / "deploy"
+
+
+def helm(cluster: LocalCluster, *args: str, timeout: float = 120) -> str:
+    cmd = [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind_and_name(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Deployment's pod that must be the same however it is installed."""
+    spec = dict(deployment["spec"]["template"]["spec"])
+    (container,) = spec.pop("containers")
+    container = {k: v for k, v in container.items()}
+    return {"pod": spec, "container": container}
+
+
+@pytest.fixture
+def release_namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"sluice-helm-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+def test_chart_crd_is_the_generated_one() -> None:
+    copy = CHART / "crds" / generated.CRD_FILE
+    assert copy.read_text() == generated.render(), "the chart's CRD is stale: run `make crds`"
+
+
+def test_helm_lint_with_default_and_every_optional_value(cluster: LocalCluster) -> None:
+    helm(cluster, "lint", "--strict", str(CHART))
+    helm(
+        cluster,
+        *("lint", "--strict", str(CHART)),
+        *("--set", "operator.watchNamespaces={team-a,team-b}"),
+        *("--set", "operator.leaderElection.enabled=true,operator.replicas=2"),
+        *("--set", "metrics.serviceMonitor.enabled=true,operator.logFormat=json"),
+        *("--set", "api.enabled=false"),
+    )
+
+
+def test_chart_renders_the_installation_the_kustomize_base_describes(
+    cluster: LocalCluster, kubectl: Kubectl
+) -> None:
+    """One installation, two ways: same rights, same pods (image, args, probes, resources,
+    security), same Service. Names match for a release called `sluice`."""
+    chart = by_kind_and_name(
+        documents(
+            helm(
+                cluster,
+                *("template", "sluice", str(CHART), "--namespace", "sluice-system"),
+                *("--set", "api.namespace=default"),
+            )
+        )
+    )
+    base = by_kind_and_name(documents(kubectl("kustomize", str(DEPLOY)).stdout))
+
+    for name in ("sluice-operator", "sluice-api"):
+        assert pod_spec(chart[("Deployment", name)]) == pod_spec(base[("Deployment", name)]), name
+        assert ("ServiceAccount", name) in chart
+    assert rules(chart[("ClusterRole", "sluice-operator")]) == rules(
+        base[("ClusterRole", "sluice-operator")]
+    )
+    # The chart grants the API's pipeline rights in the served namespace only (a Role).
+    api_rights = rules(chart[("ClusterRole", "sluice-api")]) | rules(chart[("Role", "sluice-api")])
+    assert api_rights == rules(base[("ClusterRole", "sluice-api")])
+    assert chart[("Role", "sluice-api")]["metadata"]["namespace"] == "default"
+    assert (
+        chart[("Service", "sluice-api")]["spec"]["ports"]
+        == (base[("Service", "sluice-api")]["spec"]["ports"])
+    )
+
+
+def test_namespaced_rights_and_leader_election_render(cluster: LocalCluster) -> None:
+    rendered = documents(
+        helm(
+            cluster,
+            *("template", "sluice", str(CHART), "--namespace", "sluice-system"),
+            *("--set", "operator.watchNamespaces={team-a,team-b}"),
+            *("--set", "operator.leaderElection.enabled=true,operator.replicas=2"),
+        )
+    )
+    chart = by_kind_and_name(rendered)
+    operator = chart[("Deployment", "sluice-operator")]
+    assert operator["spec"]["replicas"] == 2
+    assert "strategy" not in operator["spec"]  # rolling: the Lease keeps one acting
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+    assert "--leader-elect" in args
+    assert "--leader-election-namespace=sluice-system" in args
+    # Pipelines, claims, StatefulSets only in the watched namespaces; nothing cluster-wide.
+    cluster_rights = rules(chart[("ClusterRole", "sluice-operator")])
+    assert not {r for r in cluster_rights if r[1] in ("pipelines", "persistentvolumeclaims")}
+    operator_roles = {
+        d["metadata"]["namespace"]: rules(d)
+        for d in rendered
+        if d["kind"] == "Role" and d["metadata"]["name"] == "sluice-operator"
+    }
+    assert set(operator_roles) == {"team-a", "team-b"}
+    assert operator_roles["team-a"] == operator_roles["team-b"]
+    assert ("sluice.dev", "pipelines", "watch") in operator_roles["team-a"]
+    lease = chart[("Role", "sluice-operator-leader-election")]
+    assert rules(lease) == {
+        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
+    }
+
+
+def test_template_applies_with_server_dry_run(
+    cluster: LocalCluster, kubectl: Kubectl, release_namespace: str
+) -> None:
+    rendered = helm(
+        cluster,
+        *("template", "sluice-dry", str(CHART), "--namespace", release_namespace),
+        "--include-crds",
+    )
+    result = kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+    assert "deployment.apps/sluice-dry-operator created (server dry run)" in result.stdout
+    assert "customresourcedefinition.apiextensions.k8s.io/pipelines.sluice.dev" in result.stdout
+
+
+def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pipelines(
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    release_namespace: str,
+    tmp_path: Path,
+) -> None:
+    release = f"sluice-{release_namespace[-6:]}"
+    helm(cluster, "install", release, str(CHART), "--namespace", release_namespace)
+    account = f"{release}-operator"
+    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
+    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+
+    operator.stop()
+    try:
+        operator.start(kubeconfig=kubeconfig)
+        run_and_wait(kubectl, namespace, "orders")
+        assert pipeline_claims(api_client, namespace, "orders")
+        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+        patch(kubectl, namespace, "orders", stop_and_clear)
+        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        assert pipeline_claims(api_client, namespace, "orders") == []
+
+        run_and_wait(kubectl, namespace, "kept")
+        kept_claims = pipeline_claims(api_client, namespace, "kept")
+        assert kept_claims
+    finally:
+        operator.stop()
+        operator.start()
+
+    before = get(kubectl, namespace, "kept")
+    helm(
+        cluster,
+        *("upgrade", release, str(CHART), "--namespace", release_namespace),
+        *("--set", "api.replicas=2,operator.logFormat=json"),
+    )
+    deployment = kubectl("-n", release_namespace, "get", "deployment", account, "-o", "yaml")
+    assert "--log-format=json" in deployment.stdout
+    helm(cluster, "uninstall", release, "--namespace", release_namespace, "--wait")
+
+    after = get(kubectl, namespace, "kept")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["metadata"].get("deletionTimestamp") is None
+    assert pipeline_claims(api_client, namespace, "kept") == kept_claims
+    kubectl("get", "crd", "pipelines.sluice.dev")
+    gone = kubectl("get", "clusterrole", account, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_an_operator_watching_one_namespace_works_with_only_its_roles(
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: Operator,
+    release_namespace: str,
+    tmp_path: Path,
+) -> None:
+    release = f"sluice-{release_namespace[-6:]}"
+    helm(
+        cluster,
+        *("install", release, str(CHART), "--namespace", release_namespace),
+        *("--set", f"operator.watchNamespaces={{{namespace}}},api.enabled=false"),
+    )
+    account = f"{release}-operator"
+    subject = f"system:serviceaccount:{release_namespace}:{account}"
+
+    def can_i(verb: str, resource: str, where: str) -> str:
+        answer = kubectl(
+            "auth", "can-i", verb, resource, "-n", where, f"--as={subject}", check=False
+        )
+        return answer.stdout.strip()
+
+    assert can_i("delete", "persistentvolumeclaims", namespace) == "yes"
+    assert can_i("list", "pipelines.sluice.dev", namespace) == "yes"
+    assert can_i("delete", "persistentvolumeclaims", release_namespace) == "no"
+    assert can_i("list", "pipelines.sluice.dev", "default") == "no"
+
+    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
+    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+    operator.stop()
+    try:
+        operator.start(kubeconfig=kubeconfig, namespace=namespace)
+        run_and_wait(kubectl, namespace, "orders")
+        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+        patch(kubectl, namespace, "orders", stop_and_clear)
+        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        assert operator.alive
+        denied = [line for line in operator.log().splitlines() if "403" in line]
+        assert denied == [], operator.log()
+    finally:
+        operator.stop()
+        operator.start()
+        helm(cluster, "uninstall", release, "--namespace", release_namespace)

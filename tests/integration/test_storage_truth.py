@@ -1,0 +1,348 @@
+"""Rule 6 one level down: `Cleared` means the data is gone, or says precisely where it
+remains. Checked at the storage level: the PersistentVolume objects and the files in the
+hostPath directories the in-tree provisioner made for them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from feldera import FelderaClient, Pipeline
+from kubernetes import client, watch
+from localkube.cluster import LocalCluster
+from localkube.fixtures import Kubectl, wait_for
+from sluice import failpoints
+
+from .conftest import Operator
+from .pipelines import (
+    apply,
+    events,
+    get,
+    manifest,
+    patch,
+    run_and_wait,
+    wait_condition,
+    wait_jsonpath,
+)
+from .test_kubectl_plugin import kubectl_sluice
+from .test_rest_api import ApiServer, token_for
+
+pytestmark = pytest.mark.usefixtures("live_operator")
+
+STOP_AND_CLEAR = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+
+
+def _volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None:
+    try:
+        pv: client.V1PersistentVolume = client.CoreV1Api(api).read_persistent_volume(name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return pv
+
+
+def _bound_volume(api: client.ApiClient, kubectl: Kubectl, namespace: str, name: str) -> str:
+    """The PV bound to the pipeline's one claim, once it is Bound."""
+    (claim,) = get(kubectl, namespace, name)["status"]["storage"]["claims"]
+    core = client.CoreV1Api(api)
+
+    def bound() -> str | None:
+        pvc = core.read_namespaced_persistent_volume_claim(claim, namespace)
+        return pvc.spec.volume_name if pvc.status.phase == "Bound" else None
+
+    return wait_for(bound, what=f"claim {claim} Bound")
+
+
+def _write_data(api: client.ApiClient, pv_name: str) -> Path:
+    """A file in the volume's directory, as the pipeline would leave its state."""
+    pv = _volume(api, pv_name)
+    assert pv is not None and pv.spec.host_path is not None, pv
+    data = Path(pv.spec.host_path.path) / "state.bin"
+    data.write_bytes(b"pipeline state")
+    return data
+
+
+def _first_cleared(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """Watch the pipeline and return the first version of it that says Cleared."""
+    custom = client.CustomObjectsApi(api)
+    stream = watch.Watch()
+    for event in stream.stream(
+        custom.list_namespaced_custom_object,
+        "sluice.dev",
+        "v1alpha1",
+        namespace,
+        "pipelines",
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=120,
+    ):
+        obj: dict[str, Any] = event["object"]
+        if ((obj.get("status") or {}).get("storage") or {}).get("status") == "Cleared":
+            stream.stop()
+            return obj
+    raise AssertionError(f"{namespace}/{name} was not Cleared within 120s")
+
+
+def _reasons_once_cleared(api: client.ApiClient, namespace: str, name: str) -> list[str]:
+    """Event reasons, once the StorageCleared Event (written right after status) is there."""
+
+    def listed() -> list[str] | None:
+        reasons = [str(e.reason) for e in events(api, namespace, name)]
+        return reasons if "StorageCleared" in reasons else None
+
+    return wait_for(listed, what="the StorageCleared Event")
+
+
+@pytest.fixture
+def storage_class(api_client: client.ApiClient) -> Iterator[Any]:
+    """Makes StorageClasses for one test and deletes them (and volumes left behind) after."""
+    made: list[str] = []
+    storage = client.StorageV1Api(api_client)
+    core = client.CoreV1Api(api_client)
+
+    def make(reclaim_policy: str, provisioner: str = "kubernetes.io/host-path") -> str:
+        name = f"test-{reclaim_policy.lower()}-{uuid.uuid4().hex[:6]}"
+        storage.create_storage_class(
+            {
+                "metadata": {"name": name},
+                "provisioner": provisioner,
+                "reclaimPolicy": reclaim_policy,
+                "volumeBindingMode": "Immediate",
+            }
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for pv in core.list_persistent_volume().items:
+        if pv.spec.storage_class_name in made:
+            core.delete_persistent_volume(pv.metadata.name)
+    for name in made:
+        storage.delete_storage_class(name)
+
+
+def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+) -> None:
+    run_and_wait(kubectl, namespace, "orders")
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    data = _write_data(api_client, pv_name)
+
+    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    cleared = _first_cleared(api_client, namespace, "orders")
+
+    # At the first moment Cleared is observable, the data is gone, one level down too.
+    assert _volume(api_client, pv_name) is None
+    assert not data.exists() and not data.parent.exists()
+    storage = cleared["status"]["storage"]
+    assert storage["lastClearRequest"] == "r1"
+    assert "retainedVolumes" not in storage and "clearingVolumes" not in storage
+    _reasons_once_cleared(api_client, namespace, "orders")
+    (event,) = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageCleared"]
+    assert pv_name in event.message
+
+
+def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_goes(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, storage_class: Any
+) -> None:
+    """A pre-made Delete volume whose hostPath the in-tree deleter refuses (only paths
+    under /tmp/ are deleted): the PV goes Failed and the data stays; so does Clearing."""
+    manual = storage_class("Delete", provisioner="kubernetes.io/no-provisioner")
+    core = client.CoreV1Api(api_client)
+    pv_name = f"failing-{uuid.uuid4().hex[:6]}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": manual,
+                "hostPath": {"path": f"/srv/sluice-test/{pv_name}"},
+            },
+        }
+    )
+    obj = yaml.safe_load(manifest("orders", namespace))
+    obj["spec"]["storage"]["storageClassName"] = manual
+    apply(kubectl, yaml.safe_dump(obj))
+    wait_condition(kubectl, namespace, "orders", "Running")
+    assert _bound_volume(api_client, kubectl, namespace, "orders") == pv_name
+
+    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+
+    def failed() -> dict[str, Any] | None:
+        now = get(kubectl, namespace, "orders")
+        error = now["status"].get("error") or {}
+        return now if error.get("error_code") == "StorageClearFailed" else None
+
+    stuck = wait_for(failed, timeout=90, what="StorageClearFailed naming the volume")
+    assert stuck["status"]["storage"]["status"] == "Clearing"
+    message = stuck["status"]["error"]["message"]
+    assert pv_name in message and "/tmp/" in message, message  # the deleter's own words
+    volumes = stuck["status"]["error"]["details"]["volumes"]
+    assert volumes[0].get("persistentVolume") == pv_name, stuck["status"]["error"]
+    warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
+    assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
+    pv = _volume(api_client, pv_name)
+    assert pv is not None and pv.status.phase == "Failed"
+
+    # An administrator deletes the volume (after dealing with its data): the clear finishes.
+    core.delete_persistent_volume(pv_name)
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=120)
+    done = get(kubectl, namespace, "orders")
+    assert "error" not in done["status"]
+    assert done["status"]["storage"]["lastClearRequest"] == "r1"
+    reasons = _reasons_once_cleared(api_client, namespace, "orders")
+    assert reasons.count("StorageCleared") == 1
+
+
+def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_remains(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    storage_class: Any,
+    kubeconfig: Path,
+    tmp_path: Path,
+    cluster: LocalCluster,
+) -> None:
+    retain = storage_class("Retain")
+    obj = yaml.safe_load(manifest("orders", namespace))
+    obj["spec"]["storage"]["storageClassName"] = retain
+    apply(kubectl, yaml.safe_dump(obj))
+    wait_condition(kubectl, namespace, "orders", "Running")
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    data = _write_data(api_client, pv_name)
+
+    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    wait_condition(kubectl, namespace, "orders", "StorageCleared")
+    done = get(kubectl, namespace, "orders")
+    assert done["status"]["storage"]["retainedVolumes"] == [
+        {
+            "persistentVolume": pv_name,
+            "claim": claim,
+            "reclaimPolicy": "Retain",
+            "storageClassName": retain,
+        }
+    ]
+    assert data.read_bytes() == b"pipeline state", "Retain keeps the data; status says so"
+    condition = next(c for c in done["status"]["conditions"] if c["type"] == "StorageCleared")
+    assert pv_name in condition["message"]
+    _reasons_once_cleared(api_client, namespace, "orders")
+    retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
+    assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
+
+    # kubectl sluice status, as a user types it.
+    shown = kubectl_sluice(cluster, "status", "orders", "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    assert pv_name in shown.stdout and "Retain" in shown.stdout, shown.stdout
+    wide = kubectl_sluice(cluster, "-n", namespace, "status", "-o", "wide")
+    assert pv_name in wide.stdout, wide.stdout
+
+    # Feldera's storage_status_details, through the REST API and the feldera SDK.
+    token = token_for(kubectl, namespace, "feldera-user", ["get", "list", "patch"])
+    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
+    try:
+        details = Pipeline.get("orders", FelderaClient(server.url, api_key=token))
+        kept = details.storage_status_details()["retained_volumes"]
+        assert kept == [
+            {
+                "persistent_volume": pv_name,
+                "claim": claim,
+                "reclaim_policy": "Retain",
+                "storage_class_name": retain,
+            }
+        ]
+    finally:
+        server.stop()
+
+    # The next clear's list replaces it: a fresh claim on the same class, cleared again.
+    patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
+    wait_condition(kubectl, namespace, "orders", "Running")
+    second = _bound_volume(api_client, kubectl, namespace, "orders")
+    patch(
+        kubectl,
+        namespace,
+        "orders",
+        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r2"}}},
+    )
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", "r2")
+    again = get(kubectl, namespace, "orders")["status"]["storage"]["retainedVolumes"]
+    assert [v["persistentVolume"] for v in again] == [second]
+
+
+def test_detach_names_the_detached_claim_as_retained(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+) -> None:
+    run_and_wait(kubectl, namespace, "orders", policy="Detach")
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    wait_condition(kubectl, namespace, "orders", "StorageCleared")
+    kept = get(kubectl, namespace, "orders")["status"]["storage"]["retainedVolumes"]
+    assert kept == [
+        {
+            "persistentVolume": pv_name,
+            "claim": claim,
+            "reclaimPolicy": "Delete",
+            "storageClassName": "standard",
+        }
+    ]
+    _reasons_once_cleared(api_client, namespace, "orders")
+    assert any(
+        e.reason == "StorageRetained" and claim in e.message
+        for e in events(api_client, namespace, "orders")
+    )
+    assert _volume(api_client, pv_name) is not None
+
+
+def test_deleting_a_pipeline_waits_for_its_volume(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+) -> None:
+    """Rule 11 one level down: the Pipeline goes away only after its volume has."""
+    run_and_wait(kubectl, namespace, "orders")
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    data = _write_data(api_client, pv_name)
+    kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=90s", timeout=100)
+    assert _volume(api_client, pv_name) is None
+    assert not data.exists()
+
+
+def test_killed_while_waiting_for_the_volume_clears_exactly_once(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+) -> None:
+    """Rule 14 extends to the new wait: a finalizer holds the PV (its directory already
+    deleted by the provisioner) while the operator is killed; after a restart, once the PV
+    is gone, the clear completes exactly once."""
+    run_and_wait(kubectl, namespace, "orders")
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    core = client.CoreV1Api(api_client)
+    hold = "sluice.dev/test-hold"
+    core.patch_persistent_volume(pv_name, {"metadata": {"finalizers": [hold]}})
+
+    live_operator.stop()
+    live_operator.start(failpoints=failpoints.WHILE_WAITING_FOR_VOLUME, namespace=namespace)
+    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    assert live_operator.wait_exit(timeout=60) == -9, live_operator.log()
+
+    waiting = get(kubectl, namespace, "orders")
+    assert waiting["status"]["storage"]["status"] == "Clearing"
+    assert waiting["status"]["storage"]["claims"] == []
+    recorded = waiting["status"]["storage"]["clearingVolumes"]
+    assert [v["persistentVolume"] for v in recorded] == [pv_name]
+
+    live_operator.start()
+    pv = _volume(api_client, pv_name)
+    assert pv is not None and pv.metadata.deletion_timestamp is not None
+    assert get(kubectl, namespace, "orders")["status"]["storage"]["status"] == "Clearing"
+    pv_patch = json.dumps({"metadata": {"finalizers": None}})
+    kubectl("patch", "pv", pv_name, "--type", "merge", "-p", pv_patch)
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=90)
+    reasons = _reasons_once_cleared(api_client, namespace, "orders")
+    assert reasons.count("StorageCleared") == 1
+    assert reasons.count("StorageClearing") == 1
