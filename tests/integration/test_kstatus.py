@@ -35,7 +35,7 @@ def test_a_quota_forbidding_claims_is_failed_then_current_once_lifted(
     assert (
         "exceeded quota" in get(kubectl, namespace, "orders")["status"]["error"]["details"]["body"]
     )
-    assert "Failed reconciling: 403" in verdict["message"]
+    assert "exceeded quota: no-claims" in verdict["message"]  # the API server's own words
     assert ArgoLua().health(get(kubectl, namespace, "orders"))["status"] == "Degraded"
     wait_condition(kubectl, namespace, "orders", "Stalled")  # what `kubectl wait` users see
 

@@ -32,7 +32,7 @@ def test_fuzz_finds_no_server_error_and_no_undocumented_answer(
     kubectl: Kubectl, kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
 ) -> None:
     # Existing pipelines, so generated names sometimes hit one (the fuzzer may start them).
-    for name in ("a", "orders", "0"):
+    for name in ("a", "orders", "p0"):
         apply(kubectl, manifest(name, namespace, "Stopped"))
     token = token_for(kubectl, namespace, "fuzzer", ["get", "list", "patch", "delete"])
     server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")

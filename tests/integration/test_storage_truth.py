@@ -18,6 +18,7 @@ from localkube.cluster import LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 from sluice import failpoints
 
+from .argocd_capture import ArgoLua
 from .conftest import Operator
 from .pipelines import (
     apply,
@@ -236,6 +237,10 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     _reasons_once_cleared(api_client, namespace, "orders")
     retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
     assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
+
+    # Argo CD's health message (the real Lua, on the live object).
+    health = ArgoLua().health(done)
+    assert health["status"] == "Suspended" and pv_name in health["message"], health
 
     # kubectl sluice status, as a user types it.
     shown = kubectl_sluice(cluster, "status", "orders", "-n", namespace)
