@@ -6,7 +6,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 from datetime import datetime
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,6 +21,7 @@ CLEAR_DURATION = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
 )
 RECONCILE_ERRORS = Counter("sluice_reconcile_errors", "Reconciles that ended in an error.")
+LEADER = Gauge("sluice_leader", "1 while this process leads (reconciles), 0 on a standby.")
 
 
 class PipelineCensus(Collector):
