@@ -117,3 +117,39 @@ def test_graceful_stop_hands_over_by_releasing_the_lease(
     wait_cleared(kubectl, namespace)
     for name in PIPELINES[:2]:
         assert f"{namespace}/{name}: StorageCleared" in standby.log()
+
+
+def test_two_operators_without_election_create_each_object_once(
+    kubeconfig: Path,
+    tmp_path: Path,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
+) -> None:
+    """A misconfiguration (two replicas, no --leader-elect): both act on the same pipelines.
+    Deterministic names make the second create a 409, and preconditions make the second
+    delete or status write fail, so nothing is duplicated, lost or cleared twice."""
+    live_operator.stop()
+    operators = []
+    for which in ("a", "b"):
+        (tmp_path / which).mkdir()
+        operators.append(Operator(kubeconfig, tmp_path / which))
+        operators[-1].start(namespace=namespace)
+    try:
+        names = [f"p{i}" for i in range(20)]
+        run_pipelines(kubectl, namespace, names, timeout=300)
+        core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+        assert len(core.list_namespaced_persistent_volume_claim(namespace).items) == 20
+        assert len(apps.list_namespaced_stateful_set(namespace).items) == 20
+        assert len(core.list_namespaced_service(namespace).items) == 20
+        both = [op for op in operators if f"{namespace}/p" in op.log()]
+        print(f"operators that acted: {len(both)} of 2")
+        foreign = foreign_claim(api_client, namespace, looks_like="p0")
+        request_clears(kubectl, namespace, names, "r1")
+        wait_cleared(kubectl, namespace, timeout=300)
+        check_exactly_once(kubectl, api_client, namespace, names, "r1", foreign)
+        assert all(op.alive for op in operators)
+    finally:
+        for operator in operators:
+            operator.stop()

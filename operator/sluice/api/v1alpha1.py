@@ -185,6 +185,13 @@ class StorageState(_Model):
         description="When the current clear started (status became Clearing).",
         json_schema_extra={"format": "date-time"},
     )
+    claim_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many clears have completed; the next claim's name derives from it "
+        "(and the pipeline's UID), so every operator replica creates the same name and a "
+        "detached claim's name is never used again.",
+    )
 
 
 class Condition(_Model):
