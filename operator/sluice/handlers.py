@@ -12,13 +12,13 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.controller import Controller, StaleObservation
 from sluice.core.labels import PIPELINE_LABEL
 from sluice.kube import Kube, load_config
+from sluice.transient import REPORTED, transient_reason
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
@@ -59,14 +59,14 @@ async def _work(queue: WorkQueue, controller: Controller) -> None:
             await asyncio.to_thread(controller.reconcile, *key)
         except StaleObservation:
             queue.add(key)  # observe again right away
-        except ApiException as error:
+        except REPORTED as error:
+            # The API server refused, or could not be reached: one line, no traceback.
             metrics.RECONCILE_ERRORS.inc()
             delay = queue.retry_later(key)
             log.warning(
-                "reconcile %s/%s failed: %s %s; retrying in %.1fs",
+                "reconcile %s/%s failed: %s; retrying in %.1fs",
                 *key,
-                error.status,
-                error.reason,
+                transient_reason(error),
                 delay,
                 extra={"namespace": key[0], "pipeline": key[1]},
             )

@@ -23,13 +23,28 @@ from sluice.core.observed import Observed
 REPORTING_COMPONENT = "sluice-operator"
 
 
+# (connect, read) seconds: a request on a dead or frozen connection fails and is retried with
+# backoff, instead of holding a worker for as long as the connection stays open.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+class TimeoutApiClient(client.ApiClient):
+    """The client, with REQUEST_TIMEOUT for every call that sets none (the default is none)."""
+
+    def call_api(  # type: ignore[no-untyped-def]
+        self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None
+    ):
+        timeout = _request_timeout or REQUEST_TIMEOUT
+        return super().call_api(method, url, header_params, body, post_params, timeout)
+
+
 def load_config() -> client.ApiClient:
     """In a pod, the ServiceAccount; elsewhere, $KUBECONFIG or ~/.kube/config."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    return TimeoutApiClient()
 
 
 def _json(response: Any) -> dict[str, Any]:
