@@ -124,7 +124,12 @@ def _configure_logging(fmt: str, verbose: bool) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from sluice.transient import ConciseKopfRetries
+
+    handler.addFilter(ConciseKopfRetries())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    # urllib3 warns on each of its own quick retries; the failure that remains is logged once.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     if not verbose:  # kopf logs every handler call at INFO; the controller logs transitions
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
@@ -154,20 +159,25 @@ def _run(
         namespaces=namespaces,
         liveness_endpoint=liveness or None,
     )
-    if election is None:
-        metrics.LEADER.set(1)
-        asyncio.run(operate())
-        return 0
-    from sluice.restapi.store import connect
 
-    api_client, own_namespace = connect(None)
-    lease_namespace, lease_name = election
-    lock = leader.LeaseLock(
-        api_client,
-        lease_namespace or own_namespace,
-        lease_name,
-        leader.identity(),
-        leader.Timings(),
-    )
-    asyncio.run(leader.run_when_leader(leader.Elector(lock), liveness, operate))
+    async def main() -> None:
+        metrics.TASKS.loop = asyncio.get_running_loop()
+        if election is None:
+            metrics.LEADER.set(1)
+            await operate()
+            return
+        from sluice.restapi.store import connect
+
+        api_client, own_namespace = connect(None)
+        lease_namespace, lease_name = election
+        lock = leader.LeaseLock(
+            api_client,
+            lease_namespace or own_namespace,
+            lease_name,
+            leader.identity(),
+            leader.Timings(),
+        )
+        await leader.run_when_leader(leader.Elector(lock), liveness, operate)
+
+    asyncio.run(main())
     return 0

@@ -18,7 +18,7 @@ from sluice.api import v1alpha1 as api
 from sluice.controller import Controller, StaleObservation
 from sluice.core.labels import PIPELINE_LABEL
 from sluice.kube import Kube, load_config
-from sluice.transient import REPORTED, transient_reason
+from sluice.transient import REPORTED, RetryForever, transient_reason
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
@@ -29,6 +29,10 @@ WORKERS = 4
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # Events come from the controller, one per transition
     settings.watching.server_timeout = 300
+    # A watch that stays open but delivers nothing is dropped and resumed after this long
+    # (the API server sends a bookmark about every minute; kopf's default, stated here).
+    settings.watching.inactivity_timeout = 70
+    settings.networking.error_backoffs = RetryForever()  # an outage never stops the operator
     memo.queue = WorkQueue()
     memo.controller = Controller(Kube(load_config()))
     memo.workers = [asyncio.create_task(_work(memo.queue, memo.controller)) for _ in range(WORKERS)]

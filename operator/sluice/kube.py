@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
 from sluice.core import manifests
@@ -35,7 +36,13 @@ class TimeoutApiClient(client.ApiClient):
         self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None
     ):
         timeout = _request_timeout or REQUEST_TIMEOUT
-        return super().call_api(method, url, header_params, body, post_params, timeout)
+        try:
+            response = super().call_api(method, url, header_params, body, post_params, timeout)
+        except Exception:
+            metrics.KUBE_REQUESTS.labels(method, "error").inc()
+            raise
+        metrics.KUBE_REQUESTS.labels(method, str(response.status)).inc()
+        return response
 
 
 def load_config() -> client.ApiClient:

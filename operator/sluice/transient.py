@@ -3,6 +3,11 @@ they are logged as one line and retried with backoff; anything else keeps its tr
 
 from __future__ import annotations
 
+import itertools
+import logging
+import re
+from collections.abc import Iterator
+
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, MaxRetryError
 
@@ -25,3 +30,32 @@ def transient_reason(error: BaseException) -> str:
     elif ": " in text and text.startswith("<"):
         text = text.split(": ", 1)[1]
     return f"{type(error).__name__}: {text}".strip(": ")[:300]
+
+
+class RetryForever:
+    """kopf's backoffs for failed API requests, without a last attempt: its default gives up
+    after ~1 minute, and a watch that gives up stops the operator. Re-iterable (each request
+    iterates it afresh), unsized (kopf then counts attempts without a total)."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1, 1, 2, 3, 5, 8, 13), itertools.repeat(21))
+
+
+_KOPF_RETRY = re.compile(
+    r"^Request attempt (#\d+)(?:/\d+)? failed; will retry: (\S+) (\S+) -> (\w+)"
+)
+
+
+class ConciseKopfRetries(logging.Filter):
+    """kopf logs each retried request at ERROR with the whole exception repr; make it one
+    short WARNING line, as the operator's own transient errors are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("kopf") and record.levelno == logging.ERROR:
+            match = _KOPF_RETRY.match(record.getMessage())
+            if match:
+                attempt, method, url, error = match.groups()
+                record.msg = "%s %s failed (%s, attempt %s); kopf retries with backoff"
+                record.args = (method, url.split("?", 1)[0], error, attempt)
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
