@@ -177,7 +177,8 @@ def _run(
             leader.identity(),
             leader.Timings(),
         )
-        await leader.run_when_leader(leader.Elector(lock), liveness, operate)
+        elector = leader.Elector(lock)
+        await leader.run_when_leader(elector, liveness, lambda stop: operate(stop_flag=stop))
 
     asyncio.run(main())
     return 0

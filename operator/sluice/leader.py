@@ -72,7 +72,8 @@ class LeaseLock:
         self._seen_at = 0.0
 
     def _timeout(self) -> tuple[float, float]:
-        return (self.timings.retry_period, self.timings.retry_period)
+        """(connect, read) per request: an attempt (read + write) fits in half the deadline."""
+        return (self.timings.retry_period, self.timings.renew_deadline / 4)
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -169,7 +170,7 @@ class Elector:
         """Wait until we lead (True) or stop is set (False)."""
         log.info("standing by for lease %s as %s", self._where, self.lock.holder)
         while not stop.is_set():
-            if await self._attempt(self.timings.retry_period):
+            if await self._attempt(self.timings.renew_deadline / 2):
                 log.info("became leader (lease %s, %s)", self._where, self.lock.holder)
                 return True
             with contextlib.suppress(TimeoutError):
@@ -183,7 +184,7 @@ class Elector:
             await asyncio.sleep(self.timings.retry_period)
             sent = time.monotonic()
             left = renewed + self.timings.renew_deadline - sent
-            if left > 0 and await self._attempt(min(left, self.timings.retry_period * 2)):
+            if left > 0 and await self._attempt(min(left, self.timings.renew_deadline / 2)):
                 renewed = sent  # the lease counts from when the request was sent
                 continue
             if time.monotonic() >= renewed + self.timings.renew_deadline:
@@ -229,13 +230,15 @@ async def _serve_liveness(endpoint: str) -> web.AppRunner | None:
 
 
 async def run_when_leader(
-    elector: Elector, liveness: str, operate: Callable[[], Awaitable[None]]
+    elector: Elector, liveness: str, operate: Callable[[asyncio.Event], Awaitable[None]]
 ) -> None:
-    """Stand by until elected, then run `operate` (the operator) until it returns."""
+    """Stand by until elected, then run `operate(stop)` (the operator) until it returns.
+    `stop` is set by SIGTERM/SIGINT: operate must watch it until it installs its own signal
+    handlers (kopf does, as its stop_flag), so a signal right after election is not lost."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)  # replaced by kopf's once the operator runs
+        loop.add_signal_handler(sig, stop.set)  # replaced by kopf's once it has started
     metrics.LEADER.set(0)
     standby = await _serve_liveness(liveness)
     try:
@@ -249,7 +252,7 @@ async def run_when_leader(
     metrics.LEADER.set(1)
     renewing = asyncio.create_task(elector.keep_renewing())
     try:
-        await operate()
+        await operate(stop)
     finally:
         renewing.cancel()
         metrics.LEADER.set(0)

@@ -22,6 +22,7 @@ def _failover(kubeconfig: Path, tmp_path: Path, namespace: str, sig: signal.Sign
     try:
         leader, standby = leader_and_standby(pair)
         assert leader.process is not None
+        time.sleep(5)  # a leader that has started its watches, as in a rolling update
         start = time.monotonic()
         leader.process.send_signal(sig)
         wait_for(lambda: standby.metric("sluice_leader") == 1.0, timeout=60, interval=0.05)

@@ -27,8 +27,12 @@ from .proxy import SilencingProxy
 PIPELINES = [f"p{i}" for i in range(6)]
 
 
-def report(case: str, clears: int, seconds: float) -> None:
-    print(f"\nFAULT | {case} | clears {clears} | completed exactly once | recovered {seconds:.1f}s")
+def report(case: str, clears: int, seconds: float, outage: float | None = None) -> None:
+    down = f" | outage {outage:.1f}s" if outage is not None else ""
+    print(
+        f"\nFAULT | {case} | clears {clears} | completed exactly once{down} | "
+        f"all Cleared {seconds:.1f}s after"
+    )
 
 
 def tracebacks(log: str) -> int:
@@ -45,10 +49,11 @@ def clear_across(env: FaultEnv, case: str, fault: Callable[[], None]) -> None:
         foreign = foreign_claim(env.api, env.namespace, looks_like="p0")
         request_clears(env.kubectl, env.namespace, PIPELINES, "r1")
         wait_any_clearing(env.kubectl, env.namespace)
+        began = time.monotonic()
         fault()
         back = time.monotonic()
         wait_cleared(env.kubectl, env.namespace, timeout=300)
-        report(case, len(PIPELINES), time.monotonic() - back)
+        report(case, len(PIPELINES), time.monotonic() - back, back - began)
         check_exactly_once(env.kubectl, env.api, env.namespace, PIPELINES, "r1", foreign)
         assert operator.alive, operator.log()
         assert tracebacks(operator.log()) == 0, operator.log()
