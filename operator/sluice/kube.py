@@ -20,6 +20,7 @@ from sluice.core import decide as d
 from sluice.core import manifests
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
+from sluice.transient import TRANSIENT
 
 REPORTING_COMPONENT = "sluice-operator"
 
@@ -209,4 +210,28 @@ class Kube:
         body: Any = manifests.event(  # the client takes plain JSON too
             observed.pipeline, event.type, event.reason, event.message, REPORTING_COMPONENT, now
         )
-        self.core.create_namespaced_event(observed.namespace, body)
+        # The transition it records is already in status and will not come again: retry an
+        # overloaded or unreachable API server a few times (client-go's recorder retries too).
+        for delay in (*EVENT_RETRY_DELAYS, None):
+            try:
+                self.core.create_namespaced_event(observed.namespace, body)
+                return
+            except ApiException as error:
+                if delay is None or not (error.status == 429 or error.status >= 500):
+                    raise
+                time.sleep(_retry_after(error) or delay)
+            except TRANSIENT:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+
+EVENT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _retry_after(error: ApiException) -> float | None:
+    value = (error.headers or {}).get("Retry-After")
+    try:
+        return min(float(value), 10.0) if value else None
+    except ValueError:
+        return None
