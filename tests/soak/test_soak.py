@@ -18,7 +18,7 @@ import pytest
 from faults.conftest import FaultEnv, environment, start_cluster
 from integration.ha import request_clears, run_pipelines, wait_cleared
 from localkube.cluster import LocalCluster
-from localkube.fixtures import TEST_STATE_DIR
+from localkube.fixtures import TEST_STATE_DIR, wait_for
 from sluice_fixtures import Operator
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
@@ -46,12 +46,24 @@ def rss_mib(operator: Operator) -> float:
 
 
 def metric(operator: Operator, name: str) -> float:
+    """NaN while the process is (re)starting and not serving yet."""
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
     return float("nan")
+
+
+def current_leader(operators: list[Operator]) -> Operator:
+    def find() -> Operator | None:
+        return next((op for op in operators if metric(op, "sluice_leader") == 1.0), None)
+
+    return wait_for(find, timeout=120, what="a leader")
 
 
 def start(env: FaultEnv, operator: Operator) -> None:
@@ -88,7 +100,7 @@ def test_churn_with_failovers(
                 cycles += 1
                 now = time.monotonic()
                 if now - last_failover > FAILOVER_EVERY:
-                    leader = next(op for op in operators if metric(op, "sluice_leader") == 1.0)
+                    leader = current_leader(operators)
                     sig = signal.SIGKILL if failovers % 2 == 0 else signal.SIGTERM
                     assert leader.process is not None
                     leader.process.send_signal(sig)
