@@ -178,7 +178,9 @@ def _run(
             leader.Timings(),
         )
         elector = leader.Elector(lock)
-        await leader.run_when_leader(elector, liveness, lambda stop: operate(stop_flag=stop))
+        await leader.run_when_leader(
+            elector, liveness, lambda stop: operate(stop_flag=stop, memo=kopf.Memo(stopping=stop))
+        )
 
     asyncio.run(main())
     return 0

@@ -42,6 +42,11 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("workers", []):
         task.cancel()
+    # Stopping for any reason (e.g. kopf's own SIGTERM handler): set the stop flag we were
+    # started with, or kopf waits 5 s for the task that watches it before it returns.
+    stopping = memo.get("stopping")
+    if stopping is not None:
+        stopping.set()
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
