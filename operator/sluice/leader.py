@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -177,17 +178,25 @@ class Elector:
                 await asyncio.wait_for(stop.wait(), self.timings.retry_period)
         return False
 
-    async def keep_renewing(self) -> None:
-        """Renew every retry period; exit the process when the renew deadline passes."""
-        renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(self.timings.retry_period)
-            sent = time.monotonic()
-            left = renewed + self.timings.renew_deadline - sent
-            if left > 0 and await self._attempt(min(left, self.timings.renew_deadline / 2)):
-                renewed = sent  # the lease counts from when the request was sent
-                continue
-            if time.monotonic() >= renewed + self.timings.renew_deadline:
+    def keep_renewing(self, stop: threading.Event) -> None:
+        """Renew every retry period until `stop`; exit the process once the renew deadline
+        passes. Runs in threads of its own, so a busy event loop cannot delay a renewal, and
+        a watchdog bounds the exit even while a request hangs."""
+        renewed = [time.monotonic()]
+
+        def renew() -> None:
+            while not stop.wait(self.timings.retry_period):
+                sent = time.monotonic()
+                try:
+                    if self.lock.try_acquire_or_renew():
+                        renewed[0] = sent  # the lease counts from when the request was sent
+                except TRANSIENT as error:
+                    log.warning("lease %s: renewal failed: %s", self._where, _brief(error))
+
+        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        renewer.start()
+        while not stop.wait(0.25):
+            if time.monotonic() >= renewed[0] + self.timings.renew_deadline:
                 log.error(
                     "leadership lost: lease %s not renewed for %.0fs; exiting so that no "
                     "write follows",
@@ -197,6 +206,7 @@ class Elector:
                 metrics.LEADER.set(0)
                 self._exit(1)
                 return
+        renewer.join(self.timings.renew_deadline)  # no renewal may race the release
 
     async def release(self) -> None:
         try:
@@ -250,10 +260,15 @@ async def run_when_leader(
         log.info("stopped while standing by")
         return
     metrics.LEADER.set(1)
-    renewing = asyncio.create_task(elector.keep_renewing())
+    stop_renewing = threading.Event()
+    watchdog = threading.Thread(
+        target=elector.keep_renewing, args=(stop_renewing,), name="lease-watchdog", daemon=True
+    )
+    watchdog.start()
     try:
         await operate(stop)
     finally:
-        renewing.cancel()
+        stop_renewing.set()
+        await asyncio.to_thread(watchdog.join)
         metrics.LEADER.set(0)
         await elector.release()
