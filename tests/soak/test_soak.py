@@ -82,7 +82,7 @@ def test_churn_with_failovers(
         for operator in operators:
             start(env, operator)
         kubectl = env.kubectl
-        requested = cycles = failovers = 0
+        requested = cycles = failovers = unplanned_exits = 0
         began = last_failover = last_sample = time.monotonic()
         samples: list[str] = []
         try:
@@ -98,6 +98,10 @@ def test_churn_with_failovers(
                     timeout=610,
                 )
                 cycles += 1
+                for operator in operators:  # as the kubelet restarts a container that exited
+                    if not operator.alive:
+                        unplanned_exits += 1
+                        start(env, operator)
                 now = time.monotonic()
                 if now - last_failover > FAILOVER_EVERY:
                     leader = current_leader(operators)
@@ -129,11 +133,12 @@ def test_churn_with_failovers(
             stuck = len(left["items"])
             print(
                 f"\nSOAK | {(time.monotonic() - began) / 60:.1f} min | {cycles} cycles of {BATCH} "
-                f"| {failovers} failovers | clears requested {requested}, completed {completed} "
-                f"| stuck {stuck}"
+                f"| {failovers} failovers, {unplanned_exits} unplanned exits | clears requested "
+                f"{requested}, completed {completed} | stuck {stuck}"
             )
             assert completed == requested
             assert stuck == 0
+            assert unplanned_exits == 0
         finally:
             for operator in operators:
                 with contextlib.suppress(Exception):
