@@ -76,6 +76,11 @@ def pair(
                 operator.stop()
 
 
+def logged(operator: Operator, line: str) -> None:
+    """Lines follow the status write that kubectl waited for: give them a moment."""
+    wait_for(lambda: line in operator.log(), timeout=30, what=line)
+
+
 def _acted(operator: Operator, namespace: str) -> bool:
     return f"{namespace}/p0: DeploymentRunning" in operator.log()
 
@@ -86,7 +91,8 @@ def test_leader_sigkilled_mid_clear_standby_finishes(
     leader, standby = leader_and_standby(pair)
     wait_for(lambda: healthy(standby), timeout=30, what="the standby's liveness endpoint")
     run_pipelines(kubectl, namespace, PIPELINES)
-    assert _acted(leader, namespace) and not _acted(standby, namespace)
+    logged(leader, f"{namespace}/p0: DeploymentRunning")
+    assert not _acted(standby, namespace)
     foreign = foreign_claim(api_client, namespace, looks_like="p0")
 
     request_clears(kubectl, namespace, PIPELINES, "r1")
@@ -116,7 +122,7 @@ def test_graceful_stop_hands_over_by_releasing_the_lease(
     request_clears(kubectl, namespace, PIPELINES[:2], "r1")
     wait_cleared(kubectl, namespace)
     for name in PIPELINES[:2]:
-        assert f"{namespace}/{name}: StorageCleared" in standby.log()
+        logged(standby, f"{namespace}/{name}: StorageCleared")
 
 
 def test_two_operators_without_election_create_each_object_once(
