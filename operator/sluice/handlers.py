@@ -12,13 +12,13 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.controller import Controller, StaleObservation
 from sluice.core.labels import PIPELINE_LABEL
 from sluice.kube import Kube, load_config
+from sluice.transient import REPORTED, RetryForever, transient_reason
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
@@ -29,6 +29,10 @@ WORKERS = 4
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # Events come from the controller, one per transition
     settings.watching.server_timeout = 300
+    # A watch that stays open but delivers nothing is dropped and resumed after this long
+    # (the API server sends a bookmark about every minute; kopf's default, stated here).
+    settings.watching.inactivity_timeout = 70
+    settings.networking.error_backoffs = RetryForever()  # an outage never stops the operator
     memo.queue = WorkQueue()
     memo.controller = Controller(Kube(load_config()))
     memo.workers = [asyncio.create_task(_work(memo.queue, memo.controller)) for _ in range(WORKERS)]
@@ -38,6 +42,11 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("workers", []):
         task.cancel()
+    # Stopping for any reason (e.g. kopf's own SIGTERM handler): set the stop flag we were
+    # started with, or kopf waits 5 s for the task that watches it before it returns.
+    stopping = memo.get("stopping")
+    if stopping is not None:
+        stopping.set()
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -59,14 +68,14 @@ async def _work(queue: WorkQueue, controller: Controller) -> None:
             recheck = await asyncio.to_thread(controller.reconcile, *key)
         except StaleObservation:
             queue.add(key)  # observe again right away
-        except ApiException as error:
+        except REPORTED as error:
+            # The API server refused, or could not be reached: one line, no traceback.
             metrics.RECONCILE_ERRORS.inc()
             delay = queue.retry_later(key)
             log.warning(
-                "reconcile %s/%s failed: %s %s; retrying in %.1fs",
+                "reconcile %s/%s failed: %s; retrying in %.1fs",
                 *key,
-                error.status,
-                error.reason,
+                transient_reason(error),
                 delay,
                 extra={"namespace": key[0], "pipeline": key[1]},
             )
