@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins helm cluster-up cluster-down kubeconfig crds lint test run bench clean
+.PHONY: all venv kube-bins helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
 
 all: test
 
@@ -79,6 +79,18 @@ bench: venv kube-bins $(KUBE_BIN)/hey
 	$(PY) -m pytest tests/bench/bench_clear.py -s -q
 	$(PY) -m pytest tests/bench/bench_rest_api.py -s -q
 	$(PY) -m pytest tests/bench/bench_scale.py -s -q
+	$(PY) -m pytest tests/bench/bench_failover.py -s -q
+
+# Every control-plane fault case (CI runs only the API server restart), on a cluster of their
+# own; prints one line per case. About 6 minutes.
+faults: venv kube-bins
+	$(PY) -m pytest tests/faults -m "faults or not faults" -s -q
+
+# Churn over 200 pipelines with two elected operators and forced failovers; SOAK_MINUTES long
+# (not in CI). Prints RSS, asyncio tasks and clears requested/completed over time.
+SOAK_MINUTES ?= 30
+soak: venv kube-bins
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m pytest tests/soak -m soak -s -q
 
 clean: cluster-down
 	rm -rf .cache $(VENV)

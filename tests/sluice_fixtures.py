@@ -7,7 +7,8 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,18 @@ class Operator:
         self.log_dir = log_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.liveness_port: int | None = None  # set by tests that pass --liveness
 
     def start(
-        self, failpoints: str = "", kubeconfig: Path | None = None, namespace: str | None = None
+        self,
+        failpoints: str = "",
+        kubeconfig: Path | None = None,
+        namespace: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         """Start watching all namespaces, or only `namespace` (so that a failpoint fires for
-        the test's own pipeline, not for one in a namespace an earlier test is deleting)."""
+        the test's own pipeline, not for one in a namespace an earlier test is deleting);
+        `extra` flags go last (e.g. --leader-elect, or a --liveness endpoint)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.starts += 1
         env = {
@@ -47,6 +54,7 @@ class Operator:
                 *("--metrics-port", str(self.metrics_port), "--log-format", "json"),
                 # e.g. "--kube-api-qps 0" for `make bench` runs that compare settings
                 *shlex.split(os.environ.get("SLUICE_OPERATOR_ARGS", "")),
+                *extra,
             ],
             env=env,
             stdout=log,
@@ -61,6 +69,21 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def metric(self, name: str) -> float | None:
+        """A sample without labels from the operator's /metrics, or None if absent."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
 
     def wait_exit(self, timeout: float) -> int:
         assert self.process is not None

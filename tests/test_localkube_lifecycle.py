@@ -1,16 +1,22 @@
 """The launcher's promises (issue 2): stopping leaves no process behind and frees the
-ports, and a crashed previous run is cleaned up by the next start.
+ports, and a crashed previous run is cleaned up by the next start; `down` removes the hostPath
+volume directories its own run provisioned, and nothing else (issue 11).
 
 Uses its own state directory, so the session's cluster is not touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import uuid
 from pathlib import Path
+from typing import Any
 
+from kubernetes import client, config
 from localkube.cluster import COMPONENTS, LocalCluster, port_in_use, running_pids
 from localkube.fixtures import wait_for
 
@@ -28,6 +34,32 @@ def _alive(pid: int) -> bool:
 def _state(state_dir: Path) -> dict[str, dict[str, int]]:
     state: dict[str, dict[str, int]] = json.loads((state_dir / "state.json").read_text())
     return state
+
+
+def _provision_volumes(local: LocalCluster, count: int) -> list[Path]:
+    """Claims the controller-manager provisions hostPath volumes for; their directories."""
+    api: Any = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(local.kubeconfig), persist_config=False
+    )
+    with contextlib.closing(api):
+        core = client.CoreV1Api(api)
+        wait_for(lambda: core.read_namespaced_service_account("default", "default"))
+        for i in range(count):
+            body: Any = {
+                "metadata": {"name": f"data-{i}"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Mi"}},
+                },
+            }
+            core.create_namespaced_persistent_volume_claim("default", body)
+
+        def paths() -> list[Path] | None:
+            volumes: Any = core.list_persistent_volume().items
+            found = [Path(v.spec.host_path.path) for v in volumes if v.spec.host_path]
+            return found if len(found) == count and all(p.exists() for p in found) else None
+
+        return wait_for(paths, timeout=60, what="volumes provisioned")
 
 
 def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> None:
@@ -50,7 +82,16 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
     assert not any(_alive(pid) for pid in crashed["pids"].values()), crashed
     assert all(_alive(pid) for pid in fresh["pids"].values())
 
-    second.down()
+    ours = _provision_volumes(second, 3)
+    # Another cluster's volume (the provisioner's directory is shared machine-wide).
+    theirs = Path(f"/tmp/hostpath_pv/{uuid.uuid4()}")
+    theirs.mkdir(parents=True)
+    try:
+        second.down()
+        assert [p for p in ours if p.exists()] == []
+        assert theirs.exists()
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)
     assert not any(_alive(pid) for pid in fresh["pids"].values()), fresh
     assert list(running_pids(state_dir)) == []
     assert not any(port_in_use(port) for port in fresh["ports"].values()), fresh["ports"]

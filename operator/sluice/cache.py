@@ -46,6 +46,9 @@ OnChange = Callable[[Key], None]
 PAGE_SIZE = 500
 TOMBSTONE_SECONDS = 300.0  # how long a deletion outranks a late answer to our own write
 WATCH_SECONDS = 300  # the API server ends each watch after this; it is resumed from its RV
+# A watch that stays open but delivers nothing (not even the bookmark the API server sends
+# about every minute) is dropped after this long and resumed from its resourceVersion.
+WATCH_INACTIVITY_SECONDS = 70
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -287,7 +290,7 @@ class Informer:
             resource_version=resource_version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_SECONDS,
-            _request_timeout=(10, WATCH_SECONDS + 30),
+            _request_timeout=(10, WATCH_INACTIVITY_SECONDS),
         )
         try:
             for event in _events(response):

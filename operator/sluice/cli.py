@@ -4,6 +4,7 @@ generated CRD)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         default=200,
         help="client-side limit: requests allowed at once above the rate (default 200)",
     )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a Lease reconciles",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        help="the Lease's namespace (default: in a pod, its own; else the kubeconfig "
+        "context's; else 'default')",
+    )
+    run.add_argument("--leader-election-id", default="sluice-operator", help="the Lease's name")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("-v", "--verbose", action="store_true")
 
@@ -119,8 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         kube_api_qps=args.kube_api_qps,
         kube_api_burst=args.kube_api_burst,
     )
+    election = (
+        (args.leader_election_namespace, args.leader_election_id) if args.leader_elect else None
+    )
     return _run(
-        args.namespace, args.all_namespaces or not args.namespace, args.liveness, args.metrics_port
+        args.namespace,
+        args.all_namespaces or not args.namespace,
+        args.liveness,
+        args.metrics_port,
+        election,
     )
 
 
@@ -135,23 +154,63 @@ def _configure_logging(fmt: str, verbose: bool) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from sluice.transient import ConciseKopfRetries
+
+    handler.addFilter(ConciseKopfRetries())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    # urllib3 warns on each of its own quick retries; the failure that remains is logged once.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     if not verbose:  # kopf logs every handler call at INFO; the controller logs transitions
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
-def _run(namespaces: list[str], clusterwide: bool, liveness: str, metrics_port: int) -> int:
+def _run(
+    namespaces: list[str],
+    clusterwide: bool,
+    liveness: str,
+    metrics_port: int,
+    election: tuple[str | None, str] | None,
+) -> int:
+    """Run kopf; with `election` (Lease namespace or None, Lease name), only once elected."""
+    import asyncio
+
     import kopf
     from prometheus_client import start_http_server
 
     import sluice.handlers  # noqa: F401  (registers the handlers)
+    from sluice import leader, metrics
 
     if metrics_port:
         start_http_server(metrics_port)
-    kopf.run(
-        standalone=True,  # no peering objects needed; one replica runs (Deployment: Recreate)
+    operate = functools.partial(
+        kopf.operator,
+        standalone=True,  # kopf's own peering is not used: the Lease decides who runs
         clusterwide=clusterwide,
         namespaces=namespaces,
         liveness_endpoint=liveness or None,
     )
+
+    async def main() -> None:
+        metrics.TASKS.loop = asyncio.get_running_loop()
+        if election is None:
+            metrics.LEADER.set(1)
+            await operate()
+            return
+        from sluice.restapi.store import connect
+
+        api_client, own_namespace = connect(None)
+        lease_namespace, lease_name = election
+        lock = leader.LeaseLock(
+            api_client,
+            lease_namespace or own_namespace,
+            lease_name,
+            leader.identity(),
+            leader.Timings(),
+        )
+        elector = leader.Elector(lock)
+        await leader.run_when_leader(
+            elector, liveness, lambda stop: operate(stop_flag=stop, memo=kopf.Memo(stopping=stop))
+        )
+
+    asyncio.run(main())
     return 0

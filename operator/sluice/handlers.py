@@ -17,7 +17,6 @@ from typing import Any
 
 import kopf
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from sluice import metrics
 from sluice.cache import Cache, Scope
@@ -25,6 +24,7 @@ from sluice.controller import Controller, StaleObservation
 from sluice.events import EventRecorder
 from sluice.kube import Kube, load_config
 from sluice.ratelimit import RateLimitedApiClient, TokenBucket
+from sluice.transient import REPORTED, RetryForever, transient_reason
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
@@ -46,6 +46,7 @@ OPTIONS = RunOptions()
 @kopf.on.startup()
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # Events come from the controller, one per transition
+    settings.networking.error_backoffs = RetryForever()  # an outage never stops the operator
     loop = asyncio.get_running_loop()
     memo.queue = queue = WorkQueue()
     load_config()  # sets the default configuration both clients copy
@@ -81,6 +82,11 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         memo.cache.stop()
     if "events" in memo:
         await asyncio.to_thread(memo.events.flush)
+    # Stopping for any reason (e.g. kopf's own SIGTERM handler): set the stop flag we were
+    # started with, or kopf waits 5 s for the task that watches it before it returns.
+    stopping = memo.get("stopping")
+    if stopping is not None:
+        stopping.set()
 
 
 async def _work(
@@ -95,14 +101,14 @@ async def _work(
             outcome = await loop.run_in_executor(executor, controller.reconcile, *key)
         except StaleObservation:
             queue.add(key)  # observe again right away
-        except ApiException as error:
+        except REPORTED as error:
+            # The API server refused, or could not be reached: one line, no traceback.
             metrics.RECONCILE_ERRORS.inc()
             delay = queue.retry_later(key)
             log.warning(
-                "reconcile %s/%s failed: %s %s; retrying in %.1fs",
+                "reconcile %s/%s failed: %s; retrying in %.1fs",
                 *key,
-                error.status,
-                error.reason,
+                transient_reason(error),
                 delay,
                 extra={"namespace": key[0], "pipeline": key[1]},
             )

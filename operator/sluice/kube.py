@@ -15,14 +15,37 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.cache import Cache
 from sluice.core import decide as d
 from sluice.core import manifests, volumes
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
+from sluice.transient import TRANSIENT
 
 REPORTING_COMPONENT = "sluice-operator"
+
+
+# (connect, read) seconds: a request on a dead or frozen connection fails and is retried with
+# backoff, instead of holding a worker for as long as the connection stays open.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+class TimeoutApiClient(client.ApiClient):
+    """The client, with REQUEST_TIMEOUT for every call that sets none (the default is none)."""
+
+    def call_api(  # type: ignore[no-untyped-def]
+        self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None
+    ):
+        timeout = _request_timeout or REQUEST_TIMEOUT
+        try:
+            response = super().call_api(method, url, header_params, body, post_params, timeout)
+        except Exception:
+            metrics.KUBE_REQUESTS.labels(method, "error").inc()
+            raise
+        metrics.KUBE_REQUESTS.labels(method, str(response.status)).inc()
+        return response
 
 
 def load_config() -> client.ApiClient:
@@ -31,7 +54,7 @@ def load_config() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    return TimeoutApiClient()
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -257,4 +280,28 @@ class Kube:
         body: Any = manifests.event(  # the client takes plain JSON too
             observed.pipeline, event.type, event.reason, event.message, REPORTING_COMPONENT, now
         )
-        self.core.create_namespaced_event(observed.namespace, body)
+        # The transition it records is already in status and will not come again: retry an
+        # overloaded or unreachable API server a few times (client-go's recorder retries too).
+        for delay in (*EVENT_RETRY_DELAYS, None):
+            try:
+                self.core.create_namespaced_event(observed.namespace, body)
+                return
+            except ApiException as error:
+                if delay is None or not (error.status == 429 or error.status >= 500):
+                    raise
+                time.sleep(_retry_after(error) or delay)
+            except TRANSIENT:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+
+EVENT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _retry_after(error: ApiException) -> float | None:
+    value = (error.headers or {}).get("Retry-After")
+    try:
+        return min(float(value), 10.0) if value else None
+    except ValueError:
+        return None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter as Tally
 from collections.abc import Iterable
 from datetime import datetime
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,6 +22,13 @@ CLEAR_DURATION = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
 )
 RECONCILE_ERRORS = Counter("sluice_reconcile_errors", "Reconciles that ended in an error.")
+KUBE_REQUESTS = Counter(
+    "sluice_kube_requests",
+    "The controller's requests to the API server, by method and answer (code, or error when "
+    "none came).",
+    ["method", "code"],
+)
+LEADER = Gauge("sluice_leader", "1 while this process leads (reconciles), 0 on a standby.")
 
 
 class PipelineCensus(Collector):
@@ -48,6 +56,23 @@ class PipelineCensus(Collector):
 
 CENSUS = PipelineCensus()
 REGISTRY.register(CENSUS)
+
+
+class TaskCensus(Collector):
+    """`sluice_asyncio_tasks`: tasks alive in the operator's event loop (a leak shows here)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("sluice_asyncio_tasks", "asyncio tasks alive.")
+        if self.loop is not None:
+            family.add_metric([], len(asyncio.all_tasks(self.loop)))
+        yield family
+
+
+TASKS = TaskCensus()
+REGISTRY.register(TASKS)
 
 
 def seconds_between(start: str, end: str) -> float:

@@ -12,6 +12,8 @@ from typing import Any
 
 from kubernetes import client
 
+from sluice.kube import TimeoutApiClient
+
 
 class TokenBucket:
     def __init__(self, qps: float, burst: int) -> None:
@@ -35,11 +37,13 @@ class TokenBucket:
         return wait
 
 
-class RateLimitedApiClient(client.ApiClient):
+class RateLimitedApiClient(TimeoutApiClient):
+    """The operator's client: a token first, then the request with its timeouts (kube.py)."""
+
     def __init__(self, bucket: TokenBucket, configuration: client.Configuration | None = None):
         super().__init__(configuration)
         self.bucket = bucket
 
     def call_api(self, *args: Any, **kwargs: Any) -> Any:
         self.bucket.acquire()
-        return super().call_api(*args, **kwargs)
+        return super().call_api(*args, **kwargs)  # type: ignore[no-untyped-call]

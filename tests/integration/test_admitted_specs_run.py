@@ -96,7 +96,7 @@ def test_every_admitted_pipeline_can_run(
         observed = copy.deepcopy(admitted)
         observed["metadata"] |= {"uid": uid, "finalizers": [FINALIZER], "namespace": namespace}
         d.decide(Observed(observed), NOW)
-        claim = manifests.persistent_volume_claim(name, uid, spec.storage)
+        claim = manifests.persistent_volume_claim(name, uid, spec.storage, claim_generation=0)
         created = core.create_namespaced_persistent_volume_claim(namespace, claim, dry_run="All")
         core.create_namespaced_service(
             namespace, manifests.headless_service(name, uid), dry_run="All"

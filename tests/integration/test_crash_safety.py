@@ -113,7 +113,12 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
     live_operator.start()
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
     obj = get(kubectl, namespace, "orders")
-    assert obj["status"]["storage"] == {"status": "Cleared", "claims": [], "lastClearRequest": "r1"}
+    assert obj["status"]["storage"] == {
+        "status": "Cleared",
+        "claims": [],
+        "lastClearRequest": "r1",
+        "claimGeneration": 1,
+    }
     assert obj["status"]["deploymentStatus"] == "Stopped"
     assert "error" not in obj["status"]
     assert _claim(api_client, namespace, claim) is None

@@ -13,7 +13,7 @@ import pytest
 import sluice.api.crd as generated
 from kubernetes import client
 from localkube.cluster import REPO, LocalCluster
-from localkube.fixtures import Kubectl
+from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
 from .pipelines import apply, claims, events, manifest, patch, run_and_wait, wait_jsonpath
@@ -133,8 +133,47 @@ def test_apply_installs_and_the_deployment_rolls_out(kubectl: Kubectl, installed
     )["items"][0]
     assert pod["spec"]["serviceAccountName"] == ACCOUNT
     (container,) = pod["spec"]["containers"]
-    assert container["args"][:2] == ["run", "--all-namespaces"]
+    assert container["args"][:3] == ["run", "--all-namespaces", "--leader-elect"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("component", ["operator", "api"])
+def test_two_replicas_roll_and_a_budget_keeps_one(
+    kubectl: Kubectl, installed: None, component: str
+) -> None:
+    name = f"sluice-{component}"
+    deployment = json.loads(kubectl("-n", SYSTEM, "get", "deployment", name, "-o", "json").stdout)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    kubectl("-n", SYSTEM, "rollout", "status", f"deployment/{name}", "--timeout=60s", timeout=70)
+    budget = json.loads(kubectl("-n", SYSTEM, "get", "pdb", name, "-o", "json").stdout)
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    # The API server's own view: two healthy pods, so one may be disrupted at a time.
+    wait_for(
+        lambda: (
+            json.loads(kubectl("-n", SYSTEM, "get", "pdb", name, "-o", "json").stdout)
+            .get("status", {})
+            .get("disruptionsAllowed")
+            == 1
+        ),
+        what=f"PDB {name} allows one disruption",
+    )
+
+
+def test_the_lease_role_is_namespaced(as_operator: Kubectl) -> None:
+    for verb in ("get", "create", "update"):
+        answer = as_operator("auth", "can-i", verb, "leases.coordination.k8s.io", "-n", SYSTEM)
+        assert answer.stdout.strip() == "yes", verb
+    for namespace in ("default", "kube-system"):
+        answer = as_operator(
+            "auth", "can-i", "update", "leases.coordination.k8s.io", "-n", namespace
+        )
+        assert answer.stdout.strip() == "no", namespace
+    answer = as_operator("auth", "can-i", "delete", "leases.coordination.k8s.io", "-n", SYSTEM)
+    assert answer.stdout.strip() == "no"
 
 
 def test_operator_with_its_service_account_token_runs_the_lifecycle(
@@ -146,7 +185,10 @@ def test_operator_with_its_service_account_token_runs_the_lifecycle(
 ) -> None:
     operator.stop()
     try:
-        operator.start(kubeconfig=account_kubeconfig)
+        # As deployed: with leader election, on the Lease in the operator's namespace.
+        election = ("--leader-elect", "--leader-election-namespace", SYSTEM)
+        operator.start(kubeconfig=account_kubeconfig, extra=election)
+        wait_for(lambda: operator.metric("sluice_leader") == 1.0, timeout=60, what="leader")
 
         # Run, then stop and clear in one patch: the claim is deleted.
         run_and_wait(kubectl, namespace, "orders")

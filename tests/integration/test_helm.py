@@ -130,12 +130,12 @@ def test_namespaced_rights_and_leader_election_render(cluster: LocalCluster) -> 
     chart = by_kind_and_name(rendered)
     operator = chart[("Deployment", "sluice-operator")]
     assert operator["spec"]["replicas"] == 2
-    assert "strategy" not in operator["spec"]  # rolling: the Lease keeps one acting
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"  # the Lease keeps one acting
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     assert "--all-namespaces" not in args
     assert "--leader-elect" in args
-    assert "--leader-election-namespace=sluice-system" in args
+    assert ("PodDisruptionBudget", "sluice-operator") in chart
     # Pipelines, claims, StatefulSets only in the watched namespaces; nothing cluster-wide.
     cluster_rights = rules(chart[("ClusterRole", "sluice-operator")])
     assert not {r for r in cluster_rights if r[1] in ("pipelines", "persistentvolumeclaims")}

@@ -166,7 +166,12 @@ def test_clearing_waits_for_real_deletion_then_writes_cleared_and_an_event(
     release(api_client, "persistent_volume_claim", namespace, claim)
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
     obj = get(kubectl, namespace, "orders")
-    assert storage(obj) == {"status": "Cleared", "claims": [], "lastClearRequest": "r1"}
+    assert storage(obj) == {
+        "status": "Cleared",
+        "claims": [],
+        "lastClearRequest": "r1",
+        "claimGeneration": 1,
+    }
     assert claim_names(api_client, namespace) == set()
     reasons = [e.reason for e in events(api_client, namespace, "orders")]
     assert reasons.count("StorageClearing") == 1

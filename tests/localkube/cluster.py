@@ -19,6 +19,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -47,6 +48,8 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 STORAGE_CLASS = "standard"
+# Where the controller-manager's hostPath provisioner creates volumes (hard-coded upstream).
+HOSTPATH_PV = re.compile(r"^/tmp/hostpath_pv/[0-9a-f-]{36}$")
 
 # Order of start.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -309,7 +312,10 @@ class LocalCluster:
         bin_dir: Path | None = None,
         *,
         timeout: float = 90.0,
+        extra_args: dict[str, list[str]] | None = None,
     ) -> None:
+        """`extra_args`: more flags for a component, e.g. a lower
+        {"kube-apiserver": ["--max-requests-inflight=5"]} for an overload test."""
         self.state_dir = (
             Path(state_dir).resolve()
             if state_dir is not None
@@ -321,8 +327,10 @@ class LocalCluster:
             else _env_path("LOCALKUBE_BIN_DIR", DEFAULT_BIN_DIR)
         )
         self.timeout = timeout
+        self.extra_args = extra_args or {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: dict[str, int] = {}
+        self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -492,7 +500,66 @@ class LocalCluster:
                 found.append(("etcd" if exe.name == "server" else exe.name, pid))
         return found
 
+    # -- faults: one component at a time (tests that do this use a cluster of their own) --------
+
+    def pid(self, name: str) -> int:
+        return self._procs[name].pid
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace: float = 30.0) -> None:
+        """Stop one component (SIGKILL: a crash; SIGTERM: a clean stop) and wait for it."""
+        proc = self._procs[name]
+        if proc.poll() is None:
+            if sig != signal.SIGKILL:
+                proc.send_signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP: the process keeps its sockets open and answers nothing."""
+        self._procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self._procs[name].send_signal(signal.SIGCONT)
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again with its own flags and ports; wait until it
+        serves (etcd, kube-apiserver)."""
+        assert self._procs[name].poll() is not None, f"{name} is running"
+        args, env = self._commands[name]
+        self._spawn(name, args, env, append=True)
+        deadline = time.monotonic() + self.timeout
+        if name == "etcd":
+            port = self._ports["etcd"]
+            self._wait("etcd /health", name, lambda: _etcd_healthy(port), deadline)
+        elif name == "kube-apiserver":
+            self._wait("kube-apiserver /readyz", name, self._apiserver_ready, deadline)
+
+    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        self.kill(name, sig)
+        self.start_component(name)
+
+    # -- provisioned volumes -------------------------------------------------------------------
+
+    def _provisioned_paths(self) -> list[Path]:
+        """hostPath directories the controller-manager provisioned for this cluster's volumes
+        (`/tmp/hostpath_pv/<uuid>`, shared by every local cluster on the machine)."""
+        if not self._apiserver_ready():
+            return []
+        api = _Api(self)
+        try:
+            paths = api.provisioned_host_paths()
+        except Exception:
+            return []
+        finally:
+            api.close()
+        return [Path(p) for p in paths if HOSTPATH_PV.match(p)]
+
     def _stop(self, pids: dict[str, int]) -> None:
+        provisioned = self._provisioned_paths()
         ports = [int(p) for p in self._read_state().get("ports", {}).values()]
         ports += list(self._ports.values())
         # Only processes whose command line references this state dir are ours.
@@ -519,13 +586,20 @@ class LocalCluster:
         self._procs.clear()
         self._ports = {}
         self.state_file.unlink(missing_ok=True)
+        # Volumes still provisioned when the cluster stops: no controller deletes them now.
+        for path in provisioned:
+            shutil.rmtree(path, ignore_errors=True)
 
     def _reap(self) -> None:
         for proc in self._procs.values():
             proc.poll()
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        log = self.log_file(name).open("wb")
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, append: bool = False
+    ) -> None:
+        self._commands[name] = (args, env)
+        args = [*args, *self.extra_args.get(name, [])]
+        log = self.log_file(name).open("ab" if append else "wb")
         try:
             self._procs[name] = subprocess.Popen(
                 args,
@@ -770,6 +844,10 @@ class _Api:
     def node_ready(self) -> bool:
         conditions = self._node().status.conditions or []
         return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    def provisioned_host_paths(self) -> list[str]:
+        volumes: Any = self.core.list_persistent_volume().items
+        return [v.spec.host_path.path for v in volumes if v.spec and v.spec.host_path]
 
     def node_untainted(self) -> bool:
         return not self._node().spec.taints

@@ -86,12 +86,18 @@ def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
 
 @pytest.fixture(scope="session")
 def kubectl(cluster: LocalCluster) -> Kubectl:
+    return kubectl_for(cluster)
+
+
+def kubectl_for(cluster: LocalCluster, kubeconfig: Path | None = None) -> Kubectl:
+    """kubectl for one cluster (as admin, or with another kubeconfig); raises on failure."""
     binary = cluster.bin_dir / "kubectl"
+    config_path = kubeconfig or cluster.kubeconfig
 
     def run(
         *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(binary), f"--kubeconfig={cluster.kubeconfig}", *args]
+        cmd = [str(binary), f"--kubeconfig={config_path}", *args]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(

@@ -6,7 +6,7 @@ from typing import Any
 
 from sluice.api.v1alpha1 import DeploymentStatus, StorageStatus
 from sluice.core import decide as d
-from sluice.core.labels import DETACHED_FROM_UID, FINALIZER
+from sluice.core.labels import DETACHED_FROM_UID, FINALIZER, claim_name
 from sluice.core.manifests import mounted_claim
 from sluice.core.observed import Observed
 
@@ -106,7 +106,8 @@ def test_new_pipeline_gets_finalizer_and_a_fresh_claim_and_storage_starts_cleare
     assert kinds(plan) == ["Create"]
     created = plan.actions[0]
     assert isinstance(created, d.Create) and created.kind == "PersistentVolumeClaim"
-    assert created.manifest["metadata"]["generateName"] == "orders-storage-"
+    assert created.manifest["metadata"]["name"] == claim_name("orders", UID, 0)
+    assert created.manifest["metadata"]["name"].startswith("orders-storage-")
     assert created.manifest["metadata"]["ownerReferences"][0]["uid"] == UID
     assert plan.status.storage.status == StorageStatus.CLEARED
     assert plan.status.deployment_status == DeploymentStatus.PROVISIONING
@@ -313,6 +314,25 @@ def test_a_detached_claim_is_never_adopted_again() -> None:
     plan = d.decide(Observed(pipeline(status=settled_status("Cleared")), claims=[detached]), NOW)
     (created,) = [a for a in plan.actions if isinstance(a, d.Create)]
     assert created.kind == "PersistentVolumeClaim"
+
+
+def test_each_clear_moves_the_claim_name_on_so_a_detached_name_is_never_reused() -> None:
+    """Two operators decide the same name from the same observation; after a clear (status
+    claimGeneration + 1) the next claim gets another, and a new object of the same name too."""
+    detaching = settled_status("Clearing", clearingRequest="r1")
+    gone = d.decide(Observed(pipeline("Stopped", "r1", "Detach", detaching)), NOW)
+    assert gone.status.storage.claim_generation == 1
+    names = []
+    for generation in (0, 1, 2):
+        status = settled_status("Cleared", claimGeneration=generation)
+        plan = d.decide(Observed(pipeline(status=status)), NOW)
+        (created,) = plan.actions
+        assert isinstance(created, d.Create)
+        again = d.decide(Observed(pipeline(status=status)), NOW).actions[0]
+        assert isinstance(again, d.Create) and again.manifest == created.manifest
+        names.append(created.manifest["metadata"]["name"])
+    assert len(set(names)) == 3
+    assert claim_name("orders", "another-uid", 0) != names[0]
 
 
 def test_request_on_cleared_storage_is_a_recorded_no_op() -> None:

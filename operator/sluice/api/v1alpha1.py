@@ -307,6 +307,14 @@ class StorageState(_Model):
     def _absent_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value  # written as null to remove the field
 
+    claim_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many clears have completed; the next claim's name derives from it "
+        "(and the pipeline's UID), so every operator replica creates the same name and a "
+        "detached claim's name is never used again.",
+    )
+
 
 class Condition(_Model):
     """A metav1.Condition."""

@@ -279,6 +279,7 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     storage.clearing_since = None
     storage.clearing_volumes = []
     storage.retained_volumes = retained
+    storage.claim_generation = (storage.claim_generation or 0) + 1  # the next claim: a new name
     if done:
         storage.last_clear_request = done
     verb = "deleted" if policy == ClearPolicy.DELETE else "detached"
@@ -356,7 +357,9 @@ def _run(observed: Observed, plan: Plan) -> None:
         return
     claims = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
     if not claims:
-        plan.actions.append(Create(manifests.persistent_volume_claim(name, uid, spec.storage)))
+        generation = plan.status.storage.claim_generation or 0
+        fresh = manifests.persistent_volume_claim(name, uid, spec.storage, generation)
+        plan.actions.append(Create(fresh))
         plan.status.deployment_status = DeploymentStatus.PROVISIONING
         return
     if observed.service is None:

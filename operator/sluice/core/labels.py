@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 PIPELINE_LABEL = "sluice.dev/pipeline"
@@ -19,6 +20,20 @@ STORAGE_MOUNT_PATH = "/storage"
 
 def claim_name_prefix(pipeline_name: str) -> str:
     return f"{pipeline_name}-storage-"
+
+
+# generateName's alphabet (apimachinery's util/rand): no vowels, no look-alike characters.
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def claim_name(pipeline_name: str, uid: str, claim_generation: int) -> str:
+    """Deterministic per pipeline object and storage generation: two operators creating the
+    claim at once create the same name, so the second gets 409 AlreadyExists instead of a
+    second claim; after a clear the generation moves on, so a detached claim's name is
+    never reused (rule 10), nor one of an earlier pipeline object of the same name."""
+    digest = hashlib.sha256(f"{uid}/{claim_generation}".encode()).digest()
+    suffix = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:5])
+    return f"{claim_name_prefix(pipeline_name)}{suffix}"
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:

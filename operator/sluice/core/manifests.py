@@ -9,7 +9,7 @@ from sluice.core.labels import (
     PIPELINE_LABEL,
     PIPELINE_UID_LABEL,
     STORAGE_MOUNT_PATH,
-    claim_name_prefix,
+    claim_name,
 )
 
 CONTAINER_NAME = "pipeline"
@@ -39,8 +39,10 @@ def _metadata(pipeline: str, uid: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def persistent_volume_claim(name: str, uid: str, storage: api.StorageSpec) -> dict[str, Any]:
-    """A fresh claim. generateName: after a Detach the next claim must get a new name."""
+def persistent_volume_claim(
+    name: str, uid: str, storage: api.StorageSpec, claim_generation: int
+) -> dict[str, Any]:
+    """A fresh claim, named by `claim_name` (a fixed name per storage generation)."""
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": str(storage.size)}},
@@ -50,7 +52,7 @@ def persistent_volume_claim(name: str, uid: str, storage: api.StorageSpec) -> di
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(name, uid, generateName=claim_name_prefix(name)),
+        "metadata": _metadata(name, uid, name=claim_name(name, uid, claim_generation)),
         "spec": spec,
     }
 
