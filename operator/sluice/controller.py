@@ -65,6 +65,7 @@ class Outcome:
     # Look again later (with backoff) even without an event: the step waits on something
     # no watch event names this pipeline for.
     recheck: bool = False
+    recheck_max_delay: float | None = None  # None: the work queue's own maximum
 
 
 class StaleObservation(Exception):
@@ -95,7 +96,9 @@ class Controller:
         wrote = self._write_status(observed, plan)
         if plan.recheck and not plan.status.storage.claims:
             failpoints.hit(failpoints.WHILE_WAITING_FOR_VOLUME)
-        return Outcome(wrote_status=wrote, recheck=plan.recheck)
+        return Outcome(
+            wrote_status=wrote, recheck=plan.recheck, recheck_max_delay=plan.recheck_max_delay
+        )
 
     def _act(self, observed: Observed, plan: d.Plan) -> None:
         first_claim_delete = True

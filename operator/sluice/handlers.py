@@ -125,7 +125,8 @@ async def _work(
             if outcome.wrote_status:
                 queue.add(key)  # status written and already in the cache: next step now
             if outcome.recheck:
-                queue.retry_later(key)  # waiting on a volume's deletion: look again, backing off
+                # Waiting on a volume's deletion: look again, backing off.
+                queue.retry_later(key, max_delay=outcome.recheck_max_delay)
             else:
                 queue.succeeded(key)
         finally:

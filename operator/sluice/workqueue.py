@@ -43,11 +43,13 @@ class WorkQueue:
     def succeeded(self, key: Key) -> None:
         self._failures.pop(key, None)
 
-    def retry_later(self, key: Key) -> float:
-        """Schedule the key again after its backoff; returns the delay."""
+    def retry_later(self, key: Key, max_delay: float | None = None) -> float:
+        """Schedule the key again after its backoff (at most `max_delay`, else the queue's
+        maximum); returns the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = float(min(self._base_delay * 2.0**failures, self._max_delay))
+        cap = self._max_delay if max_delay is None else min(max_delay, self._max_delay)
+        delay = float(min(self._base_delay * 2.0 ** min(failures, 30), cap))
         asyncio.get_running_loop().call_later(delay, self.add, key)
         return delay
 

@@ -93,6 +93,7 @@ def test_a_deleted_claim_whose_delete_volume_remains_keeps_the_clear_going() -> 
         assert plan.status.storage.status == StorageStatus.CLEARING
         assert plan.status.storage.last_clear_request is None
         assert plan.recheck, "nothing watched reports the volume's deletion: look again"
+        assert plan.recheck_max_delay == d.VOLUME_RECHECK_MAX_DELAY
         assert plan.status.error is None
         cond = {c.type: c for c in plan.status.conditions}["StorageCleared"]
         assert "pvc-1" in cond.message
@@ -114,7 +115,7 @@ def test_a_failed_volume_deletion_is_an_error_naming_the_volume_in_its_own_words
     observed = Observed(clearing(), volumes={"pvc-1": volume(phase="Failed", message=why)})
     plan = d.decide(observed, LATER)
     assert plan.status.storage.status == StorageStatus.CLEARING
-    assert plan.recheck
+    assert plan.recheck and plan.recheck_max_delay is None, "the full backoff once it failed"
     error = plan.status.error
     assert error is not None and error.error_code == "StorageClearFailed"
     assert "pvc-1" in error.message and why in error.message

@@ -31,6 +31,7 @@ from sluice.core.observed import Observed
 
 CANNOT_START_WHILE_CLEARING = kstatus.CANNOT_START_WHILE_CLEARING
 STORAGE_CLEAR_FAILED = "StorageClearFailed"
+VOLUME_RECHECK_MAX_DELAY = 2.0  # seconds; no watch of the operator's sees a PV go
 
 
 # ---- actions -------------------------------------------------------------------------
@@ -115,6 +116,9 @@ class Plan:
     # Waiting on something no watch reports (a provisioner deleting a volume): look again
     # later, with backoff, even if no event arrives.
     recheck: bool = False
+    # The longest wait between two such looks: short while a provisioner is at work, the
+    # work queue's full backoff once its deletion has failed.
+    recheck_max_delay: float | None = None
     # While Clearing: what the clear is waiting for, for the StorageCleared condition.
     waiting_for: str | None = None
 
@@ -302,6 +306,7 @@ def _wait_for_volumes(observed: Observed, plan: Plan, verdicts: list[volumes.Ver
     if not failed and not deleting:
         return False
     plan.recheck = True
+    plan.recheck_max_delay = None if failed else VOLUME_RECHECK_MAX_DELAY
     names = ", ".join(str(v.record.persistent_volume) for v in deleting)
     plan.waiting_for = f"Claims deleted; waiting for the provisioner to delete {names}."
     if failed:

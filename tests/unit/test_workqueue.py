@@ -1,0 +1,19 @@
+"""The work queue's backoff: exponential per key, capped by the queue or by the caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sluice.workqueue import WorkQueue
+
+
+def test_backoff_doubles_up_to_the_queues_maximum_or_a_callers_cap() -> None:
+    async def delays() -> tuple[list[float], list[float]]:
+        queue = WorkQueue(base_delay=0.5, max_delay=60.0)
+        full = [queue.retry_later(("ns", "a")) for _ in range(9)]
+        capped = [queue.retry_later(("ns", "b"), max_delay=2.0) for _ in range(5)]
+        return full, capped
+
+    full, capped = asyncio.run(delays())
+    assert full == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert capped == [0.5, 1.0, 2.0, 2.0, 2.0]
