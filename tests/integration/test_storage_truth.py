@@ -5,6 +5,7 @@ hostPath directories the in-tree provisioner made for them."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from feldera import FelderaClient, Pipeline
 from kubernetes import client, watch
-from localkube.cluster import LocalCluster
+from localkube.cluster import HOSTPATH_PV, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 from sluice import failpoints
 
@@ -123,6 +124,10 @@ def storage_class(api_client: client.ApiClient) -> Iterator[Any]:
     for pv in core.list_persistent_volume().items:
         if pv.spec.storage_class_name in made:
             core.delete_persistent_volume(pv.metadata.name)
+            # A Retain volume's directory outlives its PV by design: the test removes it.
+            path = pv.spec.host_path.path if pv.spec.host_path else ""
+            if HOSTPATH_PV.match(path):
+                shutil.rmtree(path, ignore_errors=True)
     for name in made:
         storage.delete_storage_class(name)
 
