@@ -17,6 +17,7 @@ from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
 from sluice.core import kstatus
+from sluice.core.conditions import MAX_MESSAGE
 from sluice.core.observed import Observed
 from sluice.events import EventRecorder
 from sluice.kube import Kube
@@ -74,8 +75,7 @@ class StaleObservation(Exception):
 
 
 class Controller:
-    def __init__(self, kube: Kube, events: EventRecorder | None = None) -> None:
-        """With `events`, Events are posted off the reconcile path; without, inline."""
+    def __init__(self, kube: Kube, events: EventRecorder) -> None:
         self.kube = kube
         self.events = events
 
@@ -143,23 +143,9 @@ class Controller:
         return bool(wrote)
 
     def _emit(self, observed: Observed, event: d.Event) -> None:
-        """Events are best effort, as with client-go's recorder: the state they describe is
-        already in status, and a namespace being deleted refuses new Events (403)."""
-        if self.events is not None:
-            self.events.record(observed, event)
-            return
-        try:
-            self.kube.emit_event(observed, event)
-        except ApiException as error:
-            log.warning(
-                "could not record Event %s on %s/%s: %s %s",
-                event.reason,
-                observed.namespace,
-                observed.name,
-                error.status,
-                error.reason,
-                extra={"namespace": observed.namespace, "pipeline": observed.name},
-            )
+        """Events are best effort, as with client-go's recorder (events.py): the state they
+        describe is already in status. Posted off the reconcile path."""
+        self.events.record(observed, event)
 
     def _report(self, observed: Observed, plan: d.Plan, error: ApiException) -> None:
         """Put the failure in status.error (the seed's shape), in the API server's own words,
@@ -185,7 +171,7 @@ class Controller:
         )
         for condition in status.conditions:
             if clearing and condition.type == "StorageCleared":
-                condition.reason, condition.message = code, pipeline_error.message[:32768]
+                condition.reason, condition.message = code, pipeline_error.message[:MAX_MESSAGE]
         try:
             self.kube.write_status(observed, status_body(status))
             self._emit(observed, d.Event("Warning", code, pipeline_error.message))

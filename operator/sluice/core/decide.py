@@ -20,6 +20,7 @@ from typing import Any
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
 from sluice.core import kstatus, manifests, volumes
+from sluice.core.conditions import condition
 from sluice.core.labels import (
     DETACHED_AT,
     DETACHED_FROM,
@@ -490,22 +491,12 @@ def _conditions(
     # kstatus's Reconciling/Stalled (Flux, kpt), consistent with Ready and Argo CD's health.
     wanted += kstatus.reconciling_and_stalled(status, settled, ready_reason, ready_message, problem)
     previous = {c.type: c for c in status.conditions}
-    out = []
-    for type_, ok, reason, message in wanted:
-        value = "True" if ok else "False"
-        before = previous.get(type_)
-        since = now if before is None or before.status != value else before.last_transition_time
-        out.append(
-            api.Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=observed.generation,
-            )
+    return [
+        condition(
+            type_, "True" if ok else "False", reason, message, previous, now, observed.generation
         )
-    return out
+        for type_, ok, reason, message in wanted
+    ]
 
 
 def _transition_events(old: api.PipelineStatus, new: api.PipelineStatus) -> list[Event]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import DeploymentStatus
+from sluice.core.conditions import condition
 
 RECONCILING, STALLED, READY = "Reconciling", "Stalled", "Ready"
 CANNOT_START_WHILE_CLEARING = "CannotStartWhileClearingStorage"
@@ -77,16 +78,5 @@ def failed_conditions(
     out = [c for c in conditions if c.type not in wanted]
     previous = {c.type: c for c in conditions}
     for type_, (value, reason, message) in wanted.items():
-        before = previous.get(type_)
-        since = now if before is None or before.status != value else before.last_transition_time
-        out.append(
-            api.Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message[:32768],
-                last_transition_time=since,
-                observed_generation=generation,
-            )
-        )
+        out.append(condition(type_, value, reason, message, previous, now, generation))
     return out
