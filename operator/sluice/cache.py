@@ -42,6 +42,7 @@ log = logging.getLogger("sluice.cache")
 Key = tuple[str, str]  # (namespace, name)
 Obj = dict[str, Any]
 OnChange = Callable[[Key], None]
+Indexer = Callable[[Obj], Iterable[str]]  # an object's values in one index
 
 PAGE_SIZE = 500
 TOMBSTONE_SECONDS = 300.0  # how long a deletion outranks a late answer to our own write
@@ -50,6 +51,8 @@ WATCH_SECONDS = 300  # the API server ends each watch after this; it is resumed 
 # about every minute) is dropped after this long and resumed from its resourceVersion.
 WATCH_INACTIVITY_SECONDS = 70
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+CLUSTER_SCOPED = frozenset({"persistentvolumes"})
+CLEARING_VOLUME = "clearingVolume"  # the pipelines' index: PV name -> pipelines waiting for it
 
 
 def _resource_version(obj: Obj) -> int:
@@ -67,8 +70,29 @@ def _slim_metadata(meta: Obj) -> Obj:
     return meta
 
 
+def _pick(obj: Obj | None, fields: Iterable[str]) -> Obj:
+    return {f: obj[f] for f in fields if obj and f in obj}
+
+
+def _trim_volume(pv: Obj) -> Obj:
+    """What `core/volumes.py` reads of a PersistentVolume (`record` and `judge`), and what
+    the store needs (name, resourceVersion): the PVs of the whole cluster are kept, most of
+    them not Sluice's, so nothing else."""
+    spec = pv.get("spec") or {}
+    kept: Obj = {
+        "metadata": _pick(pv.get("metadata"), ("name", "resourceVersion", "deletionTimestamp")),
+        "spec": _pick(spec, ("persistentVolumeReclaimPolicy", "storageClassName")),
+        "status": _pick(pv.get("status"), ("phase", "message", "reason")),
+    }
+    if spec.get("claimRef"):
+        kept["spec"]["claimRef"] = _pick(spec["claimRef"], ("name", "namespace"))
+    return kept
+
+
 def trim(kind: str, obj: Obj) -> Obj:
     """Keep what `core/` reads of each kind."""
+    if kind == "persistentvolumes":
+        return _trim_volume(obj)
     kept = {"metadata": _slim_metadata(obj.get("metadata") or {})}
     if kind == "pods":
         kept["status"] = obj.get("status") or {}
@@ -88,11 +112,14 @@ class Store:
     objects are replaced, never mutated, so readers may keep what they got.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, indexers: dict[str, Indexer] | None = None) -> None:
         self.kind = kind
         self._lock = threading.Lock()
         self._objects: dict[Key, Obj] = {}
         self._by_pipeline: dict[Key, dict[str, Obj]] = {}
+        # Further indices, as client-go's Indexers: index name -> value -> objects' keys.
+        self._indexers = indexers or {}
+        self._indices: dict[str, dict[str, set[Key]]] = {name: {} for name in self._indexers}
         # Deleted keys -> (deletion's resourceVersion, when): the answer to our own write
         # may reach the store after the watch reported the deletion; it must not revive it.
         self._tombstones: dict[Key, tuple[int, float]] = {}
@@ -103,6 +130,15 @@ class Store:
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self._objects.get((namespace, name))
+
+    def deleted(self, namespace: str, name: str) -> bool:
+        """Whether a deletion of this object was seen (recently: see TOMBSTONE_SECONDS) and
+        nothing newer since."""
+        return (namespace, name) in self._tombstones and (namespace, name) not in self._objects
+
+    def keys_by_index(self, index: str, value: str) -> list[Key]:
+        with self._lock:
+            return sorted(self._indices[index].get(value, ()))
 
     def for_pipeline(self, namespace: str, pipeline: str) -> list[Obj]:
         with self._lock:
@@ -133,6 +169,9 @@ class Store:
             owner = pipeline_of(self.kind, obj)
             if owner is not None:
                 self._by_pipeline.setdefault((key[0], owner), {})[key[1]] = obj
+            for index, values_of in self._indexers.items():
+                for value in values_of(obj):
+                    self._indices[index].setdefault(value, set()).add(key)
         return True
 
     def delete(self, obj: Obj) -> None:
@@ -160,6 +199,13 @@ class Store:
         return gone
 
     def _unindex(self, key: Key, old: Obj) -> None:
+        for index, values_of in self._indexers.items():
+            for value in values_of(old):
+                keys = self._indices[index].get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._indices[index][value]
         owner = pipeline_of(self.kind, old)
         if owner is None:
             return
@@ -173,6 +219,13 @@ class Store:
 def _key(obj: Obj) -> Key:
     meta = obj["metadata"]
     return str(meta.get("namespace") or ""), str(meta["name"])
+
+
+def clearing_volumes(pipeline: Obj) -> list[str]:
+    """The PVs a pipeline's clear in progress waits for (`status.storage.clearingVolumes`)."""
+    storage = (pipeline.get("status") or {}).get("storage") or {}
+    records = storage.get("clearingVolumes") or []
+    return [str(r["persistentVolume"]) for r in records if r.get("persistentVolume")]
 
 
 def pipeline_of(kind: str, obj: Obj) -> str | None:
@@ -208,7 +261,11 @@ def _is_glob(pattern: str) -> bool:
 
 class Informer:
     """LIST, then WATCH from the list's resourceVersion; on 410 Gone, LIST again. Runs in
-    its own daemon thread; `synced` is set after the first complete LIST."""
+    its own daemon thread; `synced` is set after the first complete LIST.
+
+    Each event goes to `on_change` once per pipeline `route` names for the object (default:
+    the pipeline it is labelled with). An `optional` informer whose first LIST is forbidden
+    says so once, counts as synced and stops (`forbidden` is set): the caller falls back."""
 
     def __init__(
         self,
@@ -218,11 +275,16 @@ class Informer:
         scope: Scope,
         selector: str | None,
         on_change: OnChange,
+        route: Callable[[Obj], Iterable[Key]] | None = None,
+        optional: bool = False,
     ) -> None:
         self.store, self.namespace, self.scope = store, namespace, scope
         self._list_call, self._selector, self._on_change = list_call, selector, on_change
+        self._route = route or functools.partial(_labelled_pipeline, store.kind)
+        self.optional = optional
         self.synced = threading.Event()
         self.stopped = threading.Event()
+        self.forbidden = threading.Event()
         where = namespace or "all namespaces"
         self.name = f"{store.kind} in {where}"
         self._thread = threading.Thread(target=self._run, name=f"informer {self.name}", daemon=True)
@@ -234,6 +296,8 @@ class Informer:
         self.stopped.set()
 
     def _in_scope(self, namespace: str) -> bool:
+        if self.store.kind in CLUSTER_SCOPED:
+            return True
         if self.namespace is not None:
             return namespace == self.namespace
         return self.scope.contains(namespace)
@@ -256,6 +320,15 @@ class Informer:
                 if error.status == 410:
                     resource_version = None  # too old: list again
                     continue
+                if error.status == 403 and self.optional and not self.synced.is_set():
+                    log.debug(  # the caller says what it does instead
+                        "cannot list and watch %s (403 Forbidden: %s)",
+                        self.name,
+                        error.reason,
+                    )
+                    self.forbidden.set()
+                    self.synced.set()
+                    return
                 log.warning(
                     "%s: %s %s; retrying in %.1fs", self.name, error.status, error.reason, delay
                 )
@@ -273,7 +346,10 @@ class Informer:
             page = json.loads(
                 self._call(limit=PAGE_SIZE, **({"_continue": token} if token else {})).data
             )
-            items.extend(o for o in page["items"] if self._in_scope(_key(o)[0]))
+            # Trimmed page by page: a LIST of the cluster's PVs is never held whole.
+            kind = self.store.kind
+            items.extend(trim(kind, o) for o in page["items"] if self._in_scope(_key(o)[0]))
+            del page["items"]
             token = page["metadata"].get("continue")
             if not token:
                 break
@@ -313,9 +389,13 @@ class Informer:
         return resource_version
 
     def _notify(self, obj: Obj) -> None:
-        owner = pipeline_of(self.store.kind, obj)
-        if owner is not None:
-            self._on_change((_key(obj)[0], owner))
+        for key in self._route(obj):
+            self._on_change(key)
+
+
+def _labelled_pipeline(kind: str, obj: Obj) -> list[Key]:
+    owner = pipeline_of(kind, obj)
+    return [] if owner is None else [(_key(obj)[0], owner)]
 
 
 def _events(response: Any) -> Iterator[Obj]:
@@ -326,13 +406,15 @@ def _events(response: Any) -> Iterator[Obj]:
 
 class Cache:
     """The operator's view: one store per kind, each kept by an informer per watched
-    namespace (or one cluster-wide)."""
+    namespace (or one cluster-wide); PersistentVolumes by one cluster-wide informer."""
 
     KINDS = ("pipelines", "statefulsets", "services", "pods", "persistentvolumeclaims")
 
     def __init__(self, api_client: client.ApiClient, scope: Scope, on_change: OnChange) -> None:
         self.scope = scope
         self.stores = {kind: Store(kind) for kind in self.KINDS}
+        self.stores["pipelines"] = Store("pipelines", {CLEARING_VOLUME: clearing_volumes})
+        self.stores["persistentvolumes"] = Store("persistentvolumes")
         core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
         calls: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
@@ -366,6 +448,20 @@ class Cache:
                     call = functools.partial(namespaced, namespace)
                 informer = Informer(self.stores[kind], call, namespace, scope, selector, on_change)
                 self.informers.append(informer)
+        # PVs carry no label of ours (provisioners make them): all of them, trimmed hard; an
+        # event wakes the pipelines whose clear waits for that PV. Optional: an install
+        # that may only get PVs reads them by name instead (`volumes`).
+        self.volume_informer = Informer(
+            self.stores["persistentvolumes"],
+            core.list_persistent_volume,
+            None,
+            scope,
+            None,
+            on_change,
+            route=self.pipelines_waiting_for,
+            optional=True,
+        )
+        self.informers.append(self.volume_informer)
 
     def start(self) -> None:
         for informer in self.informers:
@@ -386,6 +482,11 @@ class Cache:
     @property
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.informers)
+
+    @property
+    def watches_volumes(self) -> bool:
+        """PVs are watched: a volume's deletion arrives as an event (once synced)."""
+        return not self.volume_informer.forbidden.is_set()
 
     def remember(self, kind: str, obj: Obj) -> None:
         """The API server's answer to our own write: newer than anything stored."""
@@ -410,6 +511,25 @@ class Cache:
             ],
             claims=self.stores["persistentvolumeclaims"].for_pipeline(namespace, name),
         )
+
+    def volumes(self, names: Iterable[str]) -> tuple[dict[str, Obj], list[str]]:
+        """The named PVs as watched, and the names the watch cannot vouch for: neither
+        stored nor seen deleted (deleted before the operator started, or not listed yet;
+        or PVs are not watched at all). Only a seen deletion counts as gone here."""
+        store = self.stores["persistentvolumes"]
+        found: dict[str, Obj] = {}
+        unknown: list[str] = []
+        for pv_name in names:
+            pv = store.get("", pv_name) if self.watches_volumes else None
+            if pv is not None:
+                found[pv_name] = pv
+            elif not (self.watches_volumes and store.deleted("", pv_name)):
+                unknown.append(pv_name)
+        return found, unknown
+
+    def pipelines_waiting_for(self, pv: Obj) -> list[Key]:
+        """The pipelines whose clear in progress recorded this PV."""
+        return self.stores["pipelines"].keys_by_index(CLEARING_VOLUME, str(pv["metadata"]["name"]))
 
 
 def _plural_last(list_namespaced: Callable[..., Any], namespace: str) -> Callable[..., Any]:

@@ -3,7 +3,8 @@ the watch-fed cache (cache.py) turns watch events into work-queue keys; workers 
 them from the cache.
 
 Pipelines and the objects they own (StatefulSets, Services, pods, claims) are watched; an
-event on any of them enqueues its pipeline. No kopf progress annotations are written, so a
+event on any of them enqueues its pipeline. PersistentVolumes are watched too; an event on
+one enqueues the pipeline whose clear waits for it. No kopf progress annotations are written, so a
 settled pipeline causes no API writes.
 """
 
@@ -21,6 +22,7 @@ from kubernetes import client
 from sluice import metrics
 from sluice.cache import Cache, Scope
 from sluice.controller import Controller, StaleObservation
+from sluice.core.decide import VOLUME_RECHECK_MAX_DELAY
 from sluice.events import EventRecorder
 from sluice.kube import Kube, load_config
 from sluice.ratelimit import RateLimitedApiClient, TokenBucket
@@ -28,6 +30,10 @@ from sluice.transient import REPORTED, RetryForever, transient_reason
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
+
+# With PVs watched, a clear waiting for a volume is woken by its events; this look is only a
+# safety net (and notices the deletion deadline of core/volumes.py passing).
+VOLUME_SAFETY_RECHECK_SECONDS = 30.0
 
 
 @dataclass
@@ -46,6 +52,9 @@ OPTIONS = RunOptions()
 @kopf.on.startup()
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # Events come from the controller, one per transition
+    # No kopf resource handlers: nothing for kopf to discover, so no watch of CRDs (nor of
+    # namespaces with -n). Its one discovery scan at start-up remains.
+    settings.scanning.disabled = True
     settings.networking.error_backoffs = RetryForever()  # an outage never stops the operator
     loop = asyncio.get_running_loop()
     memo.queue = queue = WorkQueue()
@@ -54,7 +63,8 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
     # Watches hold their connections for minutes: their own client and pool, not limited
     # (a watch is one request); everything else shares the token bucket.
     watching = client.Configuration.get_default_copy()
-    watching.connection_pool_maxsize = len(Cache.KINDS) * len(scope.watched_namespaces())
+    # One per informer: each kind per watched namespace, and the PersistentVolumes.
+    watching.connection_pool_maxsize = len(Cache.KINDS) * len(scope.watched_namespaces()) + 1
 
     def enqueue(key: tuple[str, str]) -> None:  # called from the informer threads
         loop.call_soon_threadsafe(queue.add, key)
@@ -72,6 +82,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
         asyncio.create_task(_work(queue, memo.controller, cache, memo.executor))
         for _ in range(OPTIONS.workers)
     ]
+    memo.workers.append(asyncio.create_task(_say_if_volumes_unwatched(cache)))
 
 
 @kopf.on.cleanup()
@@ -87,6 +98,19 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     stopping = memo.get("stopping")
     if stopping is not None:
         stopping.set()
+
+
+async def _say_if_volumes_unwatched(cache: Cache) -> None:
+    """One line at start-up when the operator may not list and watch PersistentVolumes."""
+    while not cache.synced:
+        await asyncio.sleep(0.05)
+    if not cache.watches_volumes:
+        log.warning(
+            "PersistentVolumes cannot be watched (list/watch on persistentvolumes is not "
+            "granted): a clear reads its volumes by name (get) and looks again every %.0fs "
+            "at most while a provisioner deletes them, instead of following their events",
+            VOLUME_RECHECK_MAX_DELAY,
+        )
 
 
 async def _work(
@@ -124,8 +148,13 @@ async def _work(
         else:
             if outcome.wrote_status:
                 queue.add(key)  # status written and already in the cache: next step now
-            if outcome.recheck:
-                # Waiting on a volume's deletion: look again, backing off.
+            if outcome.recheck and cache.watches_volumes:
+                # Waiting on a volume's deletion: its watch event wakes this key; a slow
+                # look anyway, for what no event brings (the deletion's deadline passing).
+                queue.succeeded(key)
+                queue.add_after(key, VOLUME_SAFETY_RECHECK_SECONDS)
+            elif outcome.recheck:
+                # PVs are not watched here: look again, backing off (capped while deleting).
                 queue.retry_later(key, max_delay=outcome.recheck_max_delay)
             else:
                 queue.succeeded(key)

@@ -99,10 +99,13 @@ class Kube:
             cached = self.cache.observe(namespace, name)
             if cached is None:
                 return None
-            # PVs are read by name only while a clear may run (not watched: the operator's
-            # role may only get them), so a settled pipeline still reads nothing.
+            # PVs are looked at only while a clear may run, as the PV watch has them; read
+            # by name only where the watch cannot vouch for one (see Cache.volumes).
             names = volumes.volume_names_to_observe(cached.pipeline, cached.claims)
-            return dataclasses.replace(cached, volumes=self._volumes(names)) if names else cached
+            if not names:
+                return cached
+            watched, unknown = self.cache.volumes(names)
+            return dataclasses.replace(cached, volumes={**watched, **self._volumes(unknown)})
         pipeline = self.get_pipeline(namespace, name)
         if pipeline is None:
             return None

@@ -19,6 +19,7 @@ class WorkQueue:
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
+        self._later: dict[Key, asyncio.TimerHandle] = {}  # add_after's: one per key
         self._base_delay, self._max_delay = base_delay, max_delay
 
     def add(self, key: Key) -> None:
@@ -52,6 +53,22 @@ class WorkQueue:
         delay = float(min(self._base_delay * 2.0 ** min(failures, 30), cap))
         asyncio.get_running_loop().call_later(delay, self.add, key)
         return delay
+
+    def add_after(self, key: Key, delay: float) -> None:
+        """Add the key after `delay` seconds, unless it is already due to be added sooner
+        this way (one pending timer per key, the earliest, as client-go's delaying queue)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        pending = self._later.get(key)
+        if pending is not None and not pending.cancelled() and pending.when() <= when:
+            return
+        if pending is not None:
+            pending.cancel()
+        self._later[key] = loop.call_at(when, self._add_later, key)
+
+    def _add_later(self, key: Key) -> None:
+        self._later.pop(key, None)
+        self.add(key)
 
     def __len__(self) -> int:
         return len(self._queued)

@@ -17,3 +17,16 @@ def test_backoff_doubles_up_to_the_queues_maximum_or_a_callers_cap() -> None:
     full, capped = asyncio.run(delays())
     assert full == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
     assert capped == [0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_add_after_keeps_one_timer_per_key_the_earliest() -> None:
+    async def added() -> list[tuple[str, str]]:
+        queue = WorkQueue()
+        queue.add_after(("ns", "a"), 0.05)
+        queue.add_after(("ns", "a"), 30.0)  # later: the pending sooner one stands
+        queue.add_after(("ns", "b"), 30.0)
+        queue.add_after(("ns", "b"), 0.05)  # sooner: replaces the later one
+        await asyncio.sleep(0.2)
+        return [await queue.get() for _ in range(len(queue))]
+
+    assert sorted(asyncio.run(added())) == [("ns", "a"), ("ns", "b")]

@@ -32,7 +32,9 @@ from sluice.core.observed import Observed
 
 CANNOT_START_WHILE_CLEARING = kstatus.CANNOT_START_WHILE_CLEARING
 STORAGE_CLEAR_FAILED = "StorageClearFailed"
-VOLUME_RECHECK_MAX_DELAY = 2.0  # seconds; no watch of the operator's sees a PV go
+VOLUME_RECHECK_MAX_DELAY = (
+    2.0  # seconds between looks while a volume is deleted, if nothing wakes us
+)
 
 
 # ---- actions -------------------------------------------------------------------------
