@@ -152,9 +152,8 @@ def test_volume_events_wake_the_pipeline_whose_clear_waits_for_them() -> None:
 
     def list_volumes(**kwargs: Any) -> FakeResponse:
         if not kwargs.get("watch"):
-            listing = {"items": [volume("pv-1", 3), volume("pv-2", 4)], "metadata": {}}
-            listing["metadata"] = {"resourceVersion": "4"}
-            return FakeResponse(data=listing)
+            listed = [volume("pv-1", 3), volume("pv-2", 4)]
+            return FakeResponse(data={"items": listed, "metadata": {"resourceVersion": "4"}})
         events = next(watches, None)
         if events is None:
             informer.stop()
