@@ -230,10 +230,9 @@ def test_operator_with_its_service_account_token_runs_the_lifecycle(
         operator.start()
 
 
-# What the operator calls (operator/sluice/kube.py, handlers.py) and kopf needs, cluster-wide.
+# What the operator calls (operator/sluice/kube.py, cache.py, handlers.py), cluster-wide;
+# kopf needs nothing of its own (no resource handlers, scanning off, standalone).
 ALLOWED = [
-    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     *((verb, "pipelines.sluice.dev") for verb in ("get", "list", "watch", "patch")),
     ("patch", "pipelines.sluice.dev/status"),
     ("update", "pipelines.sluice.dev/finalizers"),  # blockOwnerDeletion, where enforced
@@ -245,7 +244,7 @@ ALLOWED = [
     ("list", "pods"),
     ("watch", "pods"),
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
-    ("get", "persistentvolumes"),
+    *((verb, "persistentvolumes") for verb in ("get", "list", "watch")),
     ("create", "events"),
 ]
 DENIED = [
@@ -269,6 +268,9 @@ DENIED = [
     ("delete", "namespaces"),
     ("delete", "nodes"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),  # kopf's scanning is off
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("watch", "namespaces"),
     ("create", "serviceaccounts/token"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),

@@ -1,11 +1,8 @@
 {{/* The operator's rules, shared by its ClusterRole and Roles (rbac.yaml). */}}
 {{- define "sluice.operatorClusterRules" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["persistentvolumes"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
 {{- end -}}
 {{- define "sluice.operatorNamespacedRules" -}}
 - apiGroups: ["sluice.dev"]
