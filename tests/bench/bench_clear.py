@@ -1,10 +1,12 @@
 """`make bench`: clears side by side with kube-controller-manager (KCM) in the same cluster.
 
 Sluice: one request sets `desiredState: Stopped` and a new `clearRequest` on a running
-pipeline; timed until `Cleared`. KCM, the anchor: a one-replica StatefulSet with a
-volumeClaimTemplate and `persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete}` is
-deleted; timed until its PVC is gone. Both are the same chain (compute goes, then the claim)
-and both are timed from a watch. One clear (median of RUNS, interleaved), then MANY at once
+pipeline; timed until `Cleared` (which Sluice writes only once the claim's Delete volume is
+gone). KCM, the anchor: a one-replica StatefulSet with a volumeClaimTemplate and
+`persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete}` is deleted; timed until its
+PVC and the PV bound to it are gone. Both are the same chain (compute goes, then the claim,
+then the provisioner deletes the volume) and both are timed from watches; when the claims
+were gone is printed too. One clear (median of RUNS, interleaved), then MANY at once
 (one client, MANY requests). Also the API requests one clear costs, by verb, from the API
 server's `apiserver_request_total` (all clients, so KCM's and kwok's share is in both).
 
@@ -86,8 +88,9 @@ def statefulset(name: str, namespace: str) -> dict[str, Any]:
 
 @dataclass
 class Timing:
-    seconds: float  # until the storage is gone
+    seconds: float  # until the storage is gone (the claims and their volumes)
     pods_gone: float  # until the last pod is gone
+    claims_gone: float  # until the last claim is gone
     requests: Counter[tuple[str, str]]
 
 
@@ -96,10 +99,11 @@ class Side:
     with one request each, wait until their storage is gone."""
 
     label = ""
-    pod_label = ""  # the label naming a pod's workload
+    workload_label = ""  # the label naming a pod's or a claim's workload
 
     def __init__(self, api_client: client.ApiClient, kubectl: Kubectl, namespace: str) -> None:
         self.api_client, self.kubectl, self.namespace = api_client, kubectl, namespace
+        self.volumes: set[str] = set()  # the PVs bound to the workloads' claims
 
     def create(self, names: list[str]) -> None:
         raise NotImplementedError
@@ -116,37 +120,73 @@ class Side:
     def timed(self, names: list[str], request: str) -> Timing:
         self.create(names)
         self.wait_running(names)
+        self.volumes = self._bound_volumes(names)
         time.sleep(1.0)  # the start's trailing writes land before counting
         requests = Requests(self.kubectl)
-        pods_gone: list[float] = []
-        watcher = threading.Thread(target=lambda: pods_gone.append(self._wait_pods_gone(names)))
-        watcher.start()
+        core = client.CoreV1Api(self.api_client)
+        gone: dict[str, float] = {}
+        watchers = [
+            threading.Thread(target=self._wait_gone, args=(names, list_, what, gone))
+            for list_, what in (
+                (core.list_namespaced_pod, "pods"),
+                (core.list_namespaced_persistent_volume_claim, "claims"),
+            )
+        ]
+        for watcher in watchers:
+            watcher.start()
         start = time.perf_counter()
         for name in names:
             self.clear(name, request)
         elapsed = self.wait_cleared(names, request) - start
-        watcher.join()
+        for watcher in watchers:
+            watcher.join()
         time.sleep(1.0)  # trailing writes (Events) land before counting
+        nan = float("nan")
         return Timing(
-            elapsed, pods_gone[0] - start if pods_gone else float("nan"), requests.delta()
+            elapsed,
+            gone.get("pods", nan) - start,
+            gone.get("claims", nan) - start,
+            requests.delta(),
         )
 
-    def _wait_pods_gone(self, names: list[str]) -> float:
-        """When the last pod is gone: compute is stopped (the controller-manager's garbage
-        collector deletes them, on both sides)."""
+    def _of_workload(self, names: list[str]) -> Callable[[dict[str, Any]], bool]:
         wanted = set(names)
+        return lambda obj: (obj["metadata"].get("labels") or {}).get(self.workload_label) in wanted
+
+    def _wait_gone(
+        self, names: list[str], list_: Callable[..., Any], what: str, gone: dict[str, float]
+    ) -> None:
+        """When the last pod (compute is stopped; the controller-manager's garbage collector
+        deletes them, on both sides) or the last claim is gone."""
+        listing = functools.partial(list_, self.namespace)
+        gone[what] = watch_until(
+            listing, self._of_workload(names), lambda n: n == 0, TIMEOUT, f"{what} gone"
+        )
+
+    def _bound_volumes(self, names: list[str]) -> set[str]:
         core = client.CoreV1Api(self.api_client)
-        listing = functools.partial(core.list_namespaced_pod, self.namespace)
+        claims = core.list_namespaced_persistent_volume_claim(self.namespace).to_dict()["items"]
+        of_workload = self._of_workload(names)
+        return {
+            c["spec"]["volume_name"] for c in claims if of_workload(c) and c["spec"]["volume_name"]
+        }
 
-        def of_workload(obj: dict[str, Any]) -> bool:
-            return (obj["metadata"].get("labels") or {}).get(self.pod_label) in wanted
-
-        return watch_until(listing, of_workload, lambda n: n == 0, TIMEOUT, "pods gone")
+    def wait_volumes_gone(self) -> float:
+        """When the last PV bound to the workloads' claims is gone."""
+        listing = client.CoreV1Api(self.api_client).list_persistent_volume
+        wanted = set(self.volumes)
+        return watch_until(
+            listing,
+            lambda obj: obj["metadata"]["name"] in wanted,
+            lambda n: n == 0,
+            TIMEOUT,
+            "volumes gone",
+        )
 
 
 class Sluice(Side):
     label = "Sluice"
-    pod_label = PIPELINE_LABEL
+    workload_label = PIPELINE_LABEL
 
     def _list(self) -> Callable[..., Any]:
         custom = client.CustomObjectsApi(self.api_client)
@@ -193,7 +233,7 @@ class Sluice(Side):
 
 class ControllerManager(Side):
     label = "KCM"
-    pod_label = "app"
+    workload_label = "app"
 
     def create(self, names: list[str]) -> None:
         docs = [statefulset(name, self.namespace) for name in names]
@@ -216,16 +256,9 @@ class ControllerManager(Side):
         )
 
     def wait_cleared(self, names: list[str], request: str) -> float:
-        wanted = {f"data-{name}-0" for name in names}
-        core = client.CoreV1Api(self.api_client)
-        listing = functools.partial(core.list_namespaced_persistent_volume_claim, self.namespace)
-        return watch_until(
-            listing,
-            lambda obj: obj["metadata"]["name"] in wanted,
-            lambda n: n == 0,
-            TIMEOUT,
-            "claims gone",
-        )
+        # The claims go before their volumes (the provisioner deletes a PV once its claim is
+        # gone), so the volumes' end is the end; the claims' own is timed beside (`timed`).
+        return self.wait_volumes_gone()
 
 
 def one_clear(
@@ -259,10 +292,11 @@ def report_one(results: dict[str, list[Timing]]) -> None:
     print(f"\none clear, side by side ({len(sluice)} runs each, interleaved; seconds)")
     for label, times in (("Sluice", sluice), ("KCM", kcm)):
         pods = statistics.median(t.pods_gone for t in results[label])
+        claims = statistics.median(t.claims_gone for t in results[label])
         print(
             f"  {label:<7} median {statistics.median(times):.3f}"
-            f"  (min {min(times):.3f}, max {max(times):.3f}; pods gone after {pods:.3f}): "
-            + ", ".join(f"{t:.3f}" for t in times)
+            f"  (min {min(times):.3f}, max {max(times):.3f}; pods gone after {pods:.3f}, "
+            f"claims after {claims:.3f}): " + ", ".join(f"{t:.3f}" for t in times)
         )
     ratio = statistics.median(sluice) / statistics.median(kcm)
     print(f"  ratio Sluice/KCM of medians: {ratio:.2f}")
@@ -277,10 +311,11 @@ def report_one(results: dict[str, list[Timing]]) -> None:
 
 def report_many(results: dict[str, Timing], many: int) -> None:
     sluice, kcm = results["Sluice"], results["KCM"]
-    print(f"\n{many} clears at once (one client, {many} requests; until all storage is gone)")
+    print(f"\n{many} clears at once (one client, {many} requests; until all volumes are gone)")
     print(
-        f"  Sluice {sluice.seconds:.2f} s (pods gone after {sluice.pods_gone:.2f} s), "
-        f"KCM {kcm.seconds:.2f} s (pods gone after {kcm.pods_gone:.2f} s), "
+        f"  Sluice {sluice.seconds:.2f} s (pods gone after {sluice.pods_gone:.2f} s, claims "
+        f"after {sluice.claims_gone:.2f} s), KCM {kcm.seconds:.2f} s (pods gone after "
+        f"{kcm.pods_gone:.2f} s, claims after {kcm.claims_gone:.2f} s), "
         f"ratio {sluice.seconds / kcm.seconds:.2f}"
     )
     for label, timing in results.items():
