@@ -33,6 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
@@ -458,7 +459,7 @@ class Cache:
             scope,
             None,
             on_change,
-            route=self.pipelines_waiting_for,
+            route=self._wake_for_volume,
             optional=True,
         )
         self.informers.append(self.volume_informer)
@@ -526,6 +527,11 @@ class Cache:
             elif not (self.watches_volumes and store.deleted("", pv_name)):
                 unknown.append(pv_name)
         return found, unknown
+
+    def _wake_for_volume(self, pv: Obj) -> list[Key]:
+        waiting = self.pipelines_waiting_for(pv)
+        metrics.VOLUME_EVENTS.inc(len(waiting))
+        return waiting
 
     def pipelines_waiting_for(self, pv: Obj) -> list[Key]:
         """The pipelines whose clear in progress recorded this PV."""

@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         help="client-side limit: requests allowed at once above the rate (default 200)",
     )
     run.add_argument(
+        "--volume-recheck-seconds",
+        type=float,
+        default=30.0,
+        help="while a clear waits for a watched PersistentVolume to go, look again this "
+        "often anyway (its watch events are what normally wake it; default 30)",
+    )
+    run.add_argument(
         "--leader-elect",
         action="store_true",
         help="run as one of several replicas: only the holder of a Lease reconciles",
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=max(1, args.workers),
         kube_api_qps=args.kube_api_qps,
         kube_api_burst=args.kube_api_burst,
+        volume_recheck_seconds=args.volume_recheck_seconds,
     )
     election = (
         (args.leader_election_namespace, args.leader_election_id) if args.leader_elect else None

@@ -31,10 +31,6 @@ from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
 
-# With PVs watched, a clear waiting for a volume is woken by its events; this look is only a
-# safety net (and notices the deletion deadline of core/volumes.py passing).
-VOLUME_SAFETY_RECHECK_SECONDS = 30.0
-
 
 @dataclass
 class RunOptions:
@@ -44,6 +40,9 @@ class RunOptions:
     workers: int = 4
     kube_api_qps: float = 100.0
     kube_api_burst: int = 200
+    # With PVs watched, a clear waiting for a volume is woken by its events; this look is
+    # only a safety net (and notices the deletion deadline of core/volumes.py passing).
+    volume_recheck_seconds: float = 30.0
 
 
 OPTIONS = RunOptions()
@@ -152,7 +151,7 @@ async def _work(
                 # Waiting on a volume's deletion: its watch event wakes this key; a slow
                 # look anyway, for what no event brings (the deletion's deadline passing).
                 queue.succeeded(key)
-                queue.add_after(key, VOLUME_SAFETY_RECHECK_SECONDS)
+                queue.add_after(key, OPTIONS.volume_recheck_seconds)
             elif outcome.recheck:
                 # PVs are not watched here: look again, backing off (capped while deleting).
                 queue.retry_later(key, max_delay=outcome.recheck_max_delay)

@@ -130,6 +130,7 @@ class Kube:
         """The named PersistentVolumes that exist (cluster-scoped; absent ones are gone)."""
         found = {}
         for pv_name in names:
+            metrics.VOLUME_READS.inc()
             try:
                 found[pv_name] = _json(
                     self.core.read_persistent_volume(pv_name, _preload_content=False)

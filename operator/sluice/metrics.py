@@ -28,6 +28,15 @@ KUBE_REQUESTS = Counter(
     "none came).",
     ["method", "code"],
 )
+VOLUME_EVENTS = Counter(
+    "sluice_volume_events",
+    "PersistentVolume watch events that woke a pipeline whose clear waits for that volume.",
+)
+VOLUME_READS = Counter(
+    "sluice_volume_reads",
+    "PersistentVolumes read by name: where PVs are not watched, or for one the watch cannot "
+    "vouch for (deleted before the operator started).",
+)
 LEADER = Gauge("sluice_leader", "1 while this process leads (reconciles), 0 on a standby.")
 
 
