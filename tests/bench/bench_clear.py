@@ -91,6 +91,7 @@ class Timing:
     seconds: float  # until the storage is gone (the claims and their volumes)
     pods_gone: float  # until the last pod is gone
     claims_gone: float  # until the last claim is gone
+    volumes_gone: float  # until the last PV bound to those claims is gone
     requests: Counter[tuple[str, str]]
 
 
@@ -132,6 +133,9 @@ class Side:
                 (core.list_namespaced_persistent_volume_claim, "claims"),
             )
         ]
+        watchers.append(
+            threading.Thread(target=lambda: gone.update(volumes=self.wait_volumes_gone()))
+        )
         for watcher in watchers:
             watcher.start()
         start = time.perf_counter()
@@ -146,6 +150,7 @@ class Side:
             elapsed,
             gone.get("pods", nan) - start,
             gone.get("claims", nan) - start,
+            gone.get("volumes", nan) - start,
             requests.delta(),
         )
 
@@ -293,10 +298,19 @@ def report_one(results: dict[str, list[Timing]]) -> None:
     for label, times in (("Sluice", sluice), ("KCM", kcm)):
         pods = statistics.median(t.pods_gone for t in results[label])
         claims = statistics.median(t.claims_gone for t in results[label])
+        volumes = statistics.median(t.volumes_gone for t in results[label])
         print(
             f"  {label:<7} median {statistics.median(times):.3f}"
-            f"  (min {min(times):.3f}, max {max(times):.3f}; pods gone after {pods:.3f}, "
-            f"claims after {claims:.3f}): " + ", ".join(f"{t:.3f}" for t in times)
+            f"  (min {min(times):.3f}, max {max(times):.3f}; medians: pods gone after "
+            f"{pods:.3f}, claims {claims:.3f}, volumes {volumes:.3f}): "
+            + ", ".join(f"{t:.3f}" for t in times)
+        )
+        print(
+            "    each run, pods/claims/volumes gone: "
+            + ", ".join(
+                f"{t.pods_gone:.3f}/{t.claims_gone:.3f}/{t.volumes_gone:.3f}"
+                for t in results[label]
+            )
         )
     ratio = statistics.median(sluice) / statistics.median(kcm)
     print(f"  ratio Sluice/KCM of medians: {ratio:.2f}")
@@ -314,8 +328,9 @@ def report_many(results: dict[str, Timing], many: int) -> None:
     print(f"\n{many} clears at once (one client, {many} requests; until all volumes are gone)")
     print(
         f"  Sluice {sluice.seconds:.2f} s (pods gone after {sluice.pods_gone:.2f} s, claims "
-        f"after {sluice.claims_gone:.2f} s), KCM {kcm.seconds:.2f} s (pods gone after "
-        f"{kcm.pods_gone:.2f} s, claims after {kcm.claims_gone:.2f} s), "
+        f"{sluice.claims_gone:.2f} s, volumes {sluice.volumes_gone:.2f} s), KCM "
+        f"{kcm.seconds:.2f} s (pods gone after {kcm.pods_gone:.2f} s, claims "
+        f"{kcm.claims_gone:.2f} s, volumes {kcm.volumes_gone:.2f} s), "
         f"ratio {sluice.seconds / kcm.seconds:.2f}"
     )
     for label, timing in results.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench.bench_clear import many_at_once, one_clear, report_many, report_one
 from bench.bench_scale import many_stopped_pipelines
+from bench.bench_volumes import memory_with_many_volumes
 from kubernetes import client
 from localkube.fixtures import Kubectl
 from sluice_fixtures import Operator
@@ -24,3 +25,9 @@ def test_scale_bench_runs(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
     many_stopped_pipelines(kubectl, api_client, namespace, live_operator, 20, idle_window=2.0)
+
+
+def test_volume_memory_bench_runs(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+) -> None:
+    memory_with_many_volumes(kubectl, api_client, namespace, live_operator, 20)
