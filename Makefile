@@ -80,6 +80,7 @@ bench: venv kube-bins $(KUBE_BIN)/hey
 	$(PY) -m pytest tests/bench/bench_rest_api.py -s -q
 	$(PY) -m pytest tests/bench/bench_scale.py -s -q
 	$(PY) -m pytest tests/bench/bench_volumes.py -s -q
+	$(PY) -m pytest tests/bench/bench_kopf_start.py -s -q
 	$(PY) -m pytest tests/bench/bench_failover.py -s -q
 
 # Every control-plane fault case (CI runs only the API server restart), on a cluster of their

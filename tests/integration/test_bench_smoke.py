@@ -3,7 +3,10 @@ timing assertions (the figures are printed; run `make bench` for real ones)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.bench_clear import many_at_once, one_clear, report_many, report_one
+from bench.bench_kopf_start import kopf_against_own_informers
 from bench.bench_scale import many_stopped_pipelines
 from bench.bench_volumes import memory_with_many_volumes
 from kubernetes import client
@@ -31,3 +34,9 @@ def test_volume_memory_bench_runs(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
     memory_with_many_volumes(kubectl, api_client, namespace, live_operator, 20)
+
+
+def test_kopf_start_bench_runs(
+    crd: None, kubectl: Kubectl, api_client: client.ApiClient, namespace: str, kubeconfig: Path
+) -> None:
+    kopf_against_own_informers(kubectl, api_client, namespace, kubeconfig, [5])
