@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import yaml
 from integration.pipelines import apply, manifest, wait_settled
 from kubernetes import client
 from localkube.fixtures import Kubectl
@@ -22,7 +22,7 @@ from sluice_fixtures import Operator
 from bench.watching import cpu_seconds, rss_mib
 
 VOLUMES = int(os.environ.get("SLUICE_BENCH_VOLUMES", "10000"))
-BATCH = 500
+CREATORS = 8
 LABEL = "sluice.dev/bench-volume"
 SETTLE_SECONDS = 5.0  # after the probe pipeline is observed: the lists' garbage is freed
 
@@ -67,9 +67,12 @@ def memory_with_many_volumes(
         without = _started(operator, kubectl, namespace, "probe-a")
         operator.stop()
         created = time.perf_counter()
-        for first in range(0, n, BATCH):
-            docs = [volume(f"{prefix}-{i:05d}") for i in range(first, min(first + BATCH, n))]
-            kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
+        with ThreadPoolExecutor(CREATORS) as pool:  # kubectl creates one at a time
+            list(
+                pool.map(
+                    core.create_persistent_volume, (volume(f"{prefix}-{i:05d}") for i in range(n))
+                )
+            )
         created = time.perf_counter() - created
         listed = core.list_persistent_volume(label_selector=LABEL, limit=1)
         assert listed.metadata.remaining_item_count in (None, n - 1)
