@@ -573,9 +573,11 @@ class LocalCluster:
 
     def start_component(self, name: str) -> None:
         """Start a stopped component again with its own flags and ports; wait until it
-        serves (etcd, kube-apiserver)."""
+        serves (etcd, kube-apiserver, csi-local)."""
         assert self._procs[name].poll() is not None, f"{name} is running"
         args, env = self._commands[name]
+        if name == "csi-local":
+            self.csi_socket.unlink(missing_ok=True)  # a killed driver leaves it behind
         self._spawn(name, args, env, append=True)
         deadline = time.monotonic() + self.timeout
         if name == "etcd":
