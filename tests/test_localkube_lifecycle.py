@@ -81,10 +81,10 @@ def _provision_csi_volume(local: LocalCluster, name: str) -> Path:
         core.create_namespaced_persistent_volume_claim("default", body)
 
         def bound() -> Path | None:
-            pvc = core.read_namespaced_persistent_volume_claim(name, "default")
+            pvc: Any = core.read_namespaced_persistent_volume_claim(name, "default")
             if pvc.status.phase != "Bound":
                 return None
-            pv = core.read_persistent_volume(pvc.spec.volume_name)
+            pv: Any = core.read_persistent_volume(pvc.spec.volume_name)
             return local.csi_volume_dir(pv.spec.csi.volume_handle)
 
         return wait_for(bound, timeout=60, what=f"claim {name} Bound on {CSI_CLASS}")
