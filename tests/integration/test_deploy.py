@@ -247,6 +247,7 @@ ALLOWED = [
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
     ("get", "persistentvolumes"),
     ("create", "events"),
+    ("list", "events"),  # a PV's VolumeFailedDelete Events, while it awaits deletion
 ]
 DENIED = [
     ("create", "pipelines.sluice.dev"),

@@ -422,12 +422,13 @@ def _provisioner_events(api: client.ApiClient, pv_name: str, reason: str) -> lis
     return [str(e.message) for e in listed.items if e.reason == reason]
 
 
-def test_a_csi_deletion_that_keeps_failing_keeps_clearing_until_the_driver_deletes_it(
+def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
 ) -> None:
-    """On CSI a failed DeleteVolume leaves the PV Released (not Failed) and the provisioner
-    retries, posting VolumeFailedDelete: the clear stays Clearing, with the data, and
-    completes on its own once the driver deletes the volume."""
+    """On CSI a failed DeleteVolume leaves the PV Released (not Failed): the provisioner
+    retries and says why only in its VolumeFailedDelete Event. The clear stays Clearing with
+    StorageClearFailed in those words (seconds, not the 5-minute deadline), keeps the data,
+    and completes on its own once the driver deletes the volume."""
     run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
     pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
     data = _write_data(api_client, cluster, pv_name)
@@ -437,19 +438,22 @@ def test_a_csi_deletion_that_keeps_failing_keeps_clearing_until_the_driver_delet
     marker.write_text(refusal)
     try:
         patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
-        failures = wait_for(
-            lambda: [
-                m
-                for m in _provisioner_events(api_client, pv_name, "VolumeFailedDelete")
-                if refusal in m
-            ],
-            timeout=60,
-            what=f"the provisioner's VolumeFailedDelete Event on {pv_name}",
-        )
-        assert failures, failures
-        waiting = get(kubectl, namespace, "orders")["status"]["storage"]
-        assert waiting["status"] == "Clearing", waiting
-        assert [v["persistentVolume"] for v in waiting["clearingVolumes"]] == [pv_name]
+
+        def failed() -> dict[str, Any] | None:
+            now = get(kubectl, namespace, "orders")
+            error = now["status"].get("error") or {}
+            return now if error.get("error_code") == "StorageClearFailed" else None
+
+        stuck = wait_for(failed, timeout=60, what="StorageClearFailed in the provisioner's words")
+        assert stuck["status"]["storage"]["status"] == "Clearing"
+        message = stuck["status"]["error"]["message"]
+        assert pv_name in message and refusal in message and "VolumeFailedDelete" in message
+        (failing,) = stuck["status"]["error"]["details"]["volumes"]
+        assert failing["persistentVolume"] == pv_name, failing
+        provisioner = _provisioner_events(api_client, pv_name, "VolumeFailedDelete")
+        assert any(refusal in m for m in provisioner), provisioner
+        warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
+        assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
         pv = _volume(api_client, pv_name)
         assert pv is not None and pv.status.phase == "Released", pv and pv.status
         assert data.read_bytes() == b"pipeline state"
