@@ -6,8 +6,8 @@ the kubelet for one fake node, so pods are scheduled, become Running and Ready,
 and are really deleted, without containers.
 
 Beside them runs a CSI stack (``tests/csi/build.sh``): the project's driver
-csi-local (controller service only, volumes are directories under
-``<state_dir>/csi``) with the upstream csi-provisioner, snapshot-controller and
+csi-local (identity and controller services; it mounts nothing; volumes are
+directories under ``<state_dir>/csi``) with the upstream csi-provisioner, snapshot-controller and
 csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``.
 
 Every ``up`` creates fresh certificates, picks free ports and wipes etcd. The
@@ -841,7 +841,6 @@ class LocalCluster:
                 "--leader-election=false",
                 retry,
             ],
-            # csi-provisioner prefers $KUBECONFIG to its flag: make both this cluster's.
             env={"KUBECONFIG": kubeconfig},
         )
         self._spawn(
@@ -854,7 +853,6 @@ class LocalCluster:
                 "--extra-create-metadata",
                 retry,
             ],
-            # csi-provisioner prefers $KUBECONFIG to its flag: make both this cluster's.
             env={"KUBECONFIG": kubeconfig},
         )
 
