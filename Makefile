@@ -22,10 +22,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Rebuilds only when the pins in tests/localkube change (build.sh checks); likewise helm
-# and the kstatus judge (tests/tools/build.sh).
+# Rebuilds only when the pins in tests/localkube change (build.sh checks); likewise the CSI
+# stack (tests/csi/build.sh), helm and the kstatus judge (tests/tools/build.sh).
 kube-bins:
 	@tests/localkube/build.sh $(KUBE_BIN)
+	@tests/csi/build.sh $(KUBE_BIN)
 	@tests/tools/build.sh $(KUBE_BIN)
 
 # Prints the path of helm (built from the Go module proxy at a pinned version).

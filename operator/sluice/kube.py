@@ -105,7 +105,10 @@ class Kube:
             if not names:
                 return cached
             watched, unknown = self.cache.volumes(names)
-            return dataclasses.replace(cached, volumes={**watched, **self._volumes(unknown)})
+            found = {**watched, **self._volumes(unknown)}
+            return dataclasses.replace(
+                cached, volumes=found, volume_events=self._volume_events(found)
+            )
         pipeline = self.get_pipeline(namespace, name)
         if pipeline is None:
             return None
@@ -115,6 +118,7 @@ class Kube:
             namespace,
             f"{PIPELINE_LABEL}={name}",
         )
+        found = self._volumes(volumes.volume_names_to_observe(pipeline, claims))
         return Observed(
             pipeline=pipeline,
             statefulset=self._get(self.apps.read_namespaced_stateful_set, name, namespace),
@@ -123,7 +127,8 @@ class Kube:
                 self.core.list_namespaced_pod, namespace, f"{PIPELINE_UID_LABEL}={uid}"
             ),
             claims=claims,
-            volumes=self._volumes(volumes.volume_names_to_observe(pipeline, claims)),
+            volumes=found,
+            volume_events=self._volume_events(found),
         )
 
     def _volumes(self, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -139,6 +144,23 @@ class Kube:
                 if not _missing(error):
                     raise
         return found
+
+    def _volume_events(self, found: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """The provisioner's VolumeFailedDelete Events about each volume waiting for it (a
+        CSI provisioner whose deletion fails says why only there). One list per such PV."""
+        events = {}
+        for pv_name, pv in found.items():
+            if not volumes.awaits_deletion(pv):
+                continue
+            selector = (
+                "involvedObject.kind=PersistentVolume,"
+                f"involvedObject.name={pv_name},reason={volumes.FAILED_DELETE_REASON}"
+            )
+            listed = self.core.list_namespaced_event(
+                volumes.CLUSTER_EVENTS_NAMESPACE, field_selector=selector, _preload_content=False
+            )
+            events[pv_name] = list(_json(listed)["items"])
+        return events
 
     @staticmethod
     def _get(read: Any, name: str, namespace: str) -> dict[str, Any] | None:

@@ -23,8 +23,11 @@ def manifest(
     clear_request: str | None = None,
     policy: str = "Delete",
     size: str = "1Gi",
+    storage_class: str | None = None,
 ) -> str:
     storage: dict[str, Any] = {"size": size, "clearPolicy": policy}
+    if storage_class is not None:
+        storage["storageClassName"] = storage_class
     if clear_request is not None:
         storage["clearRequest"] = clear_request
     return yaml.safe_dump(

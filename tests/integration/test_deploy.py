@@ -246,6 +246,7 @@ ALLOWED = [
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
     *((verb, "persistentvolumes") for verb in ("get", "list", "watch")),
     ("create", "events"),
+    ("list", "events"),  # a PV's VolumeFailedDelete Events, while it awaits deletion
 ]
 DENIED = [
     ("create", "pipelines.sluice.dev"),

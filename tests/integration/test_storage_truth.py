@@ -1,13 +1,14 @@
 """Rule 6 one level down: `Cleared` means the data is gone, or says precisely where it
 remains. Checked at the storage level: the PersistentVolume objects and the files in the
-hostPath directories the in-tree provisioner made for them."""
+directories behind them, on both of the local cluster's classes: `standard` (the in-tree
+hostPath provisioner) and `csi-local` (CSI: the upstream external-provisioner, with its own
+PV finalizer and retries, over csi-local's volume directories)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from feldera import FelderaClient, Pipeline
 from kubernetes import client, watch
-from localkube.cluster import HOSTPATH_PV, LocalCluster
+from localkube.cluster import CSI_CLASS, CSI_DRIVER, HOSTPATH_PV, STORAGE_CLASS, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 from sluice import failpoints
 
@@ -37,6 +38,9 @@ from .test_rest_api import ApiServer, token_for
 pytestmark = pytest.mark.usefixtures("live_operator")
 
 STOP_AND_CLEAR = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+# The provisioner behind each of the local cluster's classes.
+PROVISIONERS = {STORAGE_CLASS: "kubernetes.io/host-path", CSI_CLASS: CSI_DRIVER}
+both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
 
 
 def _volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None:
@@ -61,13 +65,46 @@ def _bound_volume(api: client.ApiClient, kubectl: Kubectl, namespace: str, name:
     return wait_for(bound, what=f"claim {claim} Bound")
 
 
-def _write_data(api: client.ApiClient, pv_name: str) -> Path:
+def _volume_dir(cluster: LocalCluster, pv: client.V1PersistentVolume) -> Path:
+    """Where the volume's data lives: its hostPath, or csi-local's directory for it."""
+    if pv.spec.csi is not None:
+        assert pv.spec.csi.driver == CSI_DRIVER, pv.spec.csi
+        return cluster.csi_volume_dir(pv.spec.csi.volume_handle)
+    assert pv.spec.host_path is not None, pv
+    return Path(pv.spec.host_path.path)
+
+
+def _write_data(api: client.ApiClient, cluster: LocalCluster, pv_name: str) -> Path:
     """A file in the volume's directory, as the pipeline would leave its state."""
     pv = _volume(api, pv_name)
-    assert pv is not None and pv.spec.host_path is not None, pv
-    data = Path(pv.spec.host_path.path) / "state.bin"
+    assert pv is not None, pv_name
+    directory = _volume_dir(cluster, pv)
+    assert directory.is_dir(), directory
+    data = directory / "state.bin"
     data.write_bytes(b"pipeline state")
     return data
+
+
+def _edit_finalizers(
+    api: client.ApiClient, pv_name: str, edit: Callable[[list[str]], list[str]]
+) -> None:
+    """Change a PV's finalizers without undoing a controller's concurrent change: the
+    patch carries the resourceVersion it was computed from, and is redone on a conflict."""
+    core = client.CoreV1Api(api)
+    while True:
+        pv = core.read_persistent_volume(pv_name)
+        body = {
+            "metadata": {
+                "resourceVersion": pv.metadata.resource_version,
+                "finalizers": edit(list(pv.metadata.finalizers or [])) or None,
+            }
+        }
+        try:
+            core.patch_persistent_volume(pv_name, body)
+            return
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
 
 
 def _first_cleared(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -101,7 +138,7 @@ def _reasons_once_cleared(api: client.ApiClient, namespace: str, name: str) -> l
 
 
 @pytest.fixture
-def storage_class(api_client: client.ApiClient) -> Iterator[Any]:
+def storage_class(api_client: client.ApiClient, cluster: LocalCluster) -> Iterator[Any]:
     """Makes StorageClasses for one test and deletes them (and volumes left behind) after."""
     made: list[str] = []
     storage = client.StorageV1Api(api_client)
@@ -128,16 +165,23 @@ def storage_class(api_client: client.ApiClient) -> Iterator[Any]:
             path = pv.spec.host_path.path if pv.spec.host_path else ""
             if HOSTPATH_PV.match(path):
                 shutil.rmtree(path, ignore_errors=True)
+            if pv.spec.csi is not None:
+                shutil.rmtree(cluster.csi_volume_dir(pv.spec.csi.volume_handle), True)
     for name in made:
         storage.delete_storage_class(name)
 
 
+@both_classes
 def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    cluster: LocalCluster,
+    storage_class_name: str,
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders")
+    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
     pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    data = _write_data(api_client, pv_name)
+    data = _write_data(api_client, cluster, pv_name)
 
     patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
     cleared = _first_cleared(api_client, namespace, "orders")
@@ -207,6 +251,7 @@ def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_
     assert reasons.count("StorageCleared") == 1
 
 
+@both_classes
 def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_remains(
     kubectl: Kubectl,
     api_client: client.ApiClient,
@@ -215,15 +260,16 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     kubeconfig: Path,
     tmp_path: Path,
     cluster: LocalCluster,
+    storage_class_name: str,
 ) -> None:
-    retain = storage_class("Retain")
+    retain = storage_class("Retain", provisioner=PROVISIONERS[storage_class_name])
     obj = yaml.safe_load(manifest("orders", namespace))
     obj["spec"]["storage"]["storageClassName"] = retain
     apply(kubectl, yaml.safe_dump(obj))
     wait_condition(kubectl, namespace, "orders", "Running")
     pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
-    data = _write_data(api_client, pv_name)
+    data = _write_data(api_client, cluster, pv_name)
 
     patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
@@ -311,29 +357,39 @@ def test_detach_names_the_detached_claim_as_retained(
     assert _volume(api_client, pv_name) is not None
 
 
+@both_classes
 def test_deleting_a_pipeline_waits_for_its_volume(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    cluster: LocalCluster,
+    storage_class_name: str,
 ) -> None:
     """Rule 11 one level down: the Pipeline goes away only after its volume has."""
-    run_and_wait(kubectl, namespace, "orders")
+    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
     pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    data = _write_data(api_client, pv_name)
+    data = _write_data(api_client, cluster, pv_name)
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=90s", timeout=100)
     assert _volume(api_client, pv_name) is None
     assert not data.exists()
 
 
+@both_classes
 def test_killed_while_waiting_for_the_volume_clears_exactly_once(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
+    storage_class_name: str,
 ) -> None:
     """Rule 14 extends to the new wait: a finalizer holds the PV (its directory already
     deleted by the provisioner) while the operator is killed; after a restart, once the PV
     is gone, the clear completes exactly once."""
-    run_and_wait(kubectl, namespace, "orders")
+    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
     pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    core = client.CoreV1Api(api_client)
     hold = "sluice.dev/test-hold"
-    core.patch_persistent_volume(pv_name, {"metadata": {"finalizers": [hold]}})
+    # Beside the PV's own finalizers (the CSI provisioner's among them).
+    _edit_finalizers(api_client, pv_name, lambda present: [*present, hold])
 
     live_operator.stop()
     live_operator.start(failpoints=failpoints.WHILE_WAITING_FOR_VOLUME, namespace=namespace)
@@ -350,9 +406,134 @@ def test_killed_while_waiting_for_the_volume_clears_exactly_once(
     pv = _volume(api_client, pv_name)
     assert pv is not None and pv.metadata.deletion_timestamp is not None
     assert get(kubectl, namespace, "orders")["status"]["storage"]["status"] == "Clearing"
-    pv_patch = json.dumps({"metadata": {"finalizers": None}})
-    kubectl("patch", "pv", pv_name, "--type", "merge", "-p", pv_patch)
+    _edit_finalizers(api_client, pv_name, lambda present: [f for f in present if f != hold])
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=90)
     reasons = _reasons_once_cleared(api_client, namespace, "orders")
     assert reasons.count("StorageCleared") == 1
     assert reasons.count("StorageClearing") == 1
+
+
+def _provisioner_events(api: client.ApiClient, pv_name: str, reason: str) -> list[str]:
+    """Messages of the PV's Events with that reason (a PV's Events live in `default`)."""
+    listed = client.CoreV1Api(api).list_namespaced_event(
+        "default",
+        field_selector=f"involvedObject.kind=PersistentVolume,involvedObject.name={pv_name}",
+    )
+    return [str(e.message) for e in listed.items if e.reason == reason]
+
+
+def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
+) -> None:
+    """On CSI a failed DeleteVolume leaves the PV Released (not Failed): the provisioner
+    retries and says why only in its VolumeFailedDelete Event. The clear stays Clearing with
+    StorageClearFailed in those words (seconds, not the 5-minute deadline), keeps the data,
+    and completes on its own once the driver deletes the volume."""
+    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    data = _write_data(api_client, cluster, pv_name)
+    handle = data.parent.name
+    refusal = f"injected: disk {uuid.uuid4().hex[:6]} is read-only"
+    marker = cluster.csi_dir / "fail-delete" / handle
+    marker.write_text(refusal)
+    try:
+        patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+
+        def failed() -> dict[str, Any] | None:
+            now = get(kubectl, namespace, "orders")
+            error = now["status"].get("error") or {}
+            return now if error.get("error_code") == "StorageClearFailed" else None
+
+        stuck = wait_for(failed, timeout=60, what="StorageClearFailed in the provisioner's words")
+        assert stuck["status"]["storage"]["status"] == "Clearing"
+        message = stuck["status"]["error"]["message"]
+        assert pv_name in message and refusal in message and "VolumeFailedDelete" in message
+        (failing,) = stuck["status"]["error"]["details"]["volumes"]
+        assert failing["persistentVolume"] == pv_name, failing
+        provisioner = _provisioner_events(api_client, pv_name, "VolumeFailedDelete")
+        assert any(refusal in m for m in provisioner), provisioner
+        warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
+        assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
+        pv = _volume(api_client, pv_name)
+        assert pv is not None and pv.status.phase == "Released", pv and pv.status
+        assert data.read_bytes() == b"pipeline state"
+    finally:
+        marker.unlink(missing_ok=True)
+
+    # The driver deletes on the provisioner's next retry: the clear finishes by itself.
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=120)
+    assert _volume(api_client, pv_name) is None
+    assert not data.parent.exists()
+    done = get(kubectl, namespace, "orders")
+    assert "error" not in done["status"]
+    assert _reasons_once_cleared(api_client, namespace, "orders").count("StorageCleared") == 1
+
+
+def test_a_pipeline_on_csi_gets_a_csi_volume_and_a_snapshot_of_its_claim_is_ready(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
+) -> None:
+    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
+    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    pv = _volume(api_client, pv_name)
+    assert pv is not None and pv.spec.csi is not None, pv
+    assert pv.spec.csi.driver == CSI_DRIVER and pv.spec.host_path is None
+    data = _write_data(api_client, cluster, pv_name)
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+
+    custom = client.CustomObjectsApi(api_client)
+    snapshots = ("snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots")
+    custom.create_namespaced_custom_object(
+        *snapshots,
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": "orders-snap"},
+            "spec": {
+                "volumeSnapshotClassName": CSI_CLASS,
+                "source": {"persistentVolumeClaimName": claim},
+            },
+        },
+    )
+
+    def ready() -> dict[str, Any] | None:
+        snap: Any = custom.get_namespaced_custom_object(*snapshots, "orders-snap")
+        status = snap.get("status") or {}
+        return snap if status.get("readyToUse") is True else None
+
+    snap = wait_for(ready, timeout=60, what="VolumeSnapshot orders-snap ReadyToUse")
+    content = custom.get_cluster_custom_object(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "volumesnapshotcontents",
+        snap["status"]["boundVolumeSnapshotContentName"],
+    )
+    handle = content["status"]["snapshotHandle"]
+    assert (cluster.csi_dir / "snapshots" / f"{handle}.tar").is_file()
+
+    # The archive is the volume's content: a claim restored from it holds the same file.
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "restored"},
+            "spec": {
+                "storageClassName": CSI_CLASS,
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "dataSource": {
+                    "apiGroup": "snapshot.storage.k8s.io",
+                    "kind": "VolumeSnapshot",
+                    "name": "orders-snap",
+                },
+            },
+        },
+    )
+
+    def restored() -> str | None:
+        pvc = core.read_namespaced_persistent_volume_claim("restored", namespace)
+        return pvc.spec.volume_name if pvc.status.phase == "Bound" else None
+
+    restored_pv = _volume(api_client, wait_for(restored, timeout=60, what="restored claim Bound"))
+    assert restored_pv is not None
+    copy = _volume_dir(cluster, restored_pv) / data.name
+    assert copy.read_bytes() == data.read_bytes()

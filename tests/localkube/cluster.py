@@ -5,6 +5,11 @@ kubectl, kwok) are built from upstream Go modules by ``build.sh``. kwok plays
 the kubelet for one fake node, so pods are scheduled, become Running and Ready,
 and are really deleted, without containers.
 
+Beside them runs a CSI stack (``tests/csi/build.sh``): the project's driver
+csi-local (identity and controller services; it mounts nothing; volumes are
+directories under ``<state_dir>/csi``) with the upstream csi-provisioner, snapshot-controller and
+csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``.
+
 Every ``up`` creates fresh certificates, picks free ports and wipes etcd. The
 pids and ports are recorded in ``<state_dir>/state.json`` so ``down`` (or the
 next ``up``) can stop a cluster started by another process.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import http.client
 import ipaddress
 import json
@@ -48,12 +54,33 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 STORAGE_CLASS = "standard"
+# The CSI stack: driver name (csi-local's GetPluginInfo), its StorageClass and VolumeSnapshotClass.
+CSI_DRIVER = "csi-local.sluice.dev"
+CSI_CLASS = "csi-local"
+CSI_SNAPSHOT_CRDS_FILE = "csi-snapshot-crds.yaml"
+# A unix socket's path is limited to 107 bytes.
+_MAX_SOCKET_PATH = 100
 # Where the controller-manager's hostPath provisioner creates volumes (hard-coded upstream).
 HOSTPATH_PV = re.compile(r"^/tmp/hostpath_pv/[0-9a-f-]{36}$")
 
+CSI_COMPONENTS = ("csi-local", "csi-provisioner", "snapshot-controller", "csi-snapshotter")
 # Order of start.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-STOP_ORDER = (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",))
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    *CSI_COMPONENTS,
+)
+STOP_ORDER = (
+    ("kwok", "kube-scheduler", "kube-controller-manager", *CSI_COMPONENTS),
+    ("kube-apiserver",),
+    ("etcd",),
+)
+# How soon the sidecars retry a failed CSI call at most (upstream default 5 min): a test
+# that makes DeleteVolume fail and then lets it succeed sees the success within seconds.
+CSI_RETRY_INTERVAL_MAX = "5s"
 
 # kwok ships no stages in the kwok binary itself (it exits with "no stages
 # found"); kwokctl passes its defaults, and build.sh copies the same upstream
@@ -351,6 +378,25 @@ class LocalCluster:
         return self.state_dir / "pki"
 
     @property
+    def csi_dir(self) -> Path:
+        """csi-local's state: volumes/<volume-id>/ are the volumes' data; a file
+        fail-delete/<volume-id> (or fail-snapshot/<volume-id>) makes DeleteVolume (or
+        CreateSnapshot) of that volume fail with the file's content as the error."""
+        return self.state_dir / "csi"
+
+    @property
+    def csi_socket(self) -> Path:
+        path = self.state_dir / "csi.sock"
+        if len(str(path)) <= _MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
+        return Path(f"/tmp/localkube-csi-{digest}.sock")
+
+    def csi_volume_dir(self, volume_handle: str) -> Path:
+        """Where csi-local keeps a volume's data (a PV's spec.csi.volumeHandle)."""
+        return self.csi_dir / "volumes" / volume_handle
+
+    @property
     def apiserver_port(self) -> int:
         return int(self._read_state().get("ports", {}).get("apiserver", 0))
 
@@ -527,9 +573,11 @@ class LocalCluster:
 
     def start_component(self, name: str) -> None:
         """Start a stopped component again with its own flags and ports; wait until it
-        serves (etcd, kube-apiserver)."""
+        serves (etcd, kube-apiserver, csi-local)."""
         assert self._procs[name].poll() is not None, f"{name} is running"
         args, env = self._commands[name]
+        if name == "csi-local":
+            self.csi_socket.unlink(missing_ok=True)  # a killed driver leaves it behind
         self._spawn(name, args, env, append=True)
         deadline = time.monotonic() + self.timeout
         if name == "etcd":
@@ -537,6 +585,8 @@ class LocalCluster:
             self._wait("etcd /health", name, lambda: _etcd_healthy(port), deadline)
         elif name == "kube-apiserver":
             self._wait("kube-apiserver /readyz", name, self._apiserver_ready, deadline)
+        elif name == "csi-local":
+            self._wait("csi-local's socket", name, self.csi_socket.exists, deadline)
 
     def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         self.kill(name, sig)
@@ -589,6 +639,8 @@ class LocalCluster:
         # Volumes still provisioned when the cluster stops: no controller deletes them now.
         for path in provisioned:
             shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.csi_dir, ignore_errors=True)
+        self.csi_socket.unlink(missing_ok=True)
 
     def _reap(self) -> None:
         for proc in self._procs.values():
@@ -640,8 +692,9 @@ class LocalCluster:
         sd = self.state_dir
         binaries = {name: self.binary(name) for name in COMPONENTS}
         sd.mkdir(parents=True, exist_ok=True)
-        for sub in ("etcd", "logs", "pki", "kwok"):
+        for sub in ("etcd", "logs", "pki", "kwok", "csi"):
             shutil.rmtree(sd / sub, ignore_errors=True)
+        self.csi_socket.unlink(missing_ok=True)
         self.log_dir.mkdir()
         self.state_file.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
@@ -707,6 +760,21 @@ class LocalCluster:
         )
 
         kubeconfig = str(self.kubeconfig)
+        api = _Api(self)
+        try:
+            # Early, so the CRDs are established by the time snapshot-controller lists them.
+            api.create_snapshot_crds(self.binary(CSI_SNAPSHOT_CRDS_FILE))
+        finally:
+            api.close()
+        socket_path = str(self.csi_socket)
+        self._spawn(
+            "csi-local",
+            [
+                str(binaries["csi-local"]),
+                f"--endpoint=unix://{socket_path}",
+                f"--state-dir={self.csi_dir}",
+            ],
+        )
         self._spawn(
             "kube-controller-manager",
             [
@@ -749,10 +817,54 @@ class LocalCluster:
             # kwok also loads $KWOK_WORKDIR/kwok.yaml (default ~/.kwok): keep it ours.
             env={"KWOK_WORKDIR": f"{sd}/kwok"},
         )
+        self._wait("csi-local's socket", "csi-local", self.csi_socket.exists, deadline)
+        retry = f"--retry-interval-max={CSI_RETRY_INTERVAL_MAX}"
+        self._spawn(
+            "csi-provisioner",
+            [
+                str(binaries["csi-provisioner"]),
+                f"--csi-address={socket_path}",
+                f"--kubeconfig={kubeconfig}",
+                "--leader-election=false",
+                # Parameters name the PVC and PV (csi.storage.k8s.io/pvc/name, ...).
+                "--extra-create-metadata",
+                retry,
+            ],
+            # csi-provisioner prefers $KUBECONFIG to its flag: make both this cluster's.
+            env={"KUBECONFIG": kubeconfig},
+        )
+        self._spawn(
+            "snapshot-controller",
+            [
+                str(binaries["snapshot-controller"]),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-election=false",
+                retry,
+            ],
+            env={"KUBECONFIG": kubeconfig},
+        )
+        self._spawn(
+            "csi-snapshotter",
+            [
+                str(binaries["csi-snapshotter"]),
+                f"--csi-address={socket_path}",
+                f"--kubeconfig={kubeconfig}",
+                "--leader-election=false",
+                "--extra-create-metadata",
+                retry,
+            ],
+            env={"KUBECONFIG": kubeconfig},
+        )
 
         api = _Api(self)
         try:
             api.create_defaults()
+            self._wait(
+                "VolumeSnapshotClass csi-local",
+                "snapshot-controller",
+                api.create_snapshot_class,
+                deadline,
+            )
             self._wait("node to be Ready", "kwok", api.node_ready, deadline)
             self._wait(
                 "node to be untainted", "kube-controller-manager", api.node_untainted, deadline
@@ -798,9 +910,49 @@ class _Api:
         self.api_client: Any = client.ApiClient(conf)
         self.core = client.CoreV1Api(self.api_client)
         self.storage = client.StorageV1Api(self.api_client)
+        self.extensions = client.ApiextensionsV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
 
     def close(self) -> None:
         self.api_client.close()
+
+    def create_snapshot_crds(self, path: Path) -> None:
+        """VolumeSnapshot, VolumeSnapshotContent and VolumeSnapshotClass (upstream's)."""
+        for crd in yaml.safe_load_all(path.read_text()):
+            if crd:
+                self._create(self.extensions.create_custom_resource_definition, crd)
+
+    def _create(self, create: Callable[..., Any], body: Any) -> None:
+        try:
+            create(body)
+        except self._client.ApiException as err:
+            if err.status != 409:
+                raise
+
+    def create_snapshot_class(self) -> bool:
+        """The VolumeSnapshotClass; False while its CRD is not served yet."""
+        body = {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotClass",
+            "metadata": {
+                "name": CSI_CLASS,
+                "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"},
+            },
+            "driver": CSI_DRIVER,
+            "deletionPolicy": "Delete",
+        }
+        try:
+            self._create(
+                lambda b: self.custom.create_cluster_custom_object(
+                    "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", b
+                ),
+                body,
+            )
+        except self._client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
 
     def create_defaults(self) -> None:
         client = self._client
@@ -812,6 +964,18 @@ class _Api:
             provisioner="kubernetes.io/host-path",
             reclaim_policy="Delete",
             volume_binding_mode="Immediate",
+        )
+        csi_class = client.V1StorageClass(
+            metadata=client.V1ObjectMeta(name=CSI_CLASS),
+            provisioner=CSI_DRIVER,
+            reclaim_policy="Delete",
+            volume_binding_mode="Immediate",
+        )
+        # attachRequired false: no VolumeAttachment to wait for (no node plugin would
+        # answer one); podInfoOnMount false: nothing mounts.
+        csi_driver = client.V1CSIDriver(
+            metadata=client.V1ObjectMeta(name=CSI_DRIVER),
+            spec=client.V1CSIDriverSpec(attach_required=False, pod_info_on_mount=False),
         )
         resources = {"cpu": "32", "memory": "256Gi", "pods": "250"}
         node = client.V1Node(
@@ -830,13 +994,11 @@ class _Api:
         )
         for create, body in (
             (self.storage.create_storage_class, storage_class),
+            (self.storage.create_storage_class, csi_class),
+            (self.storage.create_csi_driver, csi_driver),
             (self.core.create_node, node),
         ):
-            try:
-                create(body)
-            except client.ApiException as err:
-                if err.status != 409:
-                    raise
+            self._create(create, body)
 
     def _node(self) -> Any:
         return self.core.read_node(NODE_NAME)

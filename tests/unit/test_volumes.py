@@ -139,6 +139,53 @@ def test_the_same_failure_is_not_announced_twice() -> None:
     assert [e for e in plan.events if e.type == "Warning"] == []
 
 
+def failed_delete(message: str, last: str = LATER) -> dict[str, Any]:
+    """A VolumeFailedDelete Event as the CSI external-provisioner posts it on the PV."""
+    return {
+        "reason": "VolumeFailedDelete",
+        "type": "Warning",
+        "message": message,
+        "lastTimestamp": last,
+        "involvedObject": {"kind": "PersistentVolume", "name": "pvc-1"},
+    }
+
+
+def test_a_csi_deletion_failing_in_an_event_is_an_error_in_the_provisioners_words() -> None:
+    """CSI: the PV stays Released (no phase Failed); the provisioner's Event says why."""
+    why = "rpc error: code = Internal desc = disk is read-only"
+    observed = Observed(
+        clearing(),
+        volumes={"pvc-1": volume(phase="Released")},
+        volume_events={"pvc-1": [failed_delete("older words", NOW), failed_delete(why)]},
+    )
+    plan = d.decide(observed, LATER)
+    assert plan.status.storage.status == StorageStatus.CLEARING
+    error = plan.status.error
+    assert error is not None and error.error_code == "StorageClearFailed"
+    assert "pvc-1" in error.message and why in error.message and "older" not in error.message
+    assert error.details["volumes"][0]["reason"] == f"VolumeFailedDelete: {why}"
+    assert plan.recheck and plan.recheck_max_delay is None
+
+
+def test_a_deletion_failure_from_before_the_clear_does_not_count() -> None:
+    before = "2026-11-28T09:00:00Z"
+    observed = Observed(
+        clearing(),
+        volumes={"pvc-1": volume(phase="Released")},
+        volume_events={"pvc-1": [failed_delete("an old failure", before)]},
+    )
+    plan = d.decide(observed, LATER)
+    assert plan.status.error is None
+    assert plan.recheck_max_delay == d.VOLUME_RECHECK_MAX_DELAY
+
+
+def test_failure_events_are_read_only_for_released_delete_volumes() -> None:
+    assert volumes.awaits_deletion(volume(phase="Released"))
+    assert not volumes.awaits_deletion(volume(phase="Bound"))
+    assert not volumes.awaits_deletion(volume(phase="Released", policy="Retain"))
+    assert volumes.failed_deletion([{"reason": "Other", "lastTimestamp": LATER}], NOW) is None
+
+
 def test_a_volume_that_outlives_the_deadline_is_a_failure_but_the_clear_keeps_waiting() -> None:
     plan = d.decide(Observed(clearing(), volumes={"pvc-1": volume(phase="Released")}), MUCH_LATER)
     assert plan.status.storage.status == StorageStatus.CLEARING

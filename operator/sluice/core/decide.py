@@ -274,6 +274,7 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
             record.claim in detached,
             storage.clearing_since,
             now,
+            observed.volume_events.get(record.persistent_volume or ""),
         )
         for record in storage.clearing_volumes
     ]

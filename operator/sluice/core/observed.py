@@ -17,6 +17,9 @@ class Observed:
     narrows that to the ones proven to belong to this very object (rule 13). `volumes`
     holds the PersistentVolumes (by name) bound to those claims or recorded by a clear in
     progress, read only while a clear may run (`volumes.volume_names_to_observe`).
+    `volume_events` holds the Events about those of them waiting for their provisioner
+    (`volumes.awaits_deletion`), by PV name: a CSI provisioner reports a failing deletion
+    only there.
     """
 
     pipeline: dict[str, Any]
@@ -25,6 +28,7 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
     claims: list[dict[str, Any]] = field(default_factory=list)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    volume_events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

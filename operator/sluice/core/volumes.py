@@ -20,6 +20,11 @@ from sluice.api import v1alpha1 as api
 # How long a Delete volume may outlive its claim before the wait counts as a failure that
 # a person should look at (provisioners normally take seconds). The clear keeps waiting.
 VOLUME_DELETE_DEADLINE_SECONDS = 300.0
+# A CSI provisioner (kubernetes-csi external-provisioner) whose DeleteVolume fails leaves
+# the PV Released, retries, and says why only in a Warning Event with this reason on the PV.
+FAILED_DELETE_REASON = "VolumeFailedDelete"
+# Where Events about cluster-scoped objects (PVs) are recorded.
+CLUSTER_EVENTS_NAMESPACE = "default"
 
 
 class VolumeFate(StrEnum):
@@ -84,8 +89,10 @@ def judge(
     detached: bool,
     clearing_since: str | None,
     now: str,
+    pv_events: list[dict[str, Any]] | None = None,
 ) -> Verdict:
-    """The fate of one recorded volume once its claim is gone (or detached)."""
+    """The fate of one recorded volume once its claim is gone (or detached). `pv_events`:
+    the Events about the PV (read only while it waits for deletion, `awaits_deletion`)."""
     if detached:
         return Verdict(rec, VolumeFate.RETAINED)
     if rec.persistent_volume is None or pv is None or not _still_ours(pv, rec):
@@ -101,6 +108,9 @@ def judge(
     if phase == "Failed":
         why = status.get("message") or status.get("reason") or "no reason given"
         return Verdict(rec, VolumeFate.FAILED, f"phase Failed: {why}")
+    refused = failed_deletion(pv_events or [], clearing_since)
+    if refused:
+        return Verdict(rec, VolumeFate.FAILED, f"{FAILED_DELETE_REASON}: {refused}")
     waited = _seconds_between(clearing_since, now)
     if waited is not None and waited > VOLUME_DELETE_DEADLINE_SECONDS:
         return Verdict(
@@ -110,6 +120,34 @@ def judge(
             f"(reclaim policy {policy})",
         )
     return Verdict(rec, VolumeFate.DELETING)
+
+
+def awaits_deletion(pv: dict[str, Any]) -> bool:
+    """A Released Delete volume: its provisioner is deleting it, or failing to."""
+    spec, status = pv.get("spec") or {}, pv.get("status") or {}
+    return (
+        spec.get("persistentVolumeReclaimPolicy") == "Delete" and status.get("phase") == "Released"
+    )
+
+
+def failed_deletion(events: list[dict[str, Any]], clearing_since: str | None) -> str | None:
+    """The provisioner's words for its latest failed deletion of the volume during this
+    clear (a VolumeFailedDelete Event last seen since the clear began), else None."""
+    latest: tuple[datetime, str] | None = None
+    for event in events:
+        if event.get("reason") != FAILED_DELETE_REASON:
+            continue
+        stamp = event.get("lastTimestamp") or event.get("eventTime")
+        try:
+            seen = _parse(str(stamp))
+            began = _parse(clearing_since) if clearing_since else None
+        except ValueError:
+            continue
+        if began is not None and seen < began.replace(microsecond=0):
+            continue  # an earlier clear's (or an earlier claim's) failure
+        if latest is None or seen >= latest[0]:
+            latest = (seen, str(event.get("message") or "no message"))
+    return latest[1] if latest else None
 
 
 def _still_ours(pv: dict[str, Any], rec: api.VolumeRecord) -> bool:

@@ -3,6 +3,10 @@
 - apiGroups: [""]
   resources: ["persistentvolumes"]
   verbs: ["get", "list", "watch"]
+# A PV's VolumeFailedDelete Events, in namespace default (see deploy/rbac.yaml).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 {{- end -}}
 {{- define "sluice.operatorNamespacedRules" -}}
 - apiGroups: ["sluice.dev"]
