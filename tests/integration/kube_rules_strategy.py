@@ -80,11 +80,18 @@ PADDED = st.builds(
     QUANTITY_TEXT,
     st.sampled_from(["", "", "", " ", "\t"]),
 )
+# What users write, most of the time: valid amounts whole or not, in common units.
+COMMON = st.one_of(
+    st.integers(min_value=0, max_value=64),
+    st.sampled_from(["500m", "1", "2", "4", "0.5", "1.5", "100m", "1Gi", "64Mi", "2Mi", "4Gi"]),
+    st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 512), st.sampled_from(["Mi", "Gi"])),
+)
 QUANTITIES: st.SearchStrategy[int | str] = st.one_of(
+    *[COMMON] * 6,
     st.integers(min_value=-3, max_value=5),
     st.integers(min_value=0, max_value=2**31),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    *[PADDED] * 6,
+    *[PADDED] * 4,
 )
 
 LABEL = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
@@ -98,11 +105,11 @@ PAGE_SIZES = st.one_of(
 )
 
 RESOURCE_NAMES = st.one_of(
-    *[st.sampled_from(["cpu", "memory", "ephemeral-storage"])] * 6,
+    *[st.sampled_from(["cpu", "memory", "ephemeral-storage"])] * 10,
     # hugepages-<size>
     *[st.builds(lambda size: f"hugepages-{size}", PAGE_SIZES)] * 3,
     # Extended resources: domain-prefixed, outside kubernetes.io/.
-    *[st.sampled_from(["nvidia.com/gpu", "example.com/gpu", "amd.com/gpu", "a.b/c"])] * 3,
+    *[st.sampled_from(["nvidia.com/gpu", "example.com/gpu", "amd.com/gpu", "a.b/c"])] * 4,
     st.builds(lambda prefix, name: f"{prefix}/{name}", SUBDOMAIN, NAME_PART),
     # The kubernetes.io/ namespace: native, so neither extended nor integer.
     st.sampled_from(
@@ -139,27 +146,32 @@ RESOURCE_NAMES = st.one_of(
 )
 
 
-def resource_maps() -> st.SearchStrategy[dict[str, int | str]]:
-    return st.dictionaries(RESOURCE_NAMES, QUANTITIES, max_size=4)
+# Names users write, for specs that are meant to be mostly right.
+USUAL_NAMES = st.sampled_from(
+    ["cpu", "memory", "ephemeral-storage", "hugepages-2Mi", "hugepages-1Gi", "nvidia.com/gpu"]
+)
 
 
 @st.composite
 def resources(draw: st.DrawFn) -> dict[str, Any]:
-    """limits and requests, often sharing names (requests == limits, or not)."""
-    limits = draw(resource_maps())
-    requests = draw(resource_maps())
+    """limits and requests, often sharing names (requests == limits, or not). Half the specs
+    lean towards what users write, so that both sides of the line are reached often."""
+    usual = draw(st.booleans())
+    names, values = (USUAL_NAMES, COMMON) if usual else (RESOURCE_NAMES, QUANTITIES)
+    limits = draw(st.dictionaries(names, values, max_size=3))
+    requests = draw(st.dictionaries(names, values, max_size=3))
     for name, value in limits.items():
         choice = draw(st.sampled_from(["same", "same", "other", "absent"]))
         if choice == "same":
             requests[name] = value
         elif choice == "other":
-            requests[name] = draw(QUANTITIES)
+            requests[name] = draw(values)
         else:
             requests.pop(name, None)
     if draw(st.booleans()):
         # Hugepages need cpu or memory: often there, sometimes not.
         target = draw(st.sampled_from([limits, requests]))
-        target.setdefault(draw(st.sampled_from(["cpu", "memory"])), draw(QUANTITIES))
+        target.setdefault(draw(st.sampled_from(["cpu", "memory"])), draw(values))
     out: dict[str, Any] = {}
     if limits or draw(st.booleans()):
         out["limits"] = limits
@@ -168,4 +180,4 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
-STORAGE_SIZES: st.SearchStrategy[int | str] = QUANTITIES
+STORAGE_SIZES: st.SearchStrategy[int | str] = st.one_of(*[COMMON] * 3, QUANTITIES)

@@ -73,14 +73,27 @@ STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 MAX_RESOURCE_NAMES = 16
 
 
+# White space other than ' ' that strings.TrimSpace would remove. Quantity.UnmarshalJSON
+# trims the raw JSON text, where a JSON encoder writes these as escapes (\t, \u00a0), so
+# the API server trims only plain spaces from the claim and StatefulSet the operator sends.
+OTHER_SPACE = (
+    r"[\t\n\v\f\r\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}"
+    r"\x{205F}\x{3000}]"
+)
+
+
 def _text(value: str) -> str:
-    """A quantity's text as the API server parses it: JSON decoding trims white space."""
+    """A quantity's text as the API server parses it: spaces around it are trimmed."""
     return f"string({value}).trim()"
 
 
 def _parses(value: str) -> str:
     text = _text(value)
-    return f"(!{text}.matches(r'{LONG_EXPONENT}') && isQuantity({text}))"
+    raw = f"string({value})"
+    return (
+        f"(!{raw}.matches(r'^ *{OTHER_SPACE}|{OTHER_SPACE} *$')"
+        f" && !{text}.matches(r'{LONG_EXPONENT}') && isQuantity({text}))"
+    )
 
 
 def _quantity(value: str) -> str:
@@ -93,15 +106,15 @@ def _ceil(text: str) -> str:
     q = f"quantity({text})"
     t = f"int({q}.asApproximateFloat())"
     return (
-        f"(quantity(string({t})).compareTo({q}) >= 0 ? {t}"
-        f" : (quantity(string({t} + 1)).compareTo({q}) >= 0 ? {t} + 1 : {t} + 2))"
+        f"(quantity('0').add({t}).compareTo({q}) >= 0 ? {t}"
+        f" : (quantity('1').add({t}).compareTo({q}) >= 0 ? {t} + 1 : {t} + 2))"
     )
 
 
 def _whole(text: str) -> str:
     """Kubernetes' integer test, MilliValue() % 1000 == 0: milli-units round up, so a value
     within 1m below a whole number counts as whole (0.9999 does, 0.999 does not)."""
-    return f"quantity({text}).add(quantity('1m')).isGreaterThan(quantity(string({_ceil(text)})))"
+    return f"quantity({text}).add(quantity('1m')).isGreaterThan(quantity('0').add({_ceil(text)}))"
 
 
 def _counted(text: str) -> str:
@@ -152,8 +165,8 @@ def _map_rules(field: str) -> list[dict[str, str]]:
     return [
         {
             "rule": f"self.all(k, {_valid_name('k')})",
-            "messageExpression": f"'{field} names ' + self.filter(k, !{_valid_name('k')})"
-            ".map(k, \"'\" + k + \"'\").join(', ') + ', but a container resource is cpu, "
+            "messageExpression": f"'{field} names \"' + self.filter(k, !{_valid_name('k')})[0]"
+            " + '\", but a container resource is cpu, "
             "memory, ephemeral-storage, hugepages-<size> (e.g. hugepages-2Mi) or a "
             "domain-prefixed name (e.g. nvidia.com/gpu); the name part has at most 63 "
             "letters, digits, dashes, dots or underscores'",
