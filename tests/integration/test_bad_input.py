@@ -181,3 +181,24 @@ def test_a_refusal_downstream_reads_like_the_api_server(
     row = kubectl("-n", namespace, "get", "pipeline", "orders", "--no-headers").stdout.split()
     assert row[:4] == ["orders", "Running", "Provisioning", "Cleared"], row
     assert live_operator.alive
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "orders",
+        "orders:1.2",
+        "registry.example:5000/team/orders:1.2",
+        "Registry.Example/orders",
+        "localhost/orders",
+        "[::1]:5000/orders:v1",
+        "registry.example/orders@sha256:" + "0123456789abcdef" * 4,
+        "registry.example/orders:1@sha512:" + "0123456789abcdef" * 8,
+    ],
+)
+def test_every_kind_of_image_reference_is_admitted(
+    image: str, kubectl: Kubectl, namespace: str
+) -> None:
+    obj = yaml.safe_load(manifest("orders", namespace))
+    obj["spec"]["image"] = image
+    kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(obj))
