@@ -25,7 +25,7 @@ BAD: list[tuple[str, str, Any]] = [
     ("spec.storage.clearPolicy", "spec.storage.clearPolicy", "Shred"),
     ("spec.storage.storageClassName", "spec.storage.storageClassName", ""),
     ("spec.storage.clearRequest", "spec.storage.clearRequest", "x" * 254),
-    ("spec.resources.limits.cpu", "spec.resources.limits", {"cpu": "two"}),
+    ("spec.resources.limits[cpu]", "spec.resources.limits", {"cpu": "two"}),
     # Rule 16: admitted only if its claim and StatefulSet would be admitted too.
     ("spec.storage.size", "spec.storage.size", 0),
     ("spec.storage.size", "spec.storage.size", -5),
@@ -39,7 +39,22 @@ BAD: list[tuple[str, str, Any]] = [
         {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "1500m"}},
     ),
     ("spec.resources.limits", "spec.resources.limits", {"nvidia com/gpu": 1}),
+    ("spec.resources.limits", "spec.resources.limits", {"pods": 1}),
+    ("spec.resources.limits", "spec.resources.limits", {"requests.example.com/gpu": 1}),
+    # Extended resources and hugepages are admitted (test_extended_resources.py) under
+    # Kubernetes' own rules: whole amounts, requests == limits, hugepages with cpu or memory.
     ("spec.resources.requests", "spec.resources.requests", {"example.com/gpu": 1}),
+    ("spec.resources.limits", "spec.resources.limits", {"example.com/gpu": "0.5"}),
+    (
+        "spec.resources.requests",
+        "spec.resources",
+        {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}},
+    ),
+    ("spec.resources", "spec.resources.limits", {"hugepages-2Mi": "64Mi"}),
+    ("spec.resources.limits", "spec.resources.limits", {"memory": "1Gi", "hugepages-2Mi": "3Mi"}),
+    ("spec.storage.size", "spec.storage.size", "\t1Gi"),
+    ("spec.image", "spec.image", "registry.example/Orders:1"),
+    ("spec.image", "spec.image", "registry.example/orders@sha256:abc"),
     ("spec.image", "spec.image", "registry.example/orders:1\x0b"),
     ("spec.image", "spec.image", "\u00a0registry.example/orders:1"),
     ("spec.storage.storageClassName", "spec.storage.storageClassName", "Fast_SSD"),
@@ -166,3 +181,24 @@ def test_a_refusal_downstream_reads_like_the_api_server(
     row = kubectl("-n", namespace, "get", "pipeline", "orders", "--no-headers").stdout.split()
     assert row[:4] == ["orders", "Running", "Provisioning", "Cleared"], row
     assert live_operator.alive
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "orders",
+        "orders:1.2",
+        "registry.example:5000/team/orders:1.2",
+        "Registry.Example/orders",
+        "localhost/orders",
+        "[::1]:5000/orders:v1",
+        "registry.example/orders@sha256:" + "0123456789abcdef" * 4,
+        "registry.example/orders:1@sha512:" + "0123456789abcdef" * 8,
+    ],
+)
+def test_every_kind_of_image_reference_is_admitted(
+    image: str, kubectl: Kubectl, namespace: str
+) -> None:
+    obj = yaml.safe_load(manifest("orders", namespace))
+    obj["spec"]["image"] = image
+    kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(obj))

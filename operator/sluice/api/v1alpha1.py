@@ -23,51 +23,188 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # StatefulSet pod labels carry "<name>-<10-char hash>" and must fit in 63 characters.
 MAX_NAME_LENGTH = 52
 
-# Exponents have at most two digits: parsing `1e64914025368` takes the API server longer
-# than its request timeout (found by the property test as a 504).
-QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][0-9]{1,2})?$"
+# What the API server checks, mirrored in CEL so that a Pipeline is admitted if and only if
+# the claim and StatefulSet built from it would be (contract rule 16). The Go functions named
+# below are Kubernetes' own (k8s.io/kubernetes pkg/apis/core/validation and .../core/helper,
+# k8s.io/apimachinery pkg/api/resource); CEL's quantity() is the same parser as theirs.
+
 # A quantity's text is short; the bound also keeps the CEL rules' cost estimate low.
 QUANTITY_MAX_LENGTH = 64
+# Parsing `1e64914025368` takes the API server longer than its request timeout (found by the
+# property test as a 504): the exponent becomes a power of ten with billions of digits. An
+# exponent of at most three digits parses at once; longer ones are refused before parsing.
+LONG_EXPONENT = "[eE][-+]?[0-9]{4}"
+# Extended resources and hugepages are counted in int64 milli-units by Kubernetes, which
+# overflow silently beyond ~9.2e15; amounts above 2^53 - 1 are refused rather than judged
+# by wrapped-around arithmetic (and so that a double holds them exactly).
+LARGEST_COUNTED = 2**53 - 1
 # DNS-1123 subdomain, as the API server checks a claim's storageClassName.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # DNS-1035 label, as the API server checks a Service name: the pipeline's name becomes one.
 DNS_LABEL_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
-# Printable ASCII without spaces: the API server refuses an image with leading or trailing
-# whitespace in Unicode's sense (Go's strings.TrimSpace), which `\S` in a schema pattern
-# (RE2, ASCII-only) does not catch, e.g. a vertical tab or a no-break space.
-IMAGE_PATTERN = r"^[!-~]+$"
-# Container resources Sluice accepts: the standard ones. Extended resources (vendor.com/x)
-# and hugepages carry more rules (integers, requests == limits, paired cpu/memory) that the
-# operator does not need; refusing them keeps "admitted" == "runnable" (rule 16).
-RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+# The name part of a qualified name (IsQualifiedName): at most 63 characters.
+QUALIFIED_NAME_PART = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+# A qualified name with a DNS subdomain prefix, e.g. nvidia.com/gpu (prefix length apart).
+PREFIXED_RESOURCE_NAME = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/" + QUALIFIED_NAME_PART + "$"
+)
+# The container runtime's reference grammar: github.com/distribution/reference v0.6.0's
+# ReferenceRegexp (what the kubelet's ParseNormalizedNamed applies before pulling), with
+# `\w` and `[[:xdigit:]]` spelled out. The StatefulSet itself only needs a non-empty image;
+# a reference outside this grammar is refused on purpose: the kubelet can never pull it
+# (the pod waits in InvalidImageName forever).
+IMAGE_REFERENCE = (
+    r"^((?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[(?:[a-fA-F0-9:]+)\])"
+    r"(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*)"
+    r"(?::([0-9A-Za-z_][0-9A-Za-z_.-]{0,127}))?"
+    r"(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9A-Fa-f]{32,}))?$"
+)
+# go-digest accepts the algorithms it has linked (the kubelet links sha256 and sha512), each
+# with its exact length of lower-case hex.
+IMAGE_DIGEST = "@(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$"
+# The repository path (the name without registry, tag or digest) has at most 255 characters.
+IMAGE_PATH = r"^((localhost|[^/]*[.:A-Z][^/]*)/)?[^:@]{1,255}(:[^/@]*)?(@.*)?$"
+# The standard container resources; hugepages-<size> and domain-prefixed names also exist.
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+# How many resource names one map may hold: Kubernetes sets no bound, the CEL cost
+# estimate needs one, and a container with more than 16 kinds of resource is unheard of.
+MAX_RESOURCE_NAMES = 16
 
 
-def _int_or_quantity(cel_on_quantity: str, cel_on_int: str) -> str:
-    """A CEL rule on an int-or-string quantity: integers as such, strings as quantities."""
+# White space other than ' ' that strings.TrimSpace would remove. Quantity.UnmarshalJSON
+# trims the raw JSON text, where a JSON encoder writes these as escapes (\t, \u00a0), so
+# the API server trims only plain spaces from the claim and StatefulSet the operator sends.
+OTHER_SPACE = (
+    r"[\t\n\v\f\r\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}"
+    r"\x{205F}\x{3000}]"
+)
+
+
+def _text(value: str) -> str:
+    """A quantity's text as the API server parses it: spaces around it are trimmed."""
+    return f"string({value}).trim()"
+
+
+def _parses(value: str) -> str:
+    text = _text(value)
+    raw = f"string({value})"
     return (
-        f"type(self) == int ? {cel_on_int} : (type(self) == string"
-        f" && self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self) && {cel_on_quantity})"
+        f"(!{raw}.matches(r'^ *{OTHER_SPACE}|{OTHER_SPACE} *$')"
+        f" && !{text}.matches(r'{LONG_EXPONENT}') && isQuantity({text}))"
     )
 
 
-def _quantity(description: str, positive: bool) -> Any:
-    rule = (
-        _int_or_quantity("quantity(self).isGreaterThan(quantity('0'))", "self > 0")
-        if positive
-        else _int_or_quantity("!quantity(self).isLessThan(quantity('0'))", "self >= 0")
+def _quantity(value: str) -> str:
+    return f"quantity({_text(value)})"
+
+
+def _ceil(text: str) -> str:
+    """ceil() of a quantity, as an int (Quantity.Value()). Exact below 2^53: the double is
+    within one of the value, so the ceiling is one of three integers next to it."""
+    q = f"quantity({text})"
+    t = f"int({q}.asApproximateFloat())"
+    return (
+        f"(quantity('0').add({t}).compareTo({q}) >= 0 ? {t}"
+        f" : (quantity('1').add({t}).compareTo({q}) >= 0 ? {t} + 1 : {t} + 2))"
     )
+
+
+def _whole(text: str) -> str:
+    """Kubernetes' integer test, MilliValue() % 1000 == 0: milli-units round up, so a value
+    within 1m below a whole number counts as whole (0.9999 does, 0.999 does not)."""
+    return f"quantity({text}).add(quantity('1m')).isGreaterThan(quantity('0').add({_ceil(text)}))"
+
+
+def _counted(text: str) -> str:
+    return f"!quantity({text}).isGreaterThan(quantity('{LARGEST_COUNTED}'))"
+
+
+def _native(name: str) -> str:
+    """IsNativeResource: unprefixed, or anywhere in the kubernetes.io/ namespace."""
+    return f"(!{name}.contains('/') || {name}.contains('kubernetes.io/'))"
+
+
+def _overcommit_allowed(name: str) -> str:
+    return f"({_native(name)} && !{name}.startsWith('hugepages-'))"
+
+
+def _valid_name(name: str) -> str:
+    """validateContainerResourceName: a standard name, hugepages-<anything qualified>, a
+    kubernetes.io/ name, or an extended name (IsExtendedResourceName: not `requests.`, and
+    still a qualified name with `requests.` in front, so a prefix of at most 244)."""
+    standard = ", ".join(f"'{n}'" for n in STANDARD_RESOURCES)
+    return (
+        f"({name} in [{standard}]"
+        f" || ({name}.startsWith('hugepages-') && {name}.matches(r'^{QUALIFIED_NAME_PART}$'))"
+        f" || ({name}.matches(r'{PREFIXED_RESOURCE_NAME}')"
+        f" && ({name}.contains('kubernetes.io/') ? {name}.indexOf('/') <= 253"
+        f" : (!{name}.startsWith('requests.') && {name}.indexOf('/') <= 244))))"
+    )
+
+
+def _page(name: str) -> str:
+    return f"{name}.substring(10)"  # after "hugepages-"
+
+
+def _whole_pages(name: str, value: str) -> str:
+    """IsHugePageResourceValueDivisible: the page size parses, is positive and whole, and
+    the amount rounded up is a multiple of it."""
+    page = _page(name)
+    return (
+        f"!{page}.matches(r'{LONG_EXPONENT}') && isQuantity({page})"
+        f" && quantity({page}).isGreaterThan(quantity('0')) && {_counted(page)}"
+        f" && {_whole(page)} && {_ceil(_text(value))} % {_ceil(page)} == 0"
+    )
+
+
+def _map_rules(field: str) -> list[dict[str, str]]:
+    """Rules on one of resources.limits / resources.requests (self is the map)."""
+    valid = _parses("self[k]")
+    return [
+        {
+            "rule": f"self.all(k, {_valid_name('k')})",
+            "messageExpression": f"'{field} names \"' + self.filter(k, !{_valid_name('k')})[0]"
+            " + '\", but a container resource is cpu, "
+            "memory, ephemeral-storage, hugepages-<size> (e.g. hugepages-2Mi) or a "
+            "domain-prefixed name (e.g. nvidia.com/gpu); the name part has at most 63 "
+            "letters, digits, dashes, dots or underscores'",
+            "message": f"{field} names a resource that containers do not have",
+        },
+        {
+            "rule": f"self.all(k, {_native('k')} || !{valid}"
+            f" || ({_counted(_text('self[k]'))} && {_whole(_text('self[k]'))}))",
+            "message": f"{field} gives an extended resource (a domain-prefixed name such as "
+            f"nvidia.com/gpu) an amount that is not a whole number of at most "
+            f"{LARGEST_COUNTED}, e.g. 1 or 2",
+        },
+        {
+            "rule": f"self.all(k, !k.startsWith('hugepages-') || !{valid}"
+            f" || ({_counted(_text('self[k]'))} && {_whole_pages('k', 'self[k]')}))",
+            "message": f"{field} gives hugepages-<size> an amount that is not a whole number "
+            f"of pages (e.g. hugepages-2Mi: 64Mi), or a size that is not a positive whole "
+            f"quantity, or more than {LARGEST_COUNTED} bytes",
+        },
+    ]
+
+
+def _quantity_schema(field: str, description: str, positive: bool) -> Any:
+    comparison = "isGreaterThan" if positive else "isLessThan"
+    sign = "" if positive else "!"
     return WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
             "maxLength": QUANTITY_MAX_LENGTH,
             "description": description,
             "x-kubernetes-validations": [
                 {
-                    "rule": rule,
-                    "message": f"must be a {'positive' if positive else 'non-negative'} "
-                    "quantity, e.g. 500m, 2, 30Gi",
+                    "rule": f"{_parses('self')} && {sign}{_quantity('self')}"
+                    f".{comparison}(quantity('0'))",
+                    "message": f"{field} must be a {'positive' if positive else 'non-negative'}"
+                    " quantity, e.g. 500m, 2, 1.5 or 30Gi (an exponent has at most three "
+                    "digits)",
                 }
             ],
         }
@@ -75,25 +212,24 @@ def _quantity(description: str, positive: bool) -> Any:
 
 
 # Like core/v1 quantities: `cpu: 2` and `memory: 4Gi` are both accepted.
-Quantity = Annotated[
-    int | str, _quantity("A non-negative Kubernetes quantity, e.g. 500m, 2, 4Gi.", positive=False)
+ResourceQuantity = Annotated[
+    int | str,
+    _quantity_schema(
+        "each amount in spec.resources",
+        "A non-negative Kubernetes quantity, e.g. 500m, 2, 4Gi.",
+        positive=False,
+    ),
 ]
-PositiveQuantity = Annotated[
-    int | str, _quantity("A positive Kubernetes quantity, e.g. 30Gi.", positive=True)
+StorageSize = Annotated[
+    int | str,
+    _quantity_schema(
+        "spec.storage.size", "A positive Kubernetes quantity, e.g. 30Gi.", positive=True
+    ),
 ]
 
 
-def _resource_map(what: str) -> dict[str, Any]:
-    names = ", ".join(f"'{n}'" for n in RESOURCE_NAMES)
-    return {
-        "maxProperties": len(RESOURCE_NAMES),
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.all(name, name in [{names}])",
-                "message": f"{what} may name only {', '.join(RESOURCE_NAMES)}",
-            }
-        ],
-    }
+def _resource_map(field: str) -> dict[str, Any]:
+    return {"maxProperties": MAX_RESOURCE_NAMES, "x-kubernetes-validations": _map_rules(field)}
 
 
 class DesiredState(StrEnum):
@@ -128,47 +264,87 @@ class _Model(BaseModel):
     )
 
 
+def _both_parse(name: str) -> str:
+    return f"{_parses(f'self.requests[{name}]')} && {_parses(f'self.limits[{name}]')}"
+
+
+def _request_vs_limit() -> str:
+    return f"{_quantity('self.requests[k]')}.compareTo({_quantity('self.limits[k]')})"
+
+
+def _hugepages_in(field: str) -> str:
+    return f"(has(self.{field}) && self.{field}.exists(k, k.startsWith('hugepages-')))"
+
+
+def _cpu_or_memory_in(field: str) -> str:
+    return f"(has(self.{field}) && ('cpu' in self.{field} || 'memory' in self.{field}))"
+
+
 class ResourceRequirements(_Model):
     """Compute resources of the pipeline's container (core/v1 ResourceRequirements)."""
 
+    # validateResourceRequirements' rules across the two maps.
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    # The API server's own rule for containers: a request above its limit
-                    # would make the StatefulSet unadmittable.
-                    "rule": "!has(self.requests) || !has(self.limits) || self.requests.all(r,"
-                    " !(r in self.limits) || !isQuantity(string(self.requests[r]))"
-                    " || !isQuantity(string(self.limits[r]))"
-                    " || quantity(string(self.requests[r]))"
-                    ".compareTo(quantity(string(self.limits[r]))) <= 0)",
+                    "rule": "!has(self.requests) || !has(self.limits) || self.requests.all(k,"
+                    f" !(k in self.limits) || !{_overcommit_allowed('k')}"
+                    f" || !({_both_parse('k')}) || {_request_vs_limit()} <= 0)",
                     "fieldPath": ".requests",
                     "reason": "FieldValueInvalid",
-                    "message": "each of resources.requests must be less than or equal to "
-                    "its resources.limits",
-                }
+                    "message": "each of spec.resources.requests must be less than or equal to "
+                    "its spec.resources.limits",
+                },
+                {
+                    "rule": "!has(self.requests) || !has(self.limits) || self.requests.all(k,"
+                    f" !(k in self.limits) || {_overcommit_allowed('k')}"
+                    f" || !({_both_parse('k')}) || {_request_vs_limit()} == 0)",
+                    "fieldPath": ".requests",
+                    "reason": "FieldValueInvalid",
+                    "message": "spec.resources.requests of an extended resource or of "
+                    "hugepages must equal its spec.resources.limits: they cannot be "
+                    "overcommitted",
+                },
+                {
+                    "rule": "!has(self.requests) || self.requests.all(k,"
+                    f" {_overcommit_allowed('k')} || (has(self.limits) && k in self.limits))",
+                    "fieldPath": ".limits",
+                    "reason": "FieldValueRequired",
+                    "message": "an extended resource or hugepages in spec.resources.requests "
+                    "needs the same amount in spec.resources.limits: they cannot be "
+                    "overcommitted",
+                },
+                {
+                    "rule": f"!({_hugepages_in('limits')} || {_hugepages_in('requests')})"
+                    f" || {_cpu_or_memory_in('limits')} || {_cpu_or_memory_in('requests')}",
+                    "reason": "FieldValueForbidden",
+                    "message": "spec.resources with hugepages must also set cpu or memory "
+                    "(in spec.resources.requests or spec.resources.limits)",
+                },
             ]
         }
     )
 
-    limits: dict[str, Quantity] | None = Field(
+    limits: dict[str, ResourceQuantity] | None = Field(
         default=None,
-        description="Maximum resources, e.g. {cpu: 2, memory: 4Gi}; "
-        f"names: {', '.join(RESOURCE_NAMES)}.",
-        json_schema_extra=_resource_map("resources.limits"),
+        description="Maximum resources, e.g. {cpu: 2, memory: 4Gi, nvidia.com/gpu: 1}; names: "
+        "cpu, memory, ephemeral-storage, hugepages-<size>, or an extended resource (a "
+        "domain-prefixed name, whole amounts).",
+        json_schema_extra=_resource_map("spec.resources.limits"),
     )
-    requests: dict[str, Quantity] | None = Field(
+    requests: dict[str, ResourceQuantity] | None = Field(
         default=None,
-        description="Resources the scheduler reserves, e.g. {cpu: 1}; at most the limit; "
-        f"names: {', '.join(RESOURCE_NAMES)}.",
-        json_schema_extra=_resource_map("resources.requests"),
+        description="Resources the scheduler reserves, e.g. {cpu: 1}; at most the limit, and "
+        "equal to it for extended resources and hugepages; names as for limits.",
+        json_schema_extra=_resource_map("spec.resources.requests"),
     )
 
 
 class StorageSpec(_Model):
     """Where the pipeline keeps its state, and how a clear disposes of it."""
 
-    size: PositiveQuantity = Field(
+    size: StorageSize = Field(
         description="Size of the pipeline's PersistentVolumeClaim, e.g. 30Gi; more than 0. "
         "Can only change while storage is Cleared."
     )
@@ -176,7 +352,16 @@ class StorageSpec(_Model):
         default=None,
         min_length=1,
         max_length=253,
-        pattern=DNS_SUBDOMAIN_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches(r'{DNS_SUBDOMAIN_PATTERN}')",
+                    "message": "spec.storage.storageClassName must be a DNS subdomain: "
+                    "lower-case letters, digits, '-' and '.', starting and ending with a "
+                    "letter or digit, e.g. fast-ssd",
+                }
+            ]
+        },
         description="StorageClass of the claim; the cluster default when unset. "
         "Can only change while storage is Cleared.",
     )
@@ -208,7 +393,7 @@ class PipelineSpec(_Model):
                     " && oldSelf.storage.clearRequest == self.storage.clearRequest)",
                     "fieldPath": ".storage.clearRequest",
                     "reason": "FieldValueForbidden",
-                    "message": "a new storage.clearRequest needs desiredState: Stopped "
+                    "message": "a new spec.storage.clearRequest needs desiredState: Stopped "
                     "(StorageStatusImmutableUnlessStopped): storage can only be cleared "
                     "once the pipeline is stopped; set desiredState: Stopped in the same "
                     "change and the operator stops, then clears",
@@ -225,8 +410,22 @@ class PipelineSpec(_Model):
     image: str = Field(
         min_length=1,
         max_length=1024,
-        pattern=IMAGE_PATTERN,
-        description="Container image of the pipeline's runtime (printable ASCII, no spaces).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches(r'{IMAGE_REFERENCE}')"
+                    f" && !self.matches(r'^[a-f0-9]{{64}}$')"
+                    f" && (!self.contains('@') || self.matches(r'{IMAGE_DIGEST}'))"
+                    f" && self.matches(r'{IMAGE_PATH}')",
+                    "message": "spec.image must be an image reference the kubelet can "
+                    "pull, such as orders:1.2, registry.example:5000/team/orders:1.2 or "
+                    "registry.example/orders@sha256:<64 hex digits>: the repository is "
+                    "lower-case ASCII letters, digits and . _ - / separators, with no spaces",
+                }
+            ]
+        },
+        description="Container image of the pipeline's runtime: a reference the kubelet can "
+        "pull, e.g. registry.example:5000/team/orders:1.2 or ...@sha256:<digest>.",
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="Compute resources of the pipeline's container."
