@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,54 @@ def response_errors(
         return [f"{method} {path} {status}: body is not JSON ({error})"]
     ref = _pointer("", "paths", path, method.lower(), "responses", str(status), "content", media)
     return schema_errors(f"{ref}/schema", instance)
+
+
+# ---- a client generated from Feldera's document ------------------------------------------
+#
+# openapi-python-client (PyPI, pinned in the dev extras) generates a typed client whose
+# from_dict refuses a missing required field and an unknown enum value. It cannot build a
+# model for a property that is a `$ref` (or `allOf: [$ref]`) with a `default` ("ModelProperty
+# cannot have a default value"), and then drops RuntimeConfig, StorageOptions and
+# PipelineInfo entirely, so it is given the document without those defaults: they only say
+# what the server assumes for an absent field, which a parser never fills in.
+
+CLIENT_PACKAGE = "feldera_api_client"
+
+
+def _without_model_defaults(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_without_model_defaults(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    drop = "default" if ("allOf" in node or "$ref" in node) else None
+    return {k: _without_model_defaults(v) for k, v in node.items() if k != drop}
+
+
+def generated_client_path() -> Path:
+    """The directory holding the generated package `feldera_api_client` (made once per
+    document version, in .cache/feldera)."""
+    version = document()["info"]["version"]
+    out = document_path().parent / f"python-client-{version}"
+    if (out / CLIENT_PACKAGE / "client.py").exists():
+        return out
+    work = document_path().parent / "python-client-work"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "openapi.json").write_text(json.dumps(_without_model_defaults(document())))
+    (work / "config.yaml").write_text(
+        f"post_hooks: []\nproject_name_override: feldera-api-client\n"
+        f"package_name_override: {CLIENT_PACKAGE}\n"
+    )
+    generator = Path(sys.executable).parent / "openapi-python-client"
+    target = work / CLIENT_PACKAGE
+    subprocess.run(
+        [
+            *(str(generator), "generate", "--path", str(work / "openapi.json")),
+            *("--config", str(work / "config.yaml"), "--meta", "none"),
+            *("--output-path", str(target), "--overwrite"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    target.replace(out / CLIENT_PACKAGE)
+    return out
