@@ -74,7 +74,7 @@ run: venv kube-bins
 	for i in $$(seq 300); do $(KUBE_BIN)/kubectl get --raw '/apis/sluice.dev/v1alpha1/pipelines?resourceVersion=0&limit=1' --request-timeout=5s >/dev/null 2>&1 && break; sleep 0.2; done && \
 	{ $(PY) -m sluice api --bind $(API_BIND) & api=$$!; \
 	  trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT INT TERM; \
-	  printf '\nIn another terminal:\n  export KUBECONFIG=%s\n  export PATH=%s:$$PATH\nREST API: http://%s\n\n' \
+	  printf '\nIn another terminal:\n  export KUBECONFIG=%s\n  export PATH=%s:$$PATH\nREST API: http://%s (plain HTTP, for loopback only: deploy/ and the Helm chart serve HTTPS)\n\n' \
 	    "$$KUBECONFIG" "$(CURDIR)/$(KUBE_BIN)" "$(API_BIND)"; \
 	  $(PY) -m sluice run $(OPERATOR_FLAGS); }
 
