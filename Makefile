@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
+.PHONY: all venv kube-bins feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
 
 all: test
 
@@ -28,6 +28,14 @@ kube-bins:
 	@tests/localkube/build.sh $(KUBE_BIN)
 	@tests/csi/build.sh $(KUBE_BIN)
 	@tests/tools/build.sh $(KUBE_BIN)
+
+# Feldera's OpenAPI document (the schema of every REST API response), from the crates.io crate
+# feldera-rest-api at the version pinned in tests/feldera_schema/Cargo.toml, fetched with
+# cargo into .cache/feldera; refetched only when the pin changes.
+FELDERA_SCHEMA := .cache/feldera
+export SLUICE_FELDERA_OPENAPI := $(CURDIR)/$(FELDERA_SCHEMA)/openapi.json
+feldera-schema:
+	@tests/feldera_schema/fetch.sh $(FELDERA_SCHEMA)
 
 # Prints the path of helm (built from the Go module proxy at a pinned version).
 helm:
@@ -53,7 +61,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 
-test: venv kube-bins lint
+test: venv kube-bins feldera-schema lint
 	$(PY) -m pytest
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.
@@ -67,7 +75,7 @@ run: venv kube-bins
 	for i in $$(seq 300); do $(KUBE_BIN)/kubectl get --raw '/apis/sluice.dev/v1alpha1/pipelines?resourceVersion=0&limit=1' --request-timeout=5s >/dev/null 2>&1 && break; sleep 0.2; done && \
 	{ $(PY) -m sluice api --bind $(API_BIND) & api=$$!; \
 	  trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT INT TERM; \
-	  printf '\nIn another terminal:\n  export KUBECONFIG=%s\n  export PATH=%s:$$PATH\nREST API: http://%s\n\n' \
+	  printf '\nIn another terminal:\n  export KUBECONFIG=%s\n  export PATH=%s:$$PATH\nREST API: http://%s (plain HTTP, for loopback only: deploy/ and the Helm chart serve HTTPS)\n\n' \
 	    "$$KUBECONFIG" "$(CURDIR)/$(KUBE_BIN)" "$(API_BIND)"; \
 	  $(PY) -m sluice run $(OPERATOR_FLAGS); }
 

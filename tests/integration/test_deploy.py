@@ -17,6 +17,7 @@ from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
 from .pipelines import apply, claims, events, manifest, patch, run_and_wait, wait_jsonpath
+from .test_rest_api import self_signed
 
 DEPLOY = REPO / "deploy"
 SYSTEM = "sluice-system"
@@ -50,9 +51,16 @@ def cluster_objects(kubectl: Kubectl) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def installed(kubectl: Kubectl, crd: None, cluster_objects: None) -> None:
-    """`kubectl apply -k deploy/`, as a user installs the operator."""
+def installed(
+    kubectl: Kubectl, crd: None, cluster_objects: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`kubectl apply -k deploy/`, and the REST API's TLS Secret, as a user installs."""
     kubectl("apply", "--server-side", "--force-conflicts", "-k", str(DEPLOY))
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    kubectl(
+        *("-n", SYSTEM, "create", "secret", "tls", "sluice-api-tls"),
+        *(f"--cert={cert}", f"--key={key}"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -366,5 +374,11 @@ def test_the_api_deployment_rolls_out_with_its_own_account(
     (container,) = pod["spec"]["containers"]
     assert container["args"][0] == "api"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # HTTPS from the Secret: the only way the base serves.
+    assert "--tls-cert=/etc/sluice-api/tls/tls.crt" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "sluice-api-tls"
     service = json.loads(kubectl("-n", SYSTEM, "get", "service", "sluice-api", "-o", "json").stdout)
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("https", 443)]

@@ -14,7 +14,7 @@ from localkube.fixtures import Kubectl
 
 from .conftest import Operator
 from .pipelines import get, manifest, run_and_wait
-from .test_rest_api import ApiServer, stopped_with_storage, token_for
+from .test_rest_api import ApiServer, self_signed, stopped_with_storage, token_for
 
 
 @pytest.fixture
@@ -118,3 +118,26 @@ def test_delete_is_refused_with_feldera_codes(
     kubectl("apply", "-f", "-", input=manifest("idle", namespace, desired="Stopped"))
     feldera.delete_pipeline("idle")
     assert kubectl("-n", namespace, "get", "pipeline", "idle", check=False).returncode != 0
+
+
+def test_client_over_https_with_a_token_file(
+    kubectl: Kubectl, kubeconfig: Path, namespace: str, live_operator: Operator, tmp_path: Path
+) -> None:
+    """As a deployment is used: HTTPS with the API's CA, the token read from a file (as a
+    projected ServiceAccount token is mounted)."""
+    stopped_with_storage(kubectl, namespace, "orders")
+    token_file = tmp_path / "token"
+    token_file.write_text(token_for(kubectl, namespace, "job", ["get", "list", "patch"]))
+    cert, key = self_signed(tmp_path)
+    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log", tls=(cert, key))
+    try:
+        assert server.url.startswith("https://")
+        client = FelderaClient(
+            server.url, api_key=token_file.read_text(), requests_verify=str(cert), timeout=30
+        )
+        client.clear_storage("orders", timeout_s=90)
+        info = client.get_pipeline("orders", PipelineFieldSelector.STATUS)
+        assert info.storage_status == "Cleared"
+        assert [p.name for p in Pipeline.all(client)] == ["orders"]
+    finally:
+        server.stop()

@@ -84,6 +84,85 @@ def test_helm_lint_with_default_and_every_optional_value(cluster: LocalCluster) 
         *("--set", "metrics.serviceMonitor.enabled=true,operator.logFormat=json"),
         *("--set", "api.enabled=false"),
     )
+    helm(cluster, *("lint", "--strict", str(CHART)), *("--set", "api.tls.enabled=false"))
+
+
+def _api_pod(rendered: list[dict[str, Any]]) -> dict[str, Any]:
+    pod: dict[str, Any] = by_kind_and_name(rendered)[("Deployment", "sluice-api")]["spec"][
+        "template"
+    ]["spec"]
+    return pod
+
+
+def test_the_api_serves_https_from_a_secret_by_default(cluster: LocalCluster) -> None:
+    rendered = documents(
+        helm(cluster, "template", "sluice", str(CHART), "--namespace", "sluice-system")
+    )
+    pod = _api_pod(rendered)
+    (container,) = pod["containers"]
+    assert "--tls-cert=/etc/sluice-api/tls/tls.crt" in container["args"]
+    assert "--tls-key=/etc/sluice-api/tls/tls.key" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"tls": "sluice-api-tls"}
+    service = by_kind_and_name(rendered)[("Service", "sluice-api")]
+    assert service["spec"]["ports"][0] == {
+        "name": "https",
+        "port": 443,
+        "targetPort": "https",
+        "protocol": "TCP",
+    }
+    assert not [d for d in rendered if d["kind"] == "Certificate"]  # cert-manager: opt-in
+
+    given = documents(
+        helm(
+            cluster,
+            *("template", "sluice", str(CHART), "--namespace", "sluice-system"),
+            *("--set", "api.tls.secretName=my-cert"),
+        )
+    )
+    volumes = _api_pod(given)["volumes"]
+    assert {v["secret"]["secretName"] for v in volumes if "secret" in v} == {"my-cert"}
+
+    plain = _api_pod(
+        documents(
+            helm(
+                cluster,
+                *("template", "sluice", str(CHART), "--namespace", "sluice-system"),
+                *("--set", "api.tls.enabled=false"),
+            )
+        )
+    )
+    assert "--bind=0.0.0.0:8080" in plain["containers"][0]["args"]
+    assert not [v for v in plain["volumes"] if "secret" in v]
+
+
+def test_a_cert_manager_certificate_writes_the_api_secret(cluster: LocalCluster) -> None:
+    """Rendered with cert-manager's API declared (this cluster has no cert-manager, so not
+    applied); without cert-manager's CRDs the chart refuses, saying why."""
+    options = ("--set", "api.tls.certManager.enabled=true")
+    issuer = ("--set", "api.tls.certManager.issuerRef.name=corp-ca")
+    rendered = documents(
+        helm(
+            cluster,
+            *("template", "sluice", str(CHART), "--namespace", "sluice-system"),
+            *("--api-versions", "cert-manager.io/v1/Certificate", *options, *issuer),
+            *("--set", "api.tls.certManager.issuerRef.kind=ClusterIssuer"),
+        )
+    )
+    certificate = by_kind_and_name(rendered)[("Certificate", "sluice-api")]
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["spec"]["secretName"] == "sluice-api-tls"  # what the pods mount
+    assert "sluice-api.sluice-system.svc" in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    cmd = [str(cluster.bin_dir / "helm"), "template", "sluice", str(CHART), *options, *issuer]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "needs cert-manager's CRDs" in refused.stderr
 
 
 def test_chart_renders_the_installation_the_kustomize_base_describes(

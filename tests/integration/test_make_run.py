@@ -93,6 +93,7 @@ def test_make_run_runs_operator_and_api_until_interrupted(
     assert f"export KUBECONFIG={user_kubeconfig}" in log_text, log_text
     assert f"export PATH={REPO / '.cache/localkube/bin'}:$PATH" in log_text, log_text
     assert f"REST API: http://127.0.0.1:{api_port}" in log_text, log_text
+    assert "plain HTTP, for loopback only" in log_text, log_text  # says deployments differ
 
 
 def test_first_make_run_on_a_new_cluster_is_quiet(tmp_path: Path) -> None:

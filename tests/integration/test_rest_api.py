@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -277,6 +278,8 @@ def test_get_list_start_stop(kubectl: Kubectl, namespace: str, api: ApiServer, w
     assert info["name"] == "a-orders"
     assert info["deployment_desired_status"] == "Stopped"
     assert info["runtime_config"]["image"]
+    assert info["runtime_config"]["resources"]["storage_mb_max"] == 1074  # 1Gi, in MB
+    assert info["runtime_config"]["resources"]["namespace"] == namespace
     status = api.request("GET", "/v0/pipelines/a-orders?selector=status", writer).json()
     assert "runtime_config" not in status and status["storage_status"] == "Cleared"
 
@@ -363,12 +366,15 @@ def test_routing_and_validation_errors_are_json(api: ApiServer, writer: str) -> 
     assert_error(wrong, 405, "MethodNotAllowed")
     assert wrong.headers["Allow"] == "POST"
     assert_error(api.request("GET", "/v0/pipelines/orders/clear", writer), 405, "MethodNotAllowed")
+    # A name no pipeline can have names no pipeline: 404, as Feldera answers.
     assert_error(
-        api.request("POST", "/v0/pipelines/Not_A_Name/clear", writer),
-        400,
-        "NameDoesNotMatchPattern",
+        api.request("POST", "/v0/pipelines/Not_A_Name/clear", writer), 404, "UnknownPipelineName"
     )
-    assert_error(api.request("GET", f"/v0/pipelines/{'x' * 60}", writer), 400, "TooLongName")
+    assert_error(
+        api.request("GET", f"/v0/pipelines/{'x' * 60}", writer), 404, "UnknownPipelineName"
+    )
+    # Unknown query parameters are ignored, as Feldera ignores them; bad values are not.
+    assert api.request("GET", "/v0/pipelines?unknown=1&selector=status", writer).status_code == 200
     assert_error(
         api.request("GET", "/v0/pipelines/orders?selector=some", writer),
         400,
@@ -445,7 +451,7 @@ def test_unexpected_errors_are_500_in_the_same_shape(
 # ---- HTTPS, and the no-auth guard ----------------------------------------------------------
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
+def self_signed(directory: Path) -> tuple[Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -486,7 +492,7 @@ def test_https_with_a_given_certificate(
 ) -> None:
     apply(kubectl, manifest("orders", namespace, "Stopped"))
     reader = token_for(kubectl, namespace, "reader", ["get"])
-    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log", tls=_self_signed(tmp_path))
+    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log", tls=self_signed(tmp_path))
     try:
         assert server.url.startswith("https://")
         response = server.request("GET", "/v0/pipelines/orders?selector=status", reader)
@@ -497,6 +503,22 @@ def test_https_with_a_given_certificate(
         plain = server.url.replace("https://", "http://")
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(f"{plain}/healthz", timeout=5)
+        # A renewed key pair (as cert-manager writes into the Secret) is served without a
+        # restart: the files are watched.
+        served = ssl.get_server_certificate(("127.0.0.1", server.port))
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        for path in self_signed(renewed):
+            path.replace(tmp_path / path.name)
+        wait_for(
+            lambda: ssl.get_server_certificate(("127.0.0.1", server.port)) != served,
+            timeout=30,
+            what="the renewed certificate to be served",
+        )
+        assert ssl.get_server_certificate(("127.0.0.1", server.port)) == (
+            (tmp_path / "tls.crt").read_text()
+        )
+        assert "TLS certificate" in server.log() and "reloaded" in server.log()
     finally:
         server.stop()
 

@@ -19,8 +19,15 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from sluice.restapi import decide as d
+from sluice.restapi import feldera_types
 from sluice.restapi.auth import Authorizer
-from sluice.restapi.models import Health, PipelineInfo, PipelineStatusInfo, ServerConfig
+from sluice.restapi.models import (
+    Health,
+    PipelineInfo,
+    PipelineStatusInfo,
+    PipelineStatusWithConnectorsInfo,
+    ServerConfig,
+)
 from sluice.restapi.openapi import OPENAPI_PATH, SELECTOR, QueryParam, Route, Success, document
 from sluice.restapi.store import Conflict, PipelineStore, Rejected
 
@@ -79,8 +86,15 @@ async def get_pipeline(ctx: Context, call: Call) -> web.Response:
     return json_response(d.to_feldera(obj, _selector(call.query)))
 
 
+_SELECTORS: dict[str, d.Selector] = {
+    "all": "all",
+    "status": "status",
+    "status_with_connectors": "status_with_connectors",
+}
+
+
 def _selector(query: Query) -> d.Selector:
-    return "status" if query["selector"] == "status" else "all"
+    return _SELECTORS[query["selector"]]  # validated against SELECTOR's values
 
 
 async def _act(
@@ -190,25 +204,15 @@ async def _wait_gone(ctx: Context, name: str) -> None:
 
 async def dismiss_error(ctx: Context, call: Call) -> web.Response:
     # status.error is recomputed by the operator on every reconcile: nothing to dismiss.
+    # Feldera answers this one 200, not 202.
     if await asyncio.to_thread(ctx.store.get, call.name) is None:
         raise d.unknown_pipeline(call.name)
-    return _accepted()
+    return web.Response(status=200)
 
 
 async def get_config(ctx: Context, call: Call) -> web.Response:
-    return json_response(
-        ServerConfig(
-            version=d.PLATFORM_VERSION,
-            edition="Open source",  # the feldera client requires a known edition string
-            revision="",
-            runtime_revision="",
-            changelog_url="",
-            telemetry="",
-            update_info=None,
-            license_validity=None,
-            namespace=ctx.namespace,
-        ).model_dump()
-    )
+    config = feldera_types.configuration(d.PLATFORM_VERSION, ctx.namespace)
+    return json_response(ServerConfig.model_validate(config).model_dump())
 
 
 async def get_openapi(ctx: Context, call: Call) -> web.Response:
@@ -220,6 +224,8 @@ async def healthz(ctx: Context, call: Call) -> web.Response:
 
 
 _BOOL = ("true", "false")
+# What GET answers, by selector: all, status, status_with_connectors.
+PIPELINE_SHAPES = (PipelineInfo, PipelineStatusInfo, PipelineStatusWithConnectorsInfo)
 _PIPELINE = "/v0/pipelines/{pipeline_name}"
 
 ROUTES: list[Route] = [
@@ -233,7 +239,7 @@ ROUTES: list[Route] = [
         Success(
             200,
             "List of pipelines retrieved successfully",
-            (PipelineInfo, PipelineStatusInfo),
+            PIPELINE_SHAPES,
             list_of=True,
         ),
         list_pipelines,
@@ -247,7 +253,7 @@ ROUTES: list[Route] = [
         "The pipeline in Feldera's shape; storage_status shows Clearing as soon as a "
         "/clear is accepted.",
         "get",
-        Success(200, "Pipeline retrieved successfully", (PipelineInfo, PipelineStatusInfo)),
+        Success(200, "Pipeline retrieved successfully", PIPELINE_SHAPES),
         get_pipeline,
         query=(SELECTOR,),
         not_found=True,
@@ -319,7 +325,7 @@ ROUTES: list[Route] = [
         "Dismiss the deployment error",
         "Accepted and nothing changes: the operator recomputes the error on every reconcile.",
         "patch",
-        Success(202, "Action is accepted and is being performed"),
+        Success(200, "Nothing to dismiss: the operator recomputes the error"),
         dismiss_error,
         not_found=True,
     ),

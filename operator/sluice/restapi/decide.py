@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 from sluice.api import v1alpha1 as api
 from sluice.core.decide import CANNOT_START_WHILE_CLEARING
+from sluice.restapi import feldera_types
 from sluice.restapi.models import (
     ErrorResponse,
     PipelineInfo,
     PipelineStatusInfo,
+    PipelineStatusWithConnectorsInfo,
     ProgramError,
 )
 
@@ -28,7 +30,7 @@ PIPELINE_FAILED = "PipelineFailed"  # deployment_error when the pod failed
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _NAME = re.compile(NAME_PATTERN)
 
-Selector = Literal["all", "status"]
+Selector = Literal["all", "status", "status_with_connectors"]
 
 
 @dataclass
@@ -57,22 +59,11 @@ def unknown_pipeline(name: str) -> ApiError:
 
 
 def check_name(name: str) -> None:
-    """400 for a name no Pipeline can have: such a pipeline cannot exist."""
-    if len(name) > api.MAX_NAME_LENGTH:
-        raise ApiError(
-            400,
-            "TooLongName",
-            f"Name '{name}' is longer ({len(name)}) than maximum allowed ({api.MAX_NAME_LENGTH})",
-            {"name": name, "length": len(name), "maximum": api.MAX_NAME_LENGTH},
-        )
-    if not _NAME.match(name):
-        raise ApiError(
-            400,
-            "NameDoesNotMatchPattern",
-            f"Name '{name}' is not a valid pipeline name: lowercase letters (a-z), digits "
-            "(0-9), '-' and '.', starting and ending with a letter or digit",
-            {"name": name, "pattern": NAME_PATTERN},
-        )
+    """A name no Pipeline can have (longer than api.MAX_NAME_LENGTH, or not a DNS-1123
+    subdomain) names no pipeline: 404 UnknownPipelineName, as Feldera answers for any name
+    it does not know (it checks a name's form only when a pipeline is created)."""
+    if len(name) > api.MAX_NAME_LENGTH or not _NAME.match(name):
+        raise unknown_pipeline(name)
 
 
 def invalid_parameter(name: str, value: str, expected: list[str]) -> ApiError:
@@ -108,27 +99,8 @@ def storage_status(obj: dict[str, Any]) -> str:
     return current
 
 
-def storage_status_details(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """Where the data is: the volumes a clear in progress waits for, and where data
-    outlived the last clear by policy (a Retain volume, a detached claim). None when there
-    is nothing to say."""
-    storage = _status(obj).storage
-    details: dict[str, Any] = {}
-    for key, records in (
-        ("clearing_volumes", storage.clearing_volumes),
-        ("retained_volumes", storage.retained_volumes),
-    ):
-        if records:
-            details[key] = [
-                {
-                    "persistent_volume": r.persistent_volume,
-                    "claim": r.claim,
-                    "reclaim_policy": r.reclaim_policy,
-                    "storage_class_name": r.storage_class_name,
-                }
-                for r in records
-            ]
-    return details or None
+def storage_status_details(obj: dict[str, Any]) -> dict[str, Any]:
+    return feldera_types.storage_status_details(_status(obj).storage)
 
 
 def desired_state(obj: dict[str, Any]) -> str:
@@ -180,7 +152,6 @@ def _deployment_error(status: api.PipelineStatus) -> dict[str, Any] | None:
 
 def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any]:
     meta = obj["metadata"]
-    spec = obj.get("spec") or {}
     status = _status(obj)
     created = str(meta.get("creationTimestamp") or "1970-01-01T00:00:00Z")
     since = _since(status, created)
@@ -192,6 +163,7 @@ def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any
         "id": meta.get("uid", ""),
         "name": meta["name"],
         "description": (meta.get("annotations") or {}).get(DESCRIPTION_ANNOTATION, ""),
+        "tags": [],
         "created_at": created,
         "version": generation,
         "platform_version": PLATFORM_VERSION,
@@ -222,17 +194,17 @@ def to_feldera(obj: dict[str, Any], selector: Selector = "all") -> dict[str, Any
     }
     if selector == "status":
         return PipelineStatusInfo.model_validate(info).model_dump(mode="json")
+    if selector == "status_with_connectors":
+        # Sluice runs an image and does not know its connectors: their statistics are null.
+        info["connectors"] = None
+        return PipelineStatusWithConnectorsInfo.model_validate(info).model_dump(mode="json")
     info |= {
         "program_code": "",
         "udf_rust": "",
         "udf_toml": "",
         "program_config": {},
         "program_info": None,
-        "runtime_config": {
-            "image": spec.get("image"),
-            "resources": spec.get("resources"),
-            "storage": spec.get("storage"),
-        },
+        "runtime_config": feldera_types.runtime_config(obj),
         "deployment_config": None,
     }
     return PipelineInfo.model_validate(info).model_dump(mode="json")

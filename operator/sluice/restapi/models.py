@@ -79,12 +79,78 @@ class ProgramError(_Strict):
     system_error: str | None = None
 
 
+class ResourceConfig(_Strict):
+    """Feldera's ResourceConfig, from spec.resources (requests: min, limits: max) and
+    spec.storage."""
+
+    cpu_cores_min: float | None = Field(description="spec.resources.requests.cpu, in cores.")
+    cpu_cores_max: float | None = Field(description="spec.resources.limits.cpu, in cores.")
+    memory_mb_min: int | None = Field(
+        description="spec.resources.requests.memory, in MB (10^6 bytes), rounded up."
+    )
+    memory_mb_max: int | None = Field(
+        description="spec.resources.limits.memory, in MB (10^6 bytes), rounded down."
+    )
+    storage_mb_max: int | None = Field(description="spec.storage.size, in MB, rounded up.")
+    storage_class: str | None = Field(description="spec.storage.storageClassName.")
+    service_account_name: str | None = Field(description="Always null: the default account.")
+    namespace: str | None = Field(description="The pipeline's namespace.")
+
+
+class StorageBackendConfig(_Strict):
+    name: Literal["default"] = Field(description="Files in the pipeline's storage (its PVC).")
+
+
+class StorageOptions(_Strict):
+    backend: StorageBackendConfig
+    min_storage_bytes: int | None
+    min_step_storage_bytes: int | None
+    compression: Literal["default"]
+    cache_mib: int | None
+
+
+class FtConfig(_Strict):
+    model: Literal["none"] = Field(description="No fault tolerance: Sluice takes no checkpoints.")
+    checkpoint_interval_secs: int | None
+
+
+class RuntimeConfig(_Strict):
+    """Feldera's RuntimeConfig for a Sluice pipeline; `image` is Sluice's own field."""
+
+    workers: int = Field(description="Feldera's default; the image picks its own threads.")
+    storage: StorageOptions
+    fault_tolerance: FtConfig
+    resources: ResourceConfig
+    image: str | None = Field(description="The pipeline's runtime image (spec.image).")
+
+
+class VolumeDetail(_Strict):
+    persistent_volume: str | None
+    claim: str
+    reclaim_policy: str | None
+    storage_class_name: str | None
+
+
+class StorageStatusDetails(_Strict):
+    """Feldera's StorageStatusDetails, with Sluice's volume details as extra fields."""
+
+    checkpoints: list[dict[str, Any]] = Field(description="Always empty: Sluice takes none.")
+    claims: list[str] = Field(description="The PersistentVolumeClaims in use.")
+    clearing_volumes: list[VolumeDetail] = Field(
+        description="The volumes a clear in progress waits for."
+    )
+    retained_volumes: list[VolumeDetail] = Field(
+        description="Where data outlived the last clear by policy (Retain volume, detached claim)."
+    )
+
+
 class PipelineStatusInfo(_Strict):
     """A pipeline with `selector=status`: the fields needed to follow its lifecycle."""
 
     id: str = Field(description="Pipeline identifier (the resource's metadata.uid).")
     name: str = Field(description="Unique pipeline name (the resource's metadata.name).")
     description: str = Field(description="Pipeline description (sluice.dev/description).")
+    tags: list[str] = Field(description="Always empty.")
     created_at: str = Field(
         description="Creation timestamp.", json_schema_extra={"format": "date-time"}
     )
@@ -125,7 +191,15 @@ class PipelineStatusInfo(_Strict):
     storage_status: FelderaStorageStatus = Field(
         description="Cleared, InUse, or Clearing (also while an accepted /clear is pending)."
     )
-    storage_status_details: dict[str, Any] | None
+    storage_status_details: StorageStatusDetails
+
+
+class PipelineStatusWithConnectorsInfo(PipelineStatusInfo):
+    """A pipeline with `selector=status_with_connectors`."""
+
+    connectors: dict[str, Any] | None = Field(
+        description="Always null: Sluice does not know the image's connectors."
+    )
 
 
 class PipelineInfo(PipelineStatusInfo):
@@ -136,23 +210,39 @@ class PipelineInfo(PipelineStatusInfo):
     udf_toml: str
     program_config: dict[str, Any]
     program_info: dict[str, Any] | None
-    runtime_config: dict[str, Any] = Field(
-        description="The image, resources and storage of the pipeline (from its spec)."
-    )
+    runtime_config: RuntimeConfig
     deployment_config: dict[str, Any] | None
 
 
+class BuildInformation(_Strict):
+    build_timestamp: str
+    build_cpu: str
+    build_os: str
+    cargo_dependencies: str
+    cargo_features: str
+    cargo_debug: str
+    cargo_opt_level: str
+    cargo_target_triple: str
+    rustc_version: str
+
+
 class ServerConfig(_Strict):
-    """What `GET /v0/config` returns (the feldera client reads it when connecting)."""
+    """Feldera's Configuration (`GET /v0/config`; the feldera client reads it when
+    connecting), plus the namespace served."""
 
     version: str
     edition: str
     revision: str
     runtime_revision: str
     changelog_url: str
-    telemetry: str
+    posthog: str
+    conceptualhq: str
+    product_fruits: str
+    build_source: str
+    build_info: BuildInformation
     update_info: dict[str, Any] | None
     license_validity: dict[str, Any] | None
+    unstable_features: str | None
     namespace: str = Field(description="The Kubernetes namespace whose pipelines are served.")
 
 

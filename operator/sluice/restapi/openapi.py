@@ -70,9 +70,10 @@ class Route:
 
 SELECTOR = QueryParam(
     "selector",
-    ("all", "status"),
+    ("all", "status", "status_with_connectors"),
     "all",
-    "Which fields to return: all, or only those needed to follow the pipeline's status.",
+    "Which fields to return: all, only those needed to follow the pipeline's status, or "
+    "those and the connectors' statistics (null: Sluice does not know the image's).",
 )
 
 _ERRORS = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from sluice.restapi.store import PipelineStore, connect
 
 LOG = logging.getLogger("sluice.restapi")
 MAX_HEADER_BYTES = 64 * 1024
+TLS_RELOAD_SECONDS = 5.0  # how often the key pair files are checked for a renewal
 
 
 class SafeRequestHandler(RequestHandler):
@@ -111,10 +113,8 @@ def serve(
         authorizer = NoAuthorizer(served)
     else:
         authorizer = Authorizer(KubeReviewer(api_client), served, ttl=cache_ttl)
-    ssl_context = None
-    if tls_cert and tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(tls_cert, tls_key)
+    certificate = Certificate(tls_cert, tls_key) if tls_cert and tls_key else None
+    ssl_context = certificate.context if certificate else None
     store = PipelineStore(api_client, served, cached)
     store.start()
     app = create_app(store, authorizer, served)
@@ -127,13 +127,41 @@ def serve(
         port,
         authentication,
     )
-    asyncio.run(_run(app, host, port, ssl_context, access_log))
+    asyncio.run(_run(app, host, port, certificate, access_log))
     return 0
 
 
+class Certificate:
+    """The TLS context, and its key pair loaded again whenever the files change: a
+    Secret's mounted files are replaced when cert-manager (or anyone) renews them, and
+    new connections get the new certificate without a restart."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.cert, self.key = cert, key
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.loaded = self._stamp()
+        self.context.load_cert_chain(cert, key)
+
+    def _stamp(self) -> tuple[float, float]:
+        return (os.stat(self.cert).st_mtime, os.stat(self.key).st_mtime)
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(TLS_RELOAD_SECONDS)
+            try:
+                stamp = self._stamp()
+                if stamp != self.loaded:
+                    self.context.load_cert_chain(self.cert, self.key)
+                    self.loaded = stamp
+                    LOG.info("TLS certificate %s reloaded", self.cert)
+            except (OSError, ssl.SSLError) as error:  # mid-update: keep the old pair
+                LOG.warning("TLS certificate %s not reloaded: %s", self.cert, error)
+
+
 async def _run(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None, access: bool
+    app: web.Application, host: str, port: int, certificate: Certificate | None, access: bool
 ) -> None:
+    ssl_context = certificate.context if certificate else None
     loop = asyncio.get_running_loop()
     # Kubernetes calls block; more threads than asyncio's default keep requests flowing.
     loop.set_default_executor(ThreadPoolExecutor(32, "kube"))
@@ -157,9 +185,12 @@ async def _run(
         ssl=ssl_context,
         reuse_address=True,
     )
+    reload = asyncio.create_task(certificate.watch()) if certificate else None
     try:
         await stop.wait()
     finally:
+        if reload:
+            reload.cancel()
         listener.close()
         await listener.wait_closed()
         await runner.shutdown()

@@ -9,6 +9,10 @@
 
 {{- define "sluice.operatorName" -}}{{ include "sluice.fullname" . }}-operator{{- end -}}
 {{- define "sluice.apiName" -}}{{ include "sluice.fullname" . }}-api{{- end -}}
+{{- define "sluice.apiScheme" -}}{{ .Values.api.tls.enabled | ternary "https" "http" }}{{- end -}}
+{{- define "sluice.apiTlsSecret" -}}
+{{- .Values.api.tls.secretName | default (printf "%s-tls" (include "sluice.apiName" .)) -}}
+{{- end -}}
 
 {{- define "sluice.operatorAccount" -}}
 {{- .Values.serviceAccount.operatorName | default (include "sluice.operatorName" .) -}}

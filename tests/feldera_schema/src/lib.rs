@@ -1,0 +1,1 @@
+// Empty: this package is never built; see Cargo.toml.
