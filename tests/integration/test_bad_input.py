@@ -197,7 +197,7 @@ def test_a_refusal_downstream_reads_like_the_api_server(
     ],
 )
 def test_every_kind_of_image_reference_is_admitted(
-    image: str, kubectl: Kubectl, namespace: str
+    image: str, crd: None, kubectl: Kubectl, namespace: str
 ) -> None:
     obj = yaml.safe_load(manifest("orders", namespace))
     obj["spec"]["image"] = image
