@@ -60,7 +60,11 @@ class ApiServer:
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._ready, timeout=30, what=f"sluice api on {self.url}", interval=0.1)
+        try:
+            wait_for(self._ready, timeout=30, what=f"sluice api on {self.url}", interval=0.1)
+        except BaseException:
+            self.stop()  # never leave a server behind that did not come up in time
+            raise
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
