@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from .pipelines import (
 )
 from .test_kubectl_plugin import kubectl_sluice
 from .test_rest_api import ApiServer, token_for
+from .volumes import bound_volume, edit_volume_finalizers, volume, volume_dir, write_data
 
 pytestmark = pytest.mark.usefixtures("live_operator")
 
@@ -41,70 +42,6 @@ STOP_AND_CLEAR = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest"
 # The provisioner behind each of the local cluster's classes.
 PROVISIONERS = {STORAGE_CLASS: "kubernetes.io/host-path", CSI_CLASS: CSI_DRIVER}
 both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
-
-
-def _volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None:
-    try:
-        pv: client.V1PersistentVolume = client.CoreV1Api(api).read_persistent_volume(name)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return pv
-
-
-def _bound_volume(api: client.ApiClient, kubectl: Kubectl, namespace: str, name: str) -> str:
-    """The PV bound to the pipeline's one claim, once it is Bound."""
-    (claim,) = get(kubectl, namespace, name)["status"]["storage"]["claims"]
-    core = client.CoreV1Api(api)
-
-    def bound() -> str | None:
-        pvc = core.read_namespaced_persistent_volume_claim(claim, namespace)
-        return pvc.spec.volume_name if pvc.status.phase == "Bound" else None
-
-    return wait_for(bound, what=f"claim {claim} Bound")
-
-
-def _volume_dir(cluster: LocalCluster, pv: client.V1PersistentVolume) -> Path:
-    """Where the volume's data lives: its hostPath, or csi-local's directory for it."""
-    if pv.spec.csi is not None:
-        assert pv.spec.csi.driver == CSI_DRIVER, pv.spec.csi
-        return cluster.csi_volume_dir(pv.spec.csi.volume_handle)
-    assert pv.spec.host_path is not None, pv
-    return Path(pv.spec.host_path.path)
-
-
-def _write_data(api: client.ApiClient, cluster: LocalCluster, pv_name: str) -> Path:
-    """A file in the volume's directory, as the pipeline would leave its state."""
-    pv = _volume(api, pv_name)
-    assert pv is not None, pv_name
-    directory = _volume_dir(cluster, pv)
-    assert directory.is_dir(), directory
-    data = directory / "state.bin"
-    data.write_bytes(b"pipeline state")
-    return data
-
-
-def _edit_finalizers(
-    api: client.ApiClient, pv_name: str, edit: Callable[[list[str]], list[str]]
-) -> None:
-    """Change a PV's finalizers without undoing a controller's concurrent change: the
-    patch carries the resourceVersion it was computed from, and is redone on a conflict."""
-    core = client.CoreV1Api(api)
-    while True:
-        pv = core.read_persistent_volume(pv_name)
-        body = {
-            "metadata": {
-                "resourceVersion": pv.metadata.resource_version,
-                "finalizers": edit(list(pv.metadata.finalizers or [])) or None,
-            }
-        }
-        try:
-            core.patch_persistent_volume(pv_name, body)
-            return
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
 
 
 def _first_cleared(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -180,14 +117,14 @@ def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
     storage_class_name: str,
 ) -> None:
     run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    data = _write_data(api_client, cluster, pv_name)
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
+    data = write_data(api_client, cluster, pv_name)
 
     patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
     cleared = _first_cleared(api_client, namespace, "orders")
 
     # At the first moment Cleared is observable, the data is gone, one level down too.
-    assert _volume(api_client, pv_name) is None
+    assert volume(api_client, pv_name) is None
     assert not data.exists() and not data.parent.exists()
     storage = cleared["status"]["storage"]
     assert storage["lastClearRequest"] == "r1"
@@ -221,7 +158,7 @@ def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_
     obj["spec"]["storage"]["storageClassName"] = manual
     apply(kubectl, yaml.safe_dump(obj))
     wait_condition(kubectl, namespace, "orders", "Running")
-    assert _bound_volume(api_client, kubectl, namespace, "orders") == pv_name
+    assert bound_volume(api_client, kubectl, namespace, "orders") == pv_name
 
     patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
 
@@ -238,7 +175,7 @@ def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_
     assert volumes[0].get("persistentVolume") == pv_name, stuck["status"]["error"]
     warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
     assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
-    pv = _volume(api_client, pv_name)
+    pv = volume(api_client, pv_name)
     assert pv is not None and pv.status.phase == "Failed"
 
     # An administrator deletes the volume (after dealing with its data): the clear finishes.
@@ -267,9 +204,9 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     obj["spec"]["storage"]["storageClassName"] = retain
     apply(kubectl, yaml.safe_dump(obj))
     wait_condition(kubectl, namespace, "orders", "Running")
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
-    data = _write_data(api_client, cluster, pv_name)
+    data = write_data(api_client, cluster, pv_name)
 
     patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
@@ -320,7 +257,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     # The next clear's list replaces it: a fresh claim on the same class, cleared again.
     patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
     wait_condition(kubectl, namespace, "orders", "Running")
-    second = _bound_volume(api_client, kubectl, namespace, "orders")
+    second = bound_volume(api_client, kubectl, namespace, "orders")
     patch(
         kubectl,
         namespace,
@@ -336,7 +273,7 @@ def test_detach_names_the_detached_claim_as_retained(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
     run_and_wait(kubectl, namespace, "orders", policy="Detach")
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
     patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
@@ -354,7 +291,7 @@ def test_detach_names_the_detached_claim_as_retained(
         e.reason == "StorageRetained" and claim in e.message
         for e in events(api_client, namespace, "orders")
     )
-    assert _volume(api_client, pv_name) is not None
+    assert volume(api_client, pv_name) is not None
 
 
 @both_classes
@@ -367,10 +304,10 @@ def test_deleting_a_pipeline_waits_for_its_volume(
 ) -> None:
     """Rule 11 one level down: the Pipeline goes away only after its volume has."""
     run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    data = _write_data(api_client, cluster, pv_name)
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
+    data = write_data(api_client, cluster, pv_name)
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=90s", timeout=100)
-    assert _volume(api_client, pv_name) is None
+    assert volume(api_client, pv_name) is None
     assert not data.exists()
 
 
@@ -386,10 +323,10 @@ def test_killed_while_waiting_for_the_volume_clears_exactly_once(
     deleted by the provisioner) while the operator is killed; after a restart, once the PV
     is gone, the clear completes exactly once."""
     run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
     hold = "sluice.dev/test-hold"
     # Beside the PV's own finalizers (the CSI provisioner's among them).
-    _edit_finalizers(api_client, pv_name, lambda present: [*present, hold])
+    edit_volume_finalizers(api_client, pv_name, lambda present: [*present, hold])
 
     live_operator.stop()
     live_operator.start(failpoints=failpoints.WHILE_WAITING_FOR_VOLUME, namespace=namespace)
@@ -403,10 +340,10 @@ def test_killed_while_waiting_for_the_volume_clears_exactly_once(
     assert [v["persistentVolume"] for v in recorded] == [pv_name]
 
     live_operator.start()
-    pv = _volume(api_client, pv_name)
+    pv = volume(api_client, pv_name)
     assert pv is not None and pv.metadata.deletion_timestamp is not None
     assert get(kubectl, namespace, "orders")["status"]["storage"]["status"] == "Clearing"
-    _edit_finalizers(api_client, pv_name, lambda present: [f for f in present if f != hold])
+    edit_volume_finalizers(api_client, pv_name, lambda present: [f for f in present if f != hold])
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=90)
     reasons = _reasons_once_cleared(api_client, namespace, "orders")
     assert reasons.count("StorageCleared") == 1
@@ -430,8 +367,8 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
     StorageClearFailed in those words (seconds, not the 5-minute deadline), keeps the data,
     and completes on its own once the driver deletes the volume."""
     run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    data = _write_data(api_client, cluster, pv_name)
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
+    data = write_data(api_client, cluster, pv_name)
     handle = data.parent.name
     refusal = f"injected: disk {uuid.uuid4().hex[:6]} is read-only"
     marker = cluster.csi_dir / "fail-delete" / handle
@@ -454,7 +391,7 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
         assert any(refusal in m for m in provisioner), provisioner
         warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
         assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
-        pv = _volume(api_client, pv_name)
+        pv = volume(api_client, pv_name)
         assert pv is not None and pv.status.phase == "Released", pv and pv.status
         assert data.read_bytes() == b"pipeline state"
     finally:
@@ -462,7 +399,7 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
 
     # The driver deletes on the provisioner's next retry: the clear finishes by itself.
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=120)
-    assert _volume(api_client, pv_name) is None
+    assert volume(api_client, pv_name) is None
     assert not data.parent.exists()
     done = get(kubectl, namespace, "orders")
     assert "error" not in done["status"]
@@ -473,11 +410,11 @@ def test_a_pipeline_on_csi_gets_a_csi_volume_and_a_snapshot_of_its_claim_is_read
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
 ) -> None:
     run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    pv_name = _bound_volume(api_client, kubectl, namespace, "orders")
-    pv = _volume(api_client, pv_name)
+    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
+    pv = volume(api_client, pv_name)
     assert pv is not None and pv.spec.csi is not None, pv
     assert pv.spec.csi.driver == CSI_DRIVER and pv.spec.host_path is None
-    data = _write_data(api_client, cluster, pv_name)
+    data = write_data(api_client, cluster, pv_name)
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
 
     custom = client.CustomObjectsApi(api_client)
@@ -533,7 +470,7 @@ def test_a_pipeline_on_csi_gets_a_csi_volume_and_a_snapshot_of_its_claim_is_read
         pvc = core.read_namespaced_persistent_volume_claim("restored", namespace)
         return pvc.spec.volume_name if pvc.status.phase == "Bound" else None
 
-    restored_pv = _volume(api_client, wait_for(restored, timeout=60, what="restored claim Bound"))
+    restored_pv = volume(api_client, wait_for(restored, timeout=60, what="restored claim Bound"))
     assert restored_pv is not None
-    copy = _volume_dir(cluster, restored_pv) / data.name
+    copy = volume_dir(cluster, restored_pv) / data.name
     assert copy.read_bytes() == data.read_bytes()

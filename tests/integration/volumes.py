@@ -1,0 +1,77 @@
+"""The storage under a pipeline, as the tests look at it: its PersistentVolume and the
+files in the directory behind it (a hostPath, or csi-local's directory for the volume)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from kubernetes import client
+from localkube.cluster import CSI_DRIVER, LocalCluster
+from localkube.fixtures import Kubectl, wait_for
+
+from .pipelines import get
+
+
+def volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None:
+    try:
+        pv: client.V1PersistentVolume = client.CoreV1Api(api).read_persistent_volume(name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return pv
+
+
+def bound_volume(api: client.ApiClient, kubectl: Kubectl, namespace: str, name: str) -> str:
+    """The PV bound to the pipeline's one claim, once it is Bound."""
+    (claim,) = get(kubectl, namespace, name)["status"]["storage"]["claims"]
+    core = client.CoreV1Api(api)
+
+    def bound() -> str | None:
+        pvc = core.read_namespaced_persistent_volume_claim(claim, namespace)
+        return pvc.spec.volume_name if pvc.status.phase == "Bound" else None
+
+    return wait_for(bound, what=f"claim {claim} Bound")
+
+
+def volume_dir(cluster: LocalCluster, pv: client.V1PersistentVolume) -> Path:
+    """Where the volume's data lives: its hostPath, or csi-local's directory for it."""
+    if pv.spec.csi is not None:
+        assert pv.spec.csi.driver == CSI_DRIVER, pv.spec.csi
+        return cluster.csi_volume_dir(pv.spec.csi.volume_handle)
+    assert pv.spec.host_path is not None, pv
+    return Path(pv.spec.host_path.path)
+
+
+def write_data(api: client.ApiClient, cluster: LocalCluster, pv_name: str) -> Path:
+    """A file in the volume's directory, as the pipeline would leave its state."""
+    pv = volume(api, pv_name)
+    assert pv is not None, pv_name
+    directory = volume_dir(cluster, pv)
+    assert directory.is_dir(), directory
+    data = directory / "state.bin"
+    data.write_bytes(b"pipeline state")
+    return data
+
+
+def edit_volume_finalizers(
+    api: client.ApiClient, pv_name: str, edit: Callable[[list[str]], list[str]]
+) -> None:
+    """Change a PV's finalizers without undoing a controller's concurrent change: the
+    patch carries the resourceVersion it was computed from, and is redone on a conflict."""
+    core = client.CoreV1Api(api)
+    while True:
+        pv = core.read_persistent_volume(pv_name)
+        body = {
+            "metadata": {
+                "resourceVersion": pv.metadata.resource_version,
+                "finalizers": edit(list(pv.metadata.finalizers or [])) or None,
+            }
+        }
+        try:
+            core.patch_persistent_volume(pv_name, body)
+            return
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
