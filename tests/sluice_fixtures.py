@@ -124,3 +124,21 @@ def live_operator(operator: Operator) -> Iterator[Operator]:
     yield operator
     if not operator.alive:
         operator.start()
+
+
+# How much of the operator's log a failing test's report carries.
+LOG_TAIL_LINES = 120
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that used the operator shows the end of its log (CI keeps only the
+    test output): what the operator decided is the first thing to look at."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    running = getattr(item, "funcargs", {}).get("operator")
+    if isinstance(running, Operator):
+        tail = running.log().splitlines()[-LOG_TAIL_LINES:]
+        report.sections.append((f"operator log (start {running.starts})", "\n".join(tail)))
