@@ -180,29 +180,32 @@ def claim_policy(
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
 
 
-def _edit_finalizers(
-    api: client.ApiClient, kind: str, namespace: str, name: str, edit: Any
+def edit_finalizers(
+    api: client.ApiClient, kind: str, namespace: str | None, name: str, edit: Any
 ) -> None:
     """Read-modify-write with a resourceVersion precondition, retried on conflict: the
-    operator and controllers may change the object between our read and our write."""
+    operator and controllers may change the object between our read and our write.
+    `namespace` None: a cluster-scoped kind (e.g. persistent_volume)."""
     core = client.CoreV1Api(api)
-    read = getattr(core, f"read_namespaced_{kind}")
-    patch_ = getattr(core, f"patch_namespaced_{kind}")
+    scope = "" if namespace is None else "namespaced_"
+    where = () if namespace is None else (namespace,)
+    read = getattr(core, f"read_{scope}{kind}")
+    patch_ = getattr(core, f"patch_{scope}{kind}")
     for _ in range(20):
         try:
-            meta = read(name, namespace).metadata
+            meta = read(name, *where).metadata
         except client.ApiException as error:
             if error.status == 404:
                 return  # already gone: nothing to hold or release
             raise
         body = {
             "metadata": {
-                "finalizers": edit(meta.finalizers or []),
+                "finalizers": edit(list(meta.finalizers or [])),
                 "resourceVersion": meta.resource_version,
             }
         }
         try:
-            patch_(name, namespace, body, _content_type=MERGE)
+            patch_(name, *where, body, _content_type=MERGE)
             return
         except client.ApiException as error:
             if error.status != 409:
@@ -211,11 +214,11 @@ def _edit_finalizers(
 
 
 def hold(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    _edit_finalizers(api, kind, namespace, name, lambda fs: [*fs, HOLD])
+    edit_finalizers(api, kind, namespace, name, lambda fs: [*fs, HOLD])
 
 
 def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
-    _edit_finalizers(api, kind, namespace, name, lambda fs: [f for f in fs if f != HOLD])
+    edit_finalizers(api, kind, namespace, name, lambda fs: [f for f in fs if f != HOLD])
 
 
 def failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any]) -> None:

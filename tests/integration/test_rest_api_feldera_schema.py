@@ -36,6 +36,7 @@ from .pipelines import (
     wait_jsonpath,
 )
 from .test_rest_api import ApiServer, token_for
+from .volumes import claim_volume
 
 LIST = "/v0/pipelines"
 ONE = "/v0/pipelines/{pipeline_name}"
@@ -87,16 +88,6 @@ def _claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
     )
     assert len(items) == 1, [c.metadata.name for c in items]
     return str(items[0].metadata.name)
-
-
-def _bound_volume(api: client.ApiClient, namespace: str, claim: str) -> str:
-    core = client.CoreV1Api(api)
-
-    def bound() -> str | None:
-        pvc = core.read_namespaced_persistent_volume_claim(claim, namespace)
-        return pvc.spec.volume_name if pvc.status.phase == "Bound" else None
-
-    return wait_for(bound, what=f"claim {claim} Bound")
 
 
 def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
@@ -171,7 +162,7 @@ def test_every_answer_in_every_state_matches_feldera_schema(
         claim = _claim(api_client, ns, name)
         hold(api_client, "persistent_volume_claim", ns, claim)
         held.append(("persistent_volume_claim", claim))
-    volume = _bound_volume(api_client, ns, _claim(api_client, ns, "volume-wait"))
+    volume = claim_volume(api_client, ns, _claim(api_client, ns, "volume-wait"))
     client.CoreV1Api(api_client).patch_persistent_volume(
         volume, {"metadata": {"finalizers": ["sluice.dev/test-hold"]}}
     )

@@ -10,7 +10,7 @@ from kubernetes import client
 from localkube.cluster import CSI_DRIVER, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
-from .pipelines import get
+from .pipelines import edit_finalizers, get
 
 
 def volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None:
@@ -26,6 +26,11 @@ def volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None
 def bound_volume(api: client.ApiClient, kubectl: Kubectl, namespace: str, name: str) -> str:
     """The PV bound to the pipeline's one claim, once it is Bound."""
     (claim,) = get(kubectl, namespace, name)["status"]["storage"]["claims"]
+    return claim_volume(api, namespace, claim)
+
+
+def claim_volume(api: client.ApiClient, namespace: str, claim: str) -> str:
+    """The PV bound to a claim, once it is Bound."""
     core = client.CoreV1Api(api)
 
     def bound() -> str | None:
@@ -58,20 +63,5 @@ def write_data(api: client.ApiClient, cluster: LocalCluster, pv_name: str) -> Pa
 def edit_volume_finalizers(
     api: client.ApiClient, pv_name: str, edit: Callable[[list[str]], list[str]]
 ) -> None:
-    """Change a PV's finalizers without undoing a controller's concurrent change: the
-    patch carries the resourceVersion it was computed from, and is redone on a conflict."""
-    core = client.CoreV1Api(api)
-    while True:
-        pv = core.read_persistent_volume(pv_name)
-        body = {
-            "metadata": {
-                "resourceVersion": pv.metadata.resource_version,
-                "finalizers": edit(list(pv.metadata.finalizers or [])) or None,
-            }
-        }
-        try:
-            core.patch_persistent_volume(pv_name, body)
-            return
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
+    """Change a PV's finalizers without undoing a controller's concurrent change."""
+    edit_finalizers(api, "persistent_volume", None, pv_name, edit)
