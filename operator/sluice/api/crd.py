@@ -94,6 +94,21 @@ def openapi_schema() -> dict[str, Any]:
             }
             for field in ("size", "storageClassName")
         ),
+        # Contract rule 18: a restore applies to the next claim, so it is named while there
+        # is none. Removing it is allowed at any time (nothing is restored then).
+        {
+            "rule": "!has(oldSelf.status) || !has(oldSelf.status.storage)"
+            " || !has(oldSelf.status.storage.status)"
+            " || oldSelf.status.storage.status == 'Cleared'"
+            " || !has(self.spec.storage.restoreFrom)"
+            " || (has(oldSelf.spec.storage.restoreFrom)"
+            " && self.spec.storage.restoreFrom == oldSelf.spec.storage.restoreFrom)",
+            "fieldPath": ".spec.storage.restoreFrom",
+            "reason": "FieldValueForbidden",
+            "message": "spec.storage.restoreFrom can only be set while storage is Cleared "
+            "(EditRestrictedToClearedStorage): the next claim is restored from it, and the "
+            "pipeline has a claim now; stop the pipeline and clear its storage first",
+        },
     ]
     return schema
 

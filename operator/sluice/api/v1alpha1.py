@@ -68,6 +68,8 @@ IMAGE_DIGEST = "@(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$
 IMAGE_PATH = r"^((localhost|[^/]*[.:A-Z][^/]*)/)?[^:@]{1,255}(:[^/@]*)?(@.*)?$"
 # The standard container resources; hugepages-<size> and domain-prefixed names also exist.
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+# A Go duration as CEL's duration() parses it (e.g. 72h, 90m, 1h30m); positive.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
 # How many resource names one map may hold: Kubernetes sets no bound, the CEL cost
 # estimate needs one, and a container with more than 16 kinds of resource is unheard of.
 MAX_RESOURCE_NAMES = 16
@@ -341,6 +343,43 @@ class ResourceRequirements(_Model):
     )
 
 
+class SnapshotBeforeClear(_Model):
+    """The safety net: each claim is snapshotted before a clear deletes it, and the
+    snapshots are kept for a while (contract rule 18)."""
+
+    volume_snapshot_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches(r'{DNS_SUBDOMAIN_PATTERN}')",
+                    "message": "spec.storage.snapshotBeforeClear.volumeSnapshotClassName "
+                    "must be a DNS subdomain, e.g. csi-local",
+                }
+            ]
+        },
+        description="VolumeSnapshotClass of the snapshots; the cluster's default class "
+        "(annotation snapshot.storage.kubernetes.io/is-default-class) when unset.",
+    )
+    retain_for: str = Field(
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches(r'{DURATION_PATTERN}')"
+                    " && duration(self) > duration('0s')",
+                    "message": "spec.storage.snapshotBeforeClear.retainFor must be a positive "
+                    "duration in hours, minutes or seconds, e.g. 72h, 90m or 1h30m",
+                }
+            ]
+        },
+        description="How long each snapshot is kept after it is taken, e.g. 72h; it is "
+        "deleted then, also if the Pipeline was deleted meanwhile.",
+    )
+
+
 class StorageSpec(_Model):
     """Where the pipeline keeps its state, and how a clear disposes of it."""
 
@@ -376,6 +415,30 @@ class StorageSpec(_Model):
         description="Set to a new value (a timestamp, a counter) to request one clear of the "
         "storage, like Feldera's POST /clear. Accepted only together with desiredState: "
         "Stopped. A request cannot be cancelled. Empty or unset: no request.",
+    )
+    snapshot_before_clear: SnapshotBeforeClear | None = Field(
+        default=None,
+        description="Snapshot each claim (a VolumeSnapshot, kept for retainFor) before a "
+        "clear deletes it; a clear whose snapshot fails deletes nothing. Unset: a clear "
+        "deletes without a snapshot.",
+    )
+    restore_from: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches(r'{DNS_SUBDOMAIN_PATTERN}')",
+                    "message": "spec.storage.restoreFrom must name a VolumeSnapshot (a DNS "
+                    "subdomain), e.g. orders-clear-bcdfg",
+                }
+            ]
+        },
+        description="A VolumeSnapshot in the pipeline's namespace (one of "
+        "status.storage.snapshots, or any other) that the next claim is restored from. Can "
+        "only be set or changed while storage is Cleared; it is used once (the claim after a "
+        "later clear starts empty, as after any clear).",
     )
 
 
@@ -465,6 +528,34 @@ class VolumeRecord(_Model):
     )
 
 
+class SnapshotRecord(_Model):
+    """A VolumeSnapshot the operator took of a claim before a clear."""
+
+    name: str = Field(description="The VolumeSnapshot (in the pipeline's namespace).")
+    claim: str = Field(description="The PersistentVolumeClaim it is a snapshot of.")
+    taken_at: str | None = Field(
+        default=None,
+        description="When the snapshot was requested.",
+        json_schema_extra={"format": "date-time"},
+    )
+    expires_at: str | None = Field(
+        default=None,
+        description="When the operator deletes it (takenAt + retainFor).",
+        json_schema_extra={"format": "date-time"},
+    )
+    ready_to_use: bool = Field(
+        default=False, description="The snapshot controller's status.readyToUse."
+    )
+    restore_size: str | None = Field(
+        default=None, description="The smallest claim it can be restored into, e.g. 1Gi."
+    )
+    clear_request: str | None = Field(
+        default=None,
+        description="The spec.storage.clearRequest of the clear that took it; absent for the "
+        "clear of a deleted Pipeline.",
+    )
+
+
 class StorageState(_Model):
     """What the operator knows about the pipeline's storage."""
 
@@ -501,7 +592,22 @@ class StorageState(_Model):
         "clear's.",
     )
 
-    @field_validator("clearing_volumes", "retained_volumes", mode="before")
+    snapshots: list[SnapshotRecord] = Field(
+        default_factory=list,
+        description="The snapshots taken before clears of this pipeline (and of earlier "
+        "Pipelines of the same name) that are still kept, oldest first.",
+    )
+    restored_from: str | None = Field(
+        default=None,
+        description="The VolumeSnapshot the current claim was restored from, if any.",
+    )
+    last_restore_from: str | None = Field(
+        default=None,
+        description="The last spec.storage.restoreFrom a claim was restored from; it is not "
+        "restored again until restoreFrom is unset and set again.",
+    )
+
+    @field_validator("clearing_volumes", "retained_volumes", "snapshots", mode="before")
     @classmethod
     def _absent_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value  # written as null to remove the field

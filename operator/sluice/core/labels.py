@@ -17,6 +17,13 @@ DETACHED_AT = "sluice.dev/detached-at"
 
 STORAGE_MOUNT_PATH = "/storage"
 
+# A snapshot taken before a clear carries the pipeline's labels (name and UID) but no
+# ownerReference: it must outlive a deleted Pipeline until it expires. These say what it is.
+SNAPSHOT_OF_CLAIM = "sluice.dev/claim"
+SNAPSHOT_EXPIRES_AT = "sluice.dev/expires-at"
+SNAPSHOT_CLEAR_REQUEST = "sluice.dev/clear-request"
+SNAPSHOT_FROM = "sluice.dev/pipeline-namespaced-name"  # namespace/name, for people
+
 
 def claim_name_prefix(pipeline_name: str) -> str:
     return f"{pipeline_name}-storage-"
@@ -34,6 +41,16 @@ def claim_name(pipeline_name: str, uid: str, claim_generation: int) -> str:
     digest = hashlib.sha256(f"{uid}/{claim_generation}".encode()).digest()
     suffix = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:5])
     return f"{claim_name_prefix(pipeline_name)}{suffix}"
+
+
+def snapshot_name(pipeline_name: str, claim: str) -> str:
+    """The fixed name of the snapshot a clear takes of a claim: `<pipeline>-clear-<the
+    claim's suffix>` (unique per pipeline object and claim generation, as the claim's name
+    is), so a clear resumed after a crash finds the snapshot it already asked for."""
+    prefix = claim_name_prefix(pipeline_name)
+    if claim.startswith(prefix):
+        return f"{pipeline_name}-clear-{claim[len(prefix) :]}"
+    return f"{claim}-clear"[:253]
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:

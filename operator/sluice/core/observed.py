@@ -19,7 +19,10 @@ class Observed:
     progress, read only while a clear may run (`volumes.volume_names_to_observe`).
     `volume_events` holds the Events about those of them waiting for their provisioner
     (`volumes.awaits_deletion`), by PV name: a CSI provisioner reports a failing deletion
-    only there.
+    only there. `snapshots` holds the VolumeSnapshots labelled with the pipeline's name
+    (of this object or of an earlier one of the same name; none has an ownerReference).
+    `restore_source` is the VolumeSnapshot `spec.storage.restoreFrom` names, read only
+    while a claim is to be created from it (None: it does not exist).
     """
 
     pipeline: dict[str, Any]
@@ -29,6 +32,8 @@ class Observed:
     claims: list[dict[str, Any]] = field(default_factory=list)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     volume_events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    restore_source: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
