@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
-from sluice.core import kstatus, manifests, volumes
+from sluice.core import kstatus, manifests, snapshots, volumes
 from sluice.core.conditions import condition
 from sluice.core.labels import (
     DETACHED_AT,
@@ -101,6 +101,8 @@ Action = (
     | DeleteStatefulSet
     | DeleteClaim
     | DetachClaim
+    | snapshots.CreateSnapshot
+    | snapshots.DeleteSnapshot
 )
 
 
@@ -124,6 +126,8 @@ class Plan:
     recheck_max_delay: float | None = None
     # While Clearing: what the clear is waiting for, for the StorageCleared condition.
     waiting_for: str | None = None
+    # Come back after this many seconds even if nothing changes (the next snapshot expiry).
+    requeue_after: float | None = None
 
     @property
     def starts_clearing(self) -> bool:
@@ -185,6 +189,7 @@ def decide(observed: Observed, now: str) -> Plan:
         status.storage.status = StorageStatus.IN_USE if claims else StorageStatus.CLEARED
         status.storage.claims = [c["metadata"]["name"] for c in claims]
 
+    _expire_snapshots(observed, plan, now)
     status.conditions = _conditions(observed, status, pending, now, plan.waiting_for)
     plan.events.extend(_transition_events(old, status))
     return plan
@@ -250,6 +255,8 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     if late:
         storage.clearing_volumes = volumes.merge(storage.clearing_volumes, late, observed.volumes)
     late_names = {c["metadata"]["name"] for c in late}
+    if not _snapshots_taken(observed, plan, claims, late_names, now):
+        return
     for claim in claims:
         meta = claim["metadata"]
         if meta.get("deletionTimestamp") or meta["name"] in late_names:
@@ -300,6 +307,85 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
         plan.events.append(
             Event("Warning", "StorageRetained", f"Data remains in {volumes.describe(retained)}.")
         )
+
+
+def _snapshots_taken(
+    observed: Observed,
+    plan: Plan,
+    claims: list[dict[str, Any]],
+    late_names: set[str],
+    now: str,
+) -> bool:
+    """Rule 18: with snapshotBeforeClear, no claim is touched until each has a ready
+    snapshot. False while waiting (or failing): the clear stays Clearing."""
+    settings = observed.spec.storage.snapshot_before_clear
+    untouched = [
+        c
+        for c in claims
+        if not c["metadata"].get("deletionTimestamp") and c["metadata"]["name"] not in late_names
+    ]
+    if settings is None or not untouched:
+        return True
+    storage = plan.status.storage
+    if not observed.snapshots_available:
+        plan.status.error = api.PipelineError(
+            message="spec.storage.snapshotBeforeClear is set but the cluster has no "
+            "VolumeSnapshot API (snapshot.storage.k8s.io/v1); nothing is deleted. Install "
+            "the snapshot CRDs and controller, or unset snapshotBeforeClear.",
+            error_code=STORAGE_CLEAR_FAILED,
+            details={"claims": [c["metadata"]["name"] for c in untouched]},
+        )
+        plan.waiting_for = "The VolumeSnapshot API is missing."
+        return False
+    result = snapshots.gate(
+        observed.name,
+        observed.namespace,
+        observed.uid,
+        untouched,
+        observed.snapshots,
+        settings,
+        storage.clearing_request,
+        now,
+    )
+    plan.actions.extend(result.creates)
+    if result.open:
+        return True
+    storage.claims = [c["metadata"]["name"] for c in claims]
+    if result.failed:
+        name, claim, why = result.failed[0]
+        plan.status.error = api.PipelineError(
+            message=f"Snapshot {name} of claim {claim} failed: {why}; nothing is deleted "
+            "until it is ready.",
+            error_code=STORAGE_CLEAR_FAILED,
+            details={"snapshot": name, "claim": claim, "reason": why},
+        )
+        plan.recheck = True  # the operator retries a snapshot that the controller gave up
+    waiting = [n for n in result.waiting] + [f for f, _, _ in result.failed]
+    plan.waiting_for = f"Snapshots {', '.join(waiting)} are being taken."
+    return False
+
+
+def _expire_snapshots(observed: Observed, plan: Plan, now: str) -> None:
+    """Status lists the kept snapshots; expired ones are deleted; come back at the next."""
+    old = {r.name: r for r in observed.status.storage.snapshots}
+    plan.status.storage.snapshots = snapshots.records(observed.snapshots)
+    for record in plan.status.storage.snapshots:
+        was = old.get(record.name)
+        if record.ready_to_use and (was is None or not was.ready_to_use):
+            plan.events.append(
+                Event(
+                    "Normal",
+                    "StorageSnapshotted",
+                    f"Snapshot {record.name} of claim {record.claim} is ready; kept until "
+                    f"{record.expires_at}.",
+                )
+            )
+    for delete in snapshots.expired(observed.snapshots, now):
+        plan.actions.append(delete)
+        plan.events.append(
+            Event("Normal", "SnapshotExpired", f"Snapshot {delete.name} expired; deleted.")
+        )
+    plan.requeue_after = snapshots.next_expiry_in(observed.snapshots, now)
 
 
 def _wait_for_volumes(observed: Observed, plan: Plan, verdicts: list[volumes.Verdict]) -> bool:

@@ -8,8 +8,13 @@ from sluice.api import v1alpha1 as api
 from sluice.core.labels import (
     PIPELINE_LABEL,
     PIPELINE_UID_LABEL,
+    SNAPSHOT_CLEAR_REQUEST,
+    SNAPSHOT_EXPIRES_AT,
+    SNAPSHOT_FROM,
+    SNAPSHOT_OF_CLAIM,
     STORAGE_MOUNT_PATH,
     claim_name,
+    snapshot_name,
 )
 
 CONTAINER_NAME = "pipeline"
@@ -151,4 +156,43 @@ def event(
         "source": {"component": component},
         "reportingComponent": component,
         "reportingInstance": component,
+    }
+
+
+SNAPSHOT_API_VERSION = "snapshot.storage.k8s.io/v1"
+
+
+def volume_snapshot(
+    pipeline: str,
+    namespace: str,
+    uid: str,
+    claim: str,
+    expires_at: str,
+    clear_request: str | None,
+    volume_snapshot_class_name: str | None,
+) -> dict[str, Any]:
+    """The snapshot a clear takes of a claim (contract rule 18). No ownerReference: it
+    outlives a deleted Pipeline until it expires; its labels carry the pipeline's name (to
+    find it, also after the Pipeline is gone) and UID (to know a 409 is ours)."""
+    annotations = {
+        SNAPSHOT_OF_CLAIM: claim,
+        SNAPSHOT_EXPIRES_AT: expires_at,
+        SNAPSHOT_FROM: f"{namespace}/{pipeline}",
+    }
+    if clear_request:
+        annotations[SNAPSHOT_CLEAR_REQUEST] = clear_request
+    spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": claim}}
+    if volume_snapshot_class_name:
+        # Unset: the snapshot controller picks the cluster's default class.
+        spec["volumeSnapshotClassName"] = volume_snapshot_class_name
+    return {
+        "apiVersion": SNAPSHOT_API_VERSION,
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": snapshot_name(pipeline, claim),
+            "namespace": namespace,
+            "labels": selector_labels(pipeline, uid),
+            "annotations": annotations,
+        },
+        "spec": spec,
     }

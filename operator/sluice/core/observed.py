@@ -34,6 +34,8 @@ class Observed:
     volume_events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     restore_source: dict[str, Any] | None = None
+    # False when the cluster has no VolumeSnapshot API (the CRDs are not installed).
+    snapshots_available: bool = True
 
     @property
     def name(self) -> str:
