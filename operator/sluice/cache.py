@@ -65,7 +65,12 @@ WATCH_SECONDS = 300  # the API server ends each watch after this; it is resumed 
 WATCH_INACTIVITY_SECONDS = 70
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 CLUSTER_SCOPED = frozenset({"persistentvolumes"})
-CLEARING_VOLUME = "clearingVolume"  # the pipelines' index: PV name -> pipelines waiting for it
+CLEARING_VOLUME = "clearingVolume"
+SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOTS = (
+    "snapshot.storage.k8s.io",
+    "v1",
+    "volumesnapshots",
+)  # the pipelines' index: PV name -> pipelines waiting for it
 
 
 def _resource_version(obj: Obj) -> int:
@@ -111,6 +116,18 @@ def trim(kind: str, obj: Obj) -> Obj:
         kept["status"] = obj.get("status") or {}
     elif kind == "services":
         pass  # only its existence matters
+    elif kind == SNAPSHOTS:
+        kept["spec"] = obj.get("spec") or {}
+        kept["status"] = _pick(
+            obj.get("status"),
+            (
+                "readyToUse",
+                "restoreSize",
+                "error",
+                "boundVolumeSnapshotContentName",
+                "creationTime",
+            ),
+        )
     else:
         for part in ("apiVersion", "kind", "spec", "status"):
             if part in obj:
@@ -333,10 +350,12 @@ class Informer:
                 if error.status == 410:
                     resource_version = None  # too old: list again
                     continue
-                if error.status == 403 and self.optional and not self.synced.is_set():
+                # 403: not allowed; 404: the kind does not exist (a CRD not installed).
+                if error.status in (403, 404) and self.optional and not self.synced.is_set():
                     log.debug(  # the caller says what it does instead
-                        "cannot list and watch %s (403 Forbidden: %s)",
+                        "cannot list and watch %s (%s %s)",
                         self.name,
+                        error.status,
                         error.reason,
                     )
                     self.forbidden.set()
@@ -475,6 +494,45 @@ class Cache:
             optional=True,
         )
         self.informers.append(self.volume_informer)
+        self.snapshot_informers = self._snapshot_informers(custom, on_change)
+        self.informers.extend(self.snapshot_informers)
+
+    def _snapshot_informers(
+        self, custom: client.CustomObjectsApi, on_change: OnChange
+    ) -> list[Informer]:
+        """VolumeSnapshots labelled with a pipeline's name (rule 18), namespaced as PVCs.
+        Optional: a cluster without the snapshot CRDs still runs (`snapshots_available`)."""
+        self.stores[SNAPSHOTS] = Store(SNAPSHOTS)
+        informers = []
+        for namespace in self.scope.watched_namespaces():
+            if namespace is None:
+                call = functools.partial(
+                    custom.list_cluster_custom_object, SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOTS
+                )
+            else:
+                call = functools.partial(
+                    custom.list_namespaced_custom_object,
+                    SNAPSHOT_GROUP,
+                    SNAPSHOT_VERSION,
+                    namespace,
+                    SNAPSHOTS,
+                )
+            store = self.stores[SNAPSHOTS]
+            informers.append(
+                Informer(
+                    store, call, namespace, self.scope, PIPELINE_LABEL, on_change, optional=True
+                )
+            )
+        return informers
+
+    @property
+    def snapshots_available(self) -> bool:
+        """The VolumeSnapshot API exists (and may be listed): its CRDs are installed."""
+        return not any(i.forbidden.is_set() for i in self.snapshot_informers)
+
+    def snapshots(self, namespace: str, pipeline: str) -> list[Obj]:
+        """The VolumeSnapshots labelled with this pipeline's name (of any UID)."""
+        return self.stores[SNAPSHOTS].for_pipeline(namespace, pipeline)
 
     def start(self) -> None:
         for informer in self.informers:
@@ -523,6 +581,8 @@ class Cache:
                 if (p["metadata"].get("labels") or {}).get(PIPELINE_UID_LABEL) == uid
             ],
             claims=self.stores["persistentvolumeclaims"].for_pipeline(namespace, name),
+            snapshots=self.snapshots(namespace, name),
+            snapshots_available=self.snapshots_available,
         )
 
     def volumes(self, names: Iterable[str]) -> tuple[dict[str, Obj], list[str]]:

@@ -17,9 +17,9 @@ from kubernetes.client.exceptions import ApiException
 
 from sluice import metrics
 from sluice.api import v1alpha1 as api
-from sluice.cache import Cache
+from sluice.cache import SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOTS, Cache
 from sluice.core import decide as d
-from sluice.core import manifests, volumes
+from sluice.core import manifests, snapshots, volumes
 from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
 from sluice.core.observed import Observed
 from sluice.transient import TRANSIENT
@@ -119,6 +119,7 @@ class Kube:
             f"{PIPELINE_LABEL}={name}",
         )
         found = self._volumes(volumes.volume_names_to_observe(pipeline, claims))
+        taken, snapshots_available = self._read_snapshots(namespace, name)
         return Observed(
             pipeline=pipeline,
             statefulset=self._get(self.apps.read_namespaced_stateful_set, name, namespace),
@@ -129,7 +130,76 @@ class Kube:
             claims=claims,
             volumes=found,
             volume_events=self._volume_events(found),
+            snapshots=taken,
+            snapshots_available=snapshots_available,
         )
+
+    # ---- snapshots (rule 18) -------------------------------------------------------
+
+    def _read_snapshots(self, namespace: str, pipeline: str) -> tuple[list[dict[str, Any]], bool]:
+        """The VolumeSnapshots labelled with the pipeline's name, and whether the API exists
+        (404: the snapshot CRDs are not installed)."""
+        try:
+            listed = self.custom.list_namespaced_custom_object(
+                SNAPSHOT_GROUP,
+                SNAPSHOT_VERSION,
+                namespace,
+                SNAPSHOTS,
+                label_selector=f"{PIPELINE_LABEL}={pipeline}",
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if _missing(error):
+                return [], False
+            raise
+        return list(_json(listed)["items"]), True
+
+    def pipeline_snapshots(self, namespace: str, pipeline: str) -> list[dict[str, Any]]:
+        """A gone Pipeline's snapshots (to expire them), from the cache when there is one."""
+        if self.cache is not None:
+            return self.cache.snapshots(namespace, pipeline)
+        return self._read_snapshots(namespace, pipeline)[0]
+
+    def _create_snapshot(self, observed: Observed, manifest: dict[str, Any]) -> None:
+        try:
+            created = self.custom.create_namespaced_custom_object(
+                SNAPSHOT_GROUP,
+                SNAPSHOT_VERSION,
+                observed.namespace,
+                SNAPSHOTS,
+                manifest,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            # Fixed name: asked for before a crash. Ours or not, the next decision sees it
+            # (by the UID in its labels) and waits, or says it is someone else's.
+            return
+        self._remember(SNAPSHOTS, created)
+
+    def delete_snapshot(self, delete: snapshots.DeleteSnapshot) -> None:
+        self._delete(
+            SNAPSHOTS,
+            lambda name, namespace, **kw: self.custom.delete_namespaced_custom_object(
+                SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, SNAPSHOTS, name, **kw
+            ),
+            delete.name,
+            delete.namespace,
+            delete.uid,
+        )
+
+    def emit_snapshot_event(self, snapshot: dict[str, Any], event: d.Event) -> None:
+        """An Event on the VolumeSnapshot itself (its Pipeline is gone)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta = snapshot["metadata"]
+        body: Any = manifests.event(
+            snapshot, event.type, event.reason, event.message, REPORTING_COMPONENT, now
+        )
+        body["involvedObject"].update(
+            apiVersion=f"{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}", kind="VolumeSnapshot"
+        )
+        self.core.create_namespaced_event(meta["namespace"], body)
 
     def _volumes(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """The named PersistentVolumes that exist (cluster-scoped; absent ones are gone)."""
@@ -232,6 +302,10 @@ class Kube:
                     _preload_content=False,
                 )
                 self._remember("persistentvolumeclaims", detached)
+            case snapshots.CreateSnapshot(manifest):
+                self._create_snapshot(observed, manifest)
+            case snapshots.DeleteSnapshot():
+                self.delete_snapshot(action)
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
