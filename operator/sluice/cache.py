@@ -47,7 +47,12 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from sluice import metrics
 from sluice.api import v1alpha1 as api
-from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
+from sluice.core.labels import (
+    PIPELINE_LABEL,
+    PIPELINE_UID_LABEL,
+    SNAPSHOT_API_GROUP as SNAPSHOT_GROUP,
+    SNAPSHOT_API_VERSION as SNAPSHOT_VERSION,
+)
 from sluice.core.observed import Observed
 
 log = logging.getLogger("sluice.cache")
@@ -66,11 +71,7 @@ WATCH_INACTIVITY_SECONDS = 70
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 CLUSTER_SCOPED = frozenset({"persistentvolumes"})
 CLEARING_VOLUME = "clearingVolume"
-SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOTS = (
-    "snapshot.storage.k8s.io",
-    "v1",
-    "volumesnapshots",
-)  # the pipelines' index: PV name -> pipelines waiting for it
+SNAPSHOTS = "volumesnapshots"
 
 
 def _resource_version(obj: Obj) -> int:

@@ -67,6 +67,7 @@ class Outcome:
     # no watch event names this pipeline for.
     recheck: bool = False
     recheck_max_delay: float | None = None  # None: the work queue's own maximum
+    recheck_unwatched: bool = False  # no watch at all reports it (a user's VolumeSnapshot)
 
 
 class StaleObservation(Exception):
@@ -97,7 +98,10 @@ class Controller:
         if plan.recheck and not plan.status.storage.claims:
             failpoints.hit(failpoints.WHILE_WAITING_FOR_VOLUME)
         return Outcome(
-            wrote_status=wrote, recheck=plan.recheck, recheck_max_delay=plan.recheck_max_delay
+            wrote_status=wrote,
+            recheck=plan.recheck,
+            recheck_max_delay=plan.recheck_max_delay,
+            recheck_unwatched=plan.recheck_unwatched,
         )
 
     def _act(self, observed: Observed, plan: d.Plan) -> None:

@@ -147,13 +147,14 @@ async def _work(
         else:
             if outcome.wrote_status:
                 queue.add(key)  # status written and already in the cache: next step now
-            if outcome.recheck and cache.watches_volumes:
+            if outcome.recheck and cache.watches_volumes and not outcome.recheck_unwatched:
                 # Waiting on a volume's deletion: its watch event wakes this key; a slow
                 # look anyway, for what no event brings (the deletion's deadline passing).
                 queue.succeeded(key)
                 queue.add_after(key, OPTIONS.volume_recheck_seconds)
             elif outcome.recheck:
-                # PVs are not watched here: look again, backing off (capped while deleting).
+                # PVs are not watched here, or it waits on what no watch reports (a user's
+                # VolumeSnapshot): look again, backing off (capped).
                 queue.retry_later(key, max_delay=outcome.recheck_max_delay)
             else:
                 queue.succeeded(key)

@@ -17,10 +17,15 @@ from kubernetes.client.exceptions import ApiException
 
 from sluice import metrics
 from sluice.api import v1alpha1 as api
-from sluice.cache import SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOTS, Cache
+from sluice.cache import SNAPSHOTS, Cache
 from sluice.core import decide as d
 from sluice.core import manifests, snapshots, volumes
-from sluice.core.labels import PIPELINE_LABEL, PIPELINE_UID_LABEL
+from sluice.core.labels import (
+    PIPELINE_LABEL,
+    PIPELINE_UID_LABEL,
+    SNAPSHOT_API_GROUP as SNAPSHOT_GROUP,
+    SNAPSHOT_API_VERSION as SNAPSHOT_VERSION,
+)
 from sluice.core.observed import Observed
 from sluice.transient import TRANSIENT
 
@@ -99,6 +104,7 @@ class Kube:
             cached = self.cache.observe(namespace, name)
             if cached is None:
                 return None
+            cached = self._with_restore_source(cached)
             # PVs are looked at only while a clear may run, as the PV watch has them; read
             # by name only where the watch cannot vouch for one (see Cache.volumes).
             names = volumes.volume_names_to_observe(cached.pipeline, cached.claims)
@@ -120,7 +126,7 @@ class Kube:
         )
         found = self._volumes(volumes.volume_names_to_observe(pipeline, claims))
         taken, snapshots_available = self._read_snapshots(namespace, name)
-        return Observed(
+        observed = Observed(
             pipeline=pipeline,
             statefulset=self._get(self.apps.read_namespaced_stateful_set, name, namespace),
             service=self._get(self.core.read_namespaced_service, name, namespace),
@@ -133,6 +139,31 @@ class Kube:
             snapshots=taken,
             snapshots_available=snapshots_available,
         )
+        return self._with_restore_source(observed)
+
+    def _with_restore_source(self, observed: Observed) -> Observed:
+        """With the VolumeSnapshot spec.storage.restoreFrom names (GET; None if it does not
+        exist), read only when a claim is about to be created from it: the operator watches
+        no VolumeSnapshot a user made, and a settled pipeline reads nothing."""
+        name = snapshots.restore_to_read(observed)
+        if name is None:
+            return observed
+        try:
+            found = _json(
+                self.custom.get_namespaced_custom_object(
+                    SNAPSHOT_GROUP,
+                    SNAPSHOT_VERSION,
+                    observed.namespace,
+                    "volumesnapshots",
+                    name,
+                    _preload_content=False,
+                )
+            )
+        except ApiException as error:
+            if not _missing(error):  # 404 also when the snapshot CRDs are not installed
+                raise
+            return dataclasses.replace(observed, restore_source=None)
+        return dataclasses.replace(observed, restore_source=found)
 
     # ---- snapshots (rule 18) -------------------------------------------------------
 

@@ -128,6 +128,9 @@ class Plan:
     waiting_for: str | None = None
     # Come back after this many seconds even if nothing changes (the next snapshot expiry).
     requeue_after: float | None = None
+    # The recheck waits on something no watch of the operator reports at all (a user's
+    # VolumeSnapshot to restore from): back off, also where PVs are watched.
+    recheck_unwatched: bool = False
 
     @property
     def starts_clearing(self) -> bool:
@@ -158,6 +161,8 @@ def decide(observed: Observed, now: str) -> Plan:
         # A new pipeline's storage is already Cleared: the request is a no-op (rule 7).
         status.storage.last_clear_request = request
     pending = bool(request) and request != status.storage.last_clear_request
+    if not spec.storage.restore_from:
+        status.storage.last_restore_from = None  # unset: set again, it restores again
     wants_running = spec.desired_state == DesiredState.RUNNING and not observed.deleting
 
     if status.storage.status == StorageStatus.CLEARING:
@@ -188,6 +193,10 @@ def decide(observed: Observed, now: str) -> Plan:
         claims = observed.associated_claims
         status.storage.status = StorageStatus.IN_USE if claims else StorageStatus.CLEARED
         status.storage.claims = [c["metadata"]["name"] for c in claims]
+        # Read from the claim itself (its dataSourceRef, once Bound): true after a crash too.
+        status.storage.restored_from = snapshots.restored_from(claims)
+        if status.storage.restored_from == spec.storage.restore_from:
+            status.storage.last_restore_from = status.storage.restored_from  # used: once
 
     _expire_snapshots(observed, plan, now)
     status.conditions = _conditions(observed, status, pending, now, plan.waiting_for)
@@ -452,10 +461,15 @@ def _run(observed: Observed, plan: Plan) -> None:
         return
     claims = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
     if not claims:
-        generation = plan.status.storage.claim_generation or 0
-        fresh = manifests.persistent_volume_claim(name, uid, spec.storage, generation)
-        plan.actions.append(Create(fresh))
         plan.status.deployment_status = DeploymentStatus.PROVISIONING
+        restore = None
+        if snapshots.wanted_restore(spec.storage, plan.status.storage):
+            restore = _restore_source(observed, plan)
+            if restore is None:
+                return  # why is in status.error; never a fresh empty claim instead
+        generation = plan.status.storage.claim_generation or 0
+        fresh = manifests.persistent_volume_claim(name, uid, spec.storage, generation, restore)
+        plan.actions.append(Create(fresh))
         return
     if observed.service is None:
         plan.actions.append(Create(manifests.headless_service(name, uid)))
@@ -469,6 +483,27 @@ def _run(observed: Observed, plan: Plan) -> None:
     if any(current.get(k) != wanted.get(k) for k in ("image", "resources")):
         plan.actions.append(UpdateContainer(sts["metadata"]["name"], wanted))
     plan.status.deployment_status = _deployment_status(observed.owned_pods)
+
+
+def _restore_source(observed: Observed, plan: Plan) -> snapshots.RestoreSource | None:
+    """The ready snapshot the new claim is restored from; else None, with status.error
+    saying why (rule 18) and a Warning Event once per distinct reason."""
+    storage = observed.spec.storage
+    found = snapshots.restore_source(
+        str(storage.restore_from), observed.namespace, observed.restore_source, str(storage.size)
+    )
+    if isinstance(found, snapshots.RestoreSource):
+        return found
+    plan.status.error = found
+    # The operator watches no VolumeSnapshot a user made: nothing would wake it when this
+    # one appears or becomes ready, so it looks again, with backoff.
+    plan.recheck = True
+    plan.recheck_max_delay = snapshots.RESTORE_RECHECK_MAX_DELAY
+    plan.recheck_unwatched = True
+    old = observed.status.error
+    if old is None or old.message != found.message:
+        plan.events.append(Event("Warning", found.error_code, found.message))
+    return None
 
 
 def _deployment_status(pods: list[dict[str, Any]]) -> DeploymentStatus:
@@ -557,6 +592,12 @@ def _conditions(
             f"Pipeline is {deployment}; desired {desired}.",
         )
     running_message = f"Deployment status is {deployment}."
+    restore = status.error
+    # No claim can be created from the snapshot: say why where kubectl wait looks.
+    if restore is not None and restore.error_code in snapshots.RESTORE_ERRORS:
+        ready_reason = restore.error_code
+        ready_message = f"{ready_message} {restore.message}"
+        running_message = f"{running_message} {restore.message}"
     problem = (
         pod_problem(observed.owned_pods)
         if deployment in (DeploymentStatus.PROVISIONING, DeploymentStatus.FAILED)
@@ -596,6 +637,15 @@ def _transition_events(old: api.PipelineStatus, new: api.PipelineStatus) -> list
                 "Normal",
                 f"Deployment{new.deployment_status}",
                 f"Deployment status {old.deployment_status} -> {new.deployment_status}.",
+            )
+        )
+    restored = new.storage.restored_from
+    if restored and restored != old.storage.restored_from:
+        events.append(
+            Event(
+                "Normal",
+                snapshots.RESTORED_EVENT,
+                f"Claim {', '.join(new.storage.claims)} restored from VolumeSnapshot {restored}.",
             )
         )
     if old.storage.status != new.storage.status and new.storage.status == StorageStatus.IN_USE:

@@ -17,6 +17,10 @@ DETACHED_AT = "sluice.dev/detached-at"
 
 STORAGE_MOUNT_PATH = "/storage"
 
+# VolumeSnapshots (external-snapshotter's CRDs).
+SNAPSHOT_API_GROUP = "snapshot.storage.k8s.io"
+SNAPSHOT_API_VERSION = "v1"
+
 # A snapshot taken before a clear carries the pipeline's labels (name and UID) but no
 # ownerReference: it must outlive a deleted Pipeline until it expires. These say what it is.
 SNAPSHOT_OF_CLAIM = "sluice.dev/claim"

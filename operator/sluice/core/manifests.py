@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.api import v1alpha1 as api
 from sluice.core.labels import (
     PIPELINE_LABEL,
     PIPELINE_UID_LABEL,
+    SNAPSHOT_API_GROUP,
+    SNAPSHOT_API_VERSION,
     SNAPSHOT_CLEAR_REQUEST,
     SNAPSHOT_EXPIRES_AT,
     SNAPSHOT_FROM,
@@ -16,6 +18,9 @@ from sluice.core.labels import (
     claim_name,
     snapshot_name,
 )
+
+if TYPE_CHECKING:  # snapshots builds its VolumeSnapshots here: no import cycle at run time
+    from sluice.core.snapshots import RestoreSource
 
 CONTAINER_NAME = "pipeline"
 VOLUME_NAME = "storage"
@@ -45,15 +50,28 @@ def _metadata(pipeline: str, uid: str, **extra: Any) -> dict[str, Any]:
 
 
 def persistent_volume_claim(
-    name: str, uid: str, storage: api.StorageSpec, claim_generation: int
+    name: str,
+    uid: str,
+    storage: api.StorageSpec,
+    claim_generation: int,
+    restore: RestoreSource | None = None,
 ) -> dict[str, Any]:
-    """A fresh claim, named by `claim_name` (a fixed name per storage generation)."""
+    """A fresh claim, named by `claim_name` (a fixed name per storage generation); with
+    `restore`, its volume is provisioned from that VolumeSnapshot (`dataSourceRef`), at
+    least as large as the snapshot's restoreSize."""
+    size = restore.size if restore else str(storage.size)
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": str(storage.size)}},
+        "resources": {"requests": {"storage": size}},
     }
     if storage.storage_class_name:
         spec["storageClassName"] = storage.storage_class_name
+    if restore:
+        spec["dataSourceRef"] = {
+            "apiGroup": SNAPSHOT_API_GROUP,
+            "kind": "VolumeSnapshot",
+            "name": restore.snapshot,
+        }
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -159,9 +177,6 @@ def event(
     }
 
 
-SNAPSHOT_API_VERSION = "snapshot.storage.k8s.io/v1"
-
-
 def volume_snapshot(
     pipeline: str,
     namespace: str,
@@ -186,7 +201,7 @@ def volume_snapshot(
         # Unset: the snapshot controller picks the cluster's default class.
         spec["volumeSnapshotClassName"] = volume_snapshot_class_name
     return {
-        "apiVersion": SNAPSHOT_API_VERSION,
+        "apiVersion": f"{SNAPSHOT_API_GROUP}/{SNAPSHOT_API_VERSION}",
         "kind": "VolumeSnapshot",
         "metadata": {
             "name": snapshot_name(pipeline, claim),

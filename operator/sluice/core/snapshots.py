@@ -14,17 +14,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from sluice.api import v1alpha1 as api
 from sluice.core import manifests
 from sluice.core.labels import (
     PIPELINE_UID_LABEL,
+    SNAPSHOT_API_GROUP,
     SNAPSHOT_CLEAR_REQUEST,
     SNAPSHOT_EXPIRES_AT,
     SNAPSHOT_OF_CLAIM,
     snapshot_name,
 )
+from sluice.core.observed import Observed
 
 # ---- take and expire -----------------------------------------------------------------
 
@@ -214,3 +219,102 @@ def next_expiry_in(snapshots: list[dict[str, Any]], now: str) -> float | None:
 
 
 # ---- restore -------------------------------------------------------------------------
+
+RESTORE_SNAPSHOT_NOT_FOUND = "RestoreSnapshotNotFound"
+RESTORE_SNAPSHOT_NOT_READY = "RestoreSnapshotNotReady"
+RESTORE_ERRORS = (RESTORE_SNAPSHOT_NOT_FOUND, RESTORE_SNAPSHOT_NOT_READY)
+RESTORED_EVENT = "StorageRestored"
+# Seconds between looks at a snapshot that is missing or not ready, at most: the operator
+# watches no VolumeSnapshot a user made, so nothing wakes it when one appears or gets ready.
+RESTORE_RECHECK_MAX_DELAY = 10.0
+
+
+@dataclass(frozen=True)
+class RestoreSource:
+    """A ready VolumeSnapshot to restore the next claim from, and the claim's size."""
+
+    snapshot: str
+    size: str
+
+
+def wanted_restore(spec: api.StorageSpec, status: api.StorageState) -> str | None:
+    """The snapshot the next claim is restored from: `restoreFrom`, used once per value
+    (a later clear then gives empty storage, as every clear does)."""
+    name = spec.restore_from
+    return name if name and name != status.last_restore_from else None
+
+
+def restore_to_read(observed: Observed) -> str | None:
+    """The VolumeSnapshot to read for this reconcile: only when a claim is about to be
+    created from it, so that a settled pipeline reads nothing."""
+    status = observed.status
+    if (
+        observed.deleting
+        or observed.spec.desired_state != api.DesiredState.RUNNING
+        or status.storage.status == api.StorageStatus.CLEARING
+        or any(not c["metadata"].get("deletionTimestamp") for c in observed.associated_claims)
+    ):
+        return None
+    return wanted_restore(observed.spec.storage, status.storage)
+
+
+def restore_source(
+    name: str, namespace: str, snapshot: dict[str, Any] | None, size: str
+) -> RestoreSource | api.PipelineError:
+    """What to restore the claim from, or why no claim can be created now (never a fresh
+    empty claim instead: the user asked for the data)."""
+    field = f"spec.storage.restoreFrom names VolumeSnapshot {name} in namespace {namespace}"
+    details: dict[str, Any] = {"restore_from": name, "namespace": namespace}
+    if snapshot is None:
+        return api.PipelineError(
+            message=f"{field}, which does not exist; no claim is created until it does. "
+            f"Create it, or change restoreFrom (kubectl get volumesnapshots -n {namespace}), "
+            "or remove restoreFrom to start with empty storage.",
+            error_code=RESTORE_SNAPSHOT_NOT_FOUND,
+            details=details,
+        )
+    status = snapshot.get("status") or {}
+    if status.get("readyToUse") is not True:
+        why = ((status.get("error") or {}).get("message") or "").strip()
+        message = f"{field}, which is not readyToUse yet"
+        if why:
+            details["snapshot_error"] = why
+            message += f": the snapshot controller says: {why.rstrip('.')}"
+        return api.PipelineError(
+            message=f"{message}. No claim is created until it is ready "
+            f"(kubectl describe volumesnapshot {name} -n {namespace}).",
+            error_code=RESTORE_SNAPSHOT_NOT_READY,
+            details=details,
+        )
+    return RestoreSource(snapshot=name, size=claim_size(size, status.get("restoreSize")))
+
+
+def claim_size(requested: str, restore_size: str | int | None) -> str:
+    """The larger of the spec's size and the snapshot's restoreSize (a provisioner refuses a
+    claim smaller than the snapshot), as written where it came from."""
+    if restore_size is None:
+        return requested
+    try:
+        larger = _amount(restore_size) > _amount(requested)
+    except (ValueError, ArithmeticError):
+        return requested  # not a quantity Python parses: the spec's, as before
+    return str(restore_size) if larger else requested
+
+
+def _amount(quantity: str | int) -> Decimal:
+    """A Kubernetes quantity as a number, by the client library's parser."""
+    return Decimal(parse_quantity(quantity))  # type: ignore[no-untyped-call]
+
+
+def restored_from(claims: list[dict[str, Any]]) -> str | None:
+    """The VolumeSnapshot the pipeline's claim was restored from: its dataSourceRef, once
+    the claim is Bound (restored). Read from the claim itself, so it holds also when the
+    operator stopped between creating the claim and writing status."""
+    for claim in claims:
+        if (claim.get("status") or {}).get("phase") != "Bound":
+            continue
+        spec = claim.get("spec") or {}
+        ref = spec.get("dataSourceRef") or spec.get("dataSource") or {}
+        if ref.get("apiGroup") == SNAPSHOT_API_GROUP and ref.get("kind") == "VolumeSnapshot":
+            return str(ref["name"])
+    return None
