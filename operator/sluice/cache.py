@@ -50,8 +50,8 @@ from sluice.api import v1alpha1 as api
 from sluice.core.labels import (
     PIPELINE_LABEL,
     PIPELINE_UID_LABEL,
-    SNAPSHOT_API_GROUP as SNAPSHOT_GROUP,
-    SNAPSHOT_API_VERSION as SNAPSHOT_VERSION,
+    SNAPSHOT_API_GROUP,
+    SNAPSHOT_API_VERSION,
 )
 from sluice.core.observed import Observed
 
@@ -508,13 +508,16 @@ class Cache:
         for namespace in self.scope.watched_namespaces():
             if namespace is None:
                 call = functools.partial(
-                    custom.list_cluster_custom_object, SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOTS
+                    custom.list_cluster_custom_object,
+                    SNAPSHOT_API_GROUP,
+                    SNAPSHOT_API_VERSION,
+                    SNAPSHOTS,
                 )
             else:
                 call = functools.partial(
                     custom.list_namespaced_custom_object,
-                    SNAPSHOT_GROUP,
-                    SNAPSHOT_VERSION,
+                    SNAPSHOT_API_GROUP,
+                    SNAPSHOT_API_VERSION,
                     namespace,
                     SNAPSHOTS,
                 )

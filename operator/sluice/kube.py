@@ -23,8 +23,8 @@ from sluice.core import manifests, snapshots, volumes
 from sluice.core.labels import (
     PIPELINE_LABEL,
     PIPELINE_UID_LABEL,
-    SNAPSHOT_API_GROUP as SNAPSHOT_GROUP,
-    SNAPSHOT_API_VERSION as SNAPSHOT_VERSION,
+    SNAPSHOT_API_GROUP,
+    SNAPSHOT_API_VERSION,
 )
 from sluice.core.observed import Observed
 from sluice.transient import TRANSIENT
@@ -151,8 +151,8 @@ class Kube:
         try:
             found = _json(
                 self.custom.get_namespaced_custom_object(
-                    SNAPSHOT_GROUP,
-                    SNAPSHOT_VERSION,
+                    SNAPSHOT_API_GROUP,
+                    SNAPSHOT_API_VERSION,
                     observed.namespace,
                     "volumesnapshots",
                     name,
@@ -172,8 +172,8 @@ class Kube:
         (404: the snapshot CRDs are not installed)."""
         try:
             listed = self.custom.list_namespaced_custom_object(
-                SNAPSHOT_GROUP,
-                SNAPSHOT_VERSION,
+                SNAPSHOT_API_GROUP,
+                SNAPSHOT_API_VERSION,
                 namespace,
                 SNAPSHOTS,
                 label_selector=f"{PIPELINE_LABEL}={pipeline}",
@@ -194,8 +194,8 @@ class Kube:
     def _create_snapshot(self, observed: Observed, manifest: dict[str, Any]) -> None:
         try:
             created = self.custom.create_namespaced_custom_object(
-                SNAPSHOT_GROUP,
-                SNAPSHOT_VERSION,
+                SNAPSHOT_API_GROUP,
+                SNAPSHOT_API_VERSION,
                 observed.namespace,
                 SNAPSHOTS,
                 manifest,
@@ -213,7 +213,7 @@ class Kube:
         self._delete(
             SNAPSHOTS,
             lambda name, namespace, **kw: self.custom.delete_namespaced_custom_object(
-                SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, SNAPSHOTS, name, **kw
+                SNAPSHOT_API_GROUP, SNAPSHOT_API_VERSION, namespace, SNAPSHOTS, name, **kw
             ),
             delete.name,
             delete.namespace,
@@ -228,7 +228,7 @@ class Kube:
             snapshot, event.type, event.reason, event.message, REPORTING_COMPONENT, now
         )
         body["involvedObject"].update(
-            apiVersion=f"{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}", kind="VolumeSnapshot"
+            apiVersion=f"{SNAPSHOT_API_GROUP}/{SNAPSHOT_API_VERSION}", kind="VolumeSnapshot"
         )
         self.core.create_namespaced_event(meta["namespace"], body)
 
