@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from sluice import failpoints, metrics
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
-from sluice.core import kstatus
+from sluice.core import kstatus, snapshots
 from sluice.core.conditions import MAX_MESSAGE
 from sluice.core.observed import Observed
 from sluice.events import EventRecorder
@@ -32,7 +32,7 @@ def utc_now() -> str:
 def status_body(status: api.PipelineStatus) -> dict[str, Any]:
     """The status as a merge patch: None values remove fields (error: null clears it)."""
     body = status.model_dump(by_alias=True, mode="json")
-    for key in ("clearingVolumes", "retainedVolumes"):
+    for key in ("clearingVolumes", "retainedVolumes", "snapshots"):
         if not body["storage"][key]:
             body["storage"][key] = None  # absent when empty, as `kubectl get` shows status
     body["conditions"] = [
@@ -68,6 +68,9 @@ class Outcome:
     recheck: bool = False
     recheck_max_delay: float | None = None  # None: the work queue's own maximum
     recheck_unwatched: bool = False  # no watch at all reports it (a user's VolumeSnapshot)
+    # Come back after this many seconds whatever happens: a snapshot expires then. A timer,
+    # not a poll: nothing is read in between.
+    requeue_after: float | None = None
 
 
 class StaleObservation(Exception):
@@ -85,7 +88,9 @@ class Controller:
         observed = self.kube.observe(namespace, name)
         if observed is None:
             metrics.CENSUS.forget((namespace, name))
-            return Outcome()  # deleted; owned objects follow by garbage collection
+            # Deleted; owned objects follow by garbage collection. Its snapshots have no
+            # owner (they outlive it, rule 18): they are expired here, on time.
+            return self._expire_orphaned_snapshots(namespace, name)
         plan = d.decide(observed, utc_now())
         try:
             self._act(observed, plan)
@@ -102,11 +107,46 @@ class Controller:
             recheck=plan.recheck,
             recheck_max_delay=plan.recheck_max_delay,
             recheck_unwatched=plan.recheck_unwatched,
+            requeue_after=plan.requeue_after,
         )
+
+    def _expire_orphaned_snapshots(self, namespace: str, name: str) -> Outcome:
+        """The snapshots of a Pipeline that no longer exists: delete the expired ones (an
+        Event on each VolumeSnapshot, as there is no Pipeline to put it on) and come back
+        when the next one expires."""
+        taken = self.kube.pipeline_snapshots(namespace, name)
+        now = utc_now()
+        for delete in snapshots.expired(taken, now):
+            self.kube.delete_snapshot(delete)
+            log.info(
+                "%s/%s: SnapshotExpired: snapshot %s of the deleted pipeline deleted",
+                namespace,
+                name,
+                delete.name,
+                extra={"namespace": namespace, "pipeline": name},
+            )
+            snapshot = next(s for s in taken if s["metadata"]["name"] == delete.name)
+            event = d.Event(
+                "Normal",
+                snapshots.EXPIRED_EVENT,
+                f"Snapshot {delete.name} of deleted pipeline {namespace}/{name} expired; deleted.",
+            )
+            try:
+                self.kube.emit_snapshot_event(snapshot, event)
+            except ApiException as error:  # best effort, as every Event
+                log.warning("could not record Event on %s: %s", delete.name, error)
+        return Outcome(requeue_after=snapshots.next_expiry_in(taken, now))
 
     def _act(self, observed: Observed, plan: d.Plan) -> None:
         first_claim_delete = True
+        first_claim_touch = True
         for action in plan.actions:
+            if isinstance(action, d.DeleteClaim | d.DetachClaim) and first_claim_touch:
+                first_claim_touch = False
+                if observed.spec.storage.snapshot_before_clear is not None:
+                    # Every snapshot is ready (decide let a claim be touched): a crash here
+                    # must neither take them again nor lose the clear.
+                    failpoints.hit(failpoints.AFTER_SNAPSHOTS_READY)
             self.kube.apply(observed, action)
             if isinstance(action, d.DeleteClaim) and first_claim_delete:
                 first_claim_delete = False

@@ -14,6 +14,7 @@ AFTER_CLEARING_WRITTEN = "after-clearing-written"
 AFTER_FIRST_CLAIM_DELETE = "after-first-claim-delete"
 BEFORE_CLEARED_WRITTEN = "before-cleared-written"
 WHILE_WAITING_FOR_VOLUME = "while-waiting-for-volume"
+AFTER_SNAPSHOTS_READY = "after-snapshots-ready"  # before the first claim is deleted/detached
 
 
 def hit(name: str) -> None:

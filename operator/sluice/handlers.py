@@ -158,5 +158,7 @@ async def _work(
                 queue.retry_later(key, max_delay=outcome.recheck_max_delay)
             else:
                 queue.succeeded(key)
+            if outcome.requeue_after is not None:
+                queue.add_after(key, outcome.requeue_after)  # the next snapshot's expiry
         finally:
             queue.done(key)

@@ -345,6 +345,7 @@ def _snapshots_taken(
             details={"claims": [c["metadata"]["name"] for c in untouched]},
         )
         plan.waiting_for = "The VolumeSnapshot API is missing."
+        plan.recheck = True  # with backoff, until the API is installed
         return False
     result = snapshots.gate(
         observed.name,
@@ -368,7 +369,12 @@ def _snapshots_taken(
             error_code=STORAGE_CLEAR_FAILED,
             details={"snapshot": name, "claim": claim, "reason": why},
         )
-        plan.recheck = True  # the operator retries a snapshot that the controller gave up
+        # csi-snapshotter retries CreateSnapshot itself with backoff; each retry updates
+        # the VolumeSnapshot, whose watch event brings the next look.
+        plan.recheck = True
+        old = observed.status.error
+        if old is None or old.message != plan.status.error.message:
+            plan.events.append(Event("Warning", STORAGE_CLEAR_FAILED, plan.status.error.message))
     waiting = [n for n in result.waiting] + [f for f, _, _ in result.failed]
     plan.waiting_for = f"Snapshots {', '.join(waiting)} are being taken."
     return False
@@ -384,7 +390,7 @@ def _expire_snapshots(observed: Observed, plan: Plan, now: str) -> None:
             plan.events.append(
                 Event(
                     "Normal",
-                    "StorageSnapshotted",
+                    snapshots.SNAPSHOTTED_EVENT,
                     f"Snapshot {record.name} of claim {record.claim} is ready; kept until "
                     f"{record.expires_at}.",
                 )
@@ -392,7 +398,7 @@ def _expire_snapshots(observed: Observed, plan: Plan, now: str) -> None:
     for delete in snapshots.expired(observed.snapshots, now):
         plan.actions.append(delete)
         plan.events.append(
-            Event("Normal", "SnapshotExpired", f"Snapshot {delete.name} expired; deleted.")
+            Event("Normal", snapshots.EXPIRED_EVENT, f"Snapshot {delete.name} expired; deleted.")
         )
     plan.requeue_after = snapshots.next_expiry_in(observed.snapshots, now)
 

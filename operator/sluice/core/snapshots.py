@@ -224,6 +224,8 @@ RESTORE_SNAPSHOT_NOT_FOUND = "RestoreSnapshotNotFound"
 RESTORE_SNAPSHOT_NOT_READY = "RestoreSnapshotNotReady"
 RESTORE_ERRORS = (RESTORE_SNAPSHOT_NOT_FOUND, RESTORE_SNAPSHOT_NOT_READY)
 RESTORED_EVENT = "StorageRestored"
+SNAPSHOTTED_EVENT = "StorageSnapshotted"
+EXPIRED_EVENT = "SnapshotExpired"
 # Seconds between looks at a snapshot that is missing or not ready, at most: the operator
 # watches no VolumeSnapshot a user made, so nothing wakes it when one appears or gets ready.
 RESTORE_RECHECK_MAX_DELAY = 10.0
