@@ -16,7 +16,14 @@ from typing import Any
 from hypothesis import strategies as st
 
 
-def from_crd_schema(node: dict[str, Any], key_hints: list[str] | None = None) -> Any:
+def from_crd_schema(
+    node: dict[str, Any],
+    key_hints: list[str] | None = None,
+    value_hints: dict[str, list[Any]] | None = None,
+) -> Any:
+    """`key_hints`: map keys worth trying beside arbitrary text. `value_hints`: values worth
+    trying for a property of that name, beside what its schema draws (a CEL rule, which
+    the walker cannot read, may admit almost none of the drawn strings)."""
     if node.get("x-kubernetes-int-or-string"):
         numbers = st.one_of(
             *[st.integers(min_value=1, max_value=10**4)] * 4,
@@ -29,7 +36,10 @@ def from_crd_schema(node: dict[str, Any], key_hints: list[str] | None = None) ->
     kind = node.get("type")
     if kind == "object" and "properties" in node:
         required = set(node.get("required") or [])
-        fields = {k: from_crd_schema(v, key_hints) for k, v in node["properties"].items()}
+        fields = {
+            k: _hinted(from_crd_schema(v, key_hints, value_hints), (value_hints or {}).get(k))
+            for k, v in node["properties"].items()
+        }
         return st.fixed_dictionaries(
             {k: v for k, v in fields.items() if k in required},
             optional={k: v for k, v in fields.items() if k not in required},
@@ -42,7 +52,7 @@ def from_crd_schema(node: dict[str, Any], key_hints: list[str] | None = None) ->
         )
         return st.dictionaries(
             keys,
-            from_crd_schema(node["additionalProperties"], key_hints),
+            from_crd_schema(node["additionalProperties"], key_hints, value_hints),
             max_size=int(node.get("maxProperties", 5)) + 1,
         )
     if kind == "integer":
@@ -50,6 +60,10 @@ def from_crd_schema(node: dict[str, Any], key_hints: list[str] | None = None) ->
     if kind == "string":
         return _string(node)
     raise NotImplementedError(f"schema node not covered: {node}")
+
+
+def _hinted(drawn: Any, hints: list[Any] | None) -> Any:
+    return st.one_of(*[st.sampled_from(hints)] * 3, drawn) if hints else drawn
 
 
 def _string(node: dict[str, Any]) -> Any:

@@ -38,7 +38,7 @@ from kubernetes import client
 from sluice.api import crd
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
-from sluice.core import manifests
+from sluice.core import manifests, snapshots
 from sluice.core.labels import FINALIZER
 from sluice.core.observed import Observed
 
@@ -47,6 +47,9 @@ from .schema_strategy import from_crd_schema
 
 EXAMPLES = int(os.environ.get("SLUICE_PROPERTY_EXAMPLES", "2000"))
 NOW = "2026-11-29T00:00:00Z"
+SNAPSHOT_API = ("snapshot.storage.k8s.io", "v1")
+# What a restore reads of its VolumeSnapshot: ready, and larger than many specs' sizes.
+READY_SNAPSHOT = {"status": {"readyToUse": True, "restoreSize": "1Gi"}}
 
 # Names the API server accepts for any custom resource: DNS-1123 subdomains.
 SUBDOMAIN = r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?){0,2}"
@@ -61,6 +64,14 @@ RESOURCE_NAME_HINTS = [
     "requests.cpu",
 ]
 
+
+# Values beside the drawn ones for fields whose only check is a CEL rule (the walker reads
+# patterns, not CEL): valid ones, so that the admitted side is reached, and near misses.
+VALUE_HINTS: dict[str, list[Any]] = {
+    "retainFor": ["72h", "90m", "1h30m", "15s", "1.5h", "0s", "0.5ns", "3d", "-1h", "2562047h"],
+    "restoreFrom": ["orders-clear-bcdfg", "snap.v1", "Snap", "-x", "a" * 253],
+    "volumeSnapshotClassName": ["csi-local", "fast.snapshots", "Fast_Snap", ""],
+}
 
 SPEC_SCHEMA = crd.openapi_schema()["properties"]["spec"]
 
@@ -80,7 +91,7 @@ def pipelines() -> st.SearchStrategy[dict[str, Any]]:
             "spec": spec,
         },
         names,
-        from_crd_schema(SPEC_SCHEMA, RESOURCE_NAME_HINTS),
+        from_crd_schema(SPEC_SCHEMA, RESOURCE_NAME_HINTS, VALUE_HINTS),
     )
 
 
@@ -109,7 +120,16 @@ def test_every_admitted_pipeline_can_run(
         observed = copy.deepcopy(admitted)
         observed["metadata"] |= {"uid": uid, "finalizers": [FINALIZER], "namespace": namespace}
         d.decide(Observed(observed), NOW)
-        claim = manifests.persistent_volume_claim(name, uid, spec.storage, claim_generation=0)
+        restore = None
+        if spec.storage.restore_from:
+            found = snapshots.restore_source(
+                spec.storage.restore_from, namespace, READY_SNAPSHOT, str(spec.storage.size)
+            )
+            assert isinstance(found, snapshots.RestoreSource), found
+            restore = found
+        claim = manifests.persistent_volume_claim(
+            name, uid, spec.storage, claim_generation=0, restore=restore
+        )
         created = core.create_namespaced_persistent_volume_claim(namespace, claim, dry_run="All")
         core.create_namespaced_service(
             namespace, manifests.headless_service(name, uid), dry_run="All"
@@ -119,6 +139,23 @@ def test_every_admitted_pipeline_can_run(
             manifests.stateful_set(name, uid, spec, created.metadata.name),
             dry_run="All",
         )
+        settings_ = spec.storage.snapshot_before_clear
+        if settings_ is not None:
+            # The snapshot a clear would take: its expiry computes, and the snapshot CRD
+            # (external-snapshotter's own) admits it.
+            expires = snapshots.expires_at(NOW, settings_.retain_for)
+            snapshot = manifests.volume_snapshot(
+                name,
+                namespace,
+                uid,
+                created.metadata.name,
+                expires,
+                spec.storage.clear_request,
+                settings_.volume_snapshot_class_name,
+            )
+            custom.create_namespaced_custom_object(
+                *SNAPSHOT_API, namespace, "volumesnapshots", snapshot, dry_run="All"
+            )
 
     @settings(
         max_examples=EXAMPLES,
