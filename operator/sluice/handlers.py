@@ -159,6 +159,9 @@ async def _work(
             else:
                 queue.succeeded(key)
             if outcome.requeue_after is not None:
-                queue.add_after(key, outcome.requeue_after)  # the next snapshot's expiry
+                # The next snapshot's expiry. A work-queue timer, not kopf.timer/daemon:
+                # those stop with their object, and a deleted Pipeline's snapshots must
+                # still expire on time (rule 18).
+                queue.add_after(key, outcome.requeue_after)
         finally:
             queue.done(key)
