@@ -1,7 +1,14 @@
-"""`kubectl sluice`: clear storage and show pipelines from the command line.
+"""`kubectl sluice`: clear storage, undo a clear and show pipelines from the command line.
 
     kubectl sluice clear NAME [--stop] [--wait] [--timeout 5m]
     kubectl sluice status [NAME] [-A] [-o json|yaml|wide]
+    kubectl sluice snapshots NAME [-o json|yaml]
+    kubectl sluice restore NAME --from SNAPSHOT [--start]
+
+`snapshots` lists the VolumeSnapshots taken before clears (spec.storage.snapshotBeforeClear),
+also those of a deleted Pipeline of that name, which are kept until they expire.
+`restore` sets spec.storage.restoreFrom: the next claim is restored from the snapshot. It is
+accepted only while storage is Cleared; the restore happens when the pipeline (re)starts.
 
 kubectl's flags work anywhere on the line, as with kubectl itself:
     -n/--namespace NS, --context NAME, --kubeconfig PATH, and -A/--all-namespaces for status.
@@ -26,8 +33,17 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from sluice.api import v1alpha1 as api
+from sluice.core.labels import (
+    PIPELINE_LABEL,
+    PIPELINE_UID_LABEL,
+    SNAPSHOT_API_GROUP,
+    SNAPSHOT_API_VERSION,
+    SNAPSHOT_EXPIRES_AT,
+    SNAPSHOT_OF_CLAIM,
+)
 
 REFUSED, TIMED_OUT = 1, 2
+SNAPSHOTS = "volumesnapshots"
 
 
 def _duration(text: str) -> float:
@@ -67,6 +83,24 @@ class Pipelines:
     def get(self, name: str) -> dict[str, Any]:
         obj: Any = self.custom.get_namespaced_custom_object(
             api.GROUP, api.VERSION, self._ns, api.PLURAL, name
+        )
+        return dict(obj)
+
+    def snapshots(self, pipeline: str) -> list[dict[str, Any]]:
+        """The VolumeSnapshots labelled with the pipeline's name: also those of a deleted
+        Pipeline of that name (its status is gone, the snapshots stay until they expire)."""
+        listed: Any = self.custom.list_namespaced_custom_object(
+            SNAPSHOT_API_GROUP,
+            SNAPSHOT_API_VERSION,
+            self._ns,
+            SNAPSHOTS,
+            label_selector=f"{PIPELINE_LABEL}={pipeline}",
+        )
+        return list(listed["items"])
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        obj: Any = self.custom.get_namespaced_custom_object(
+            SNAPSHOT_API_GROUP, SNAPSHOT_API_VERSION, self._ns, SNAPSHOTS, name
         )
         return dict(obj)
 
@@ -228,6 +262,30 @@ def retained_lines(obj: dict[str, Any]) -> list[str]:
     ]
 
 
+def _storage(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict((obj.get("status") or {}).get("storage") or {})
+
+
+def snapshot_lines(obj: dict[str, Any]) -> list[str]:
+    """A single pipeline's kept snapshots (status.storage.snapshots) and what its claim was
+    restored from, one line each: what `kubectl sluice restore` can take."""
+    storage = _storage(obj)
+    lines = []
+    if storage.get("restoredFrom"):
+        lines.append(f"Restored from: VolumeSnapshot {storage['restoredFrom']}")
+    for s in storage.get("snapshots") or []:
+        ready = "ready" if s.get("readyToUse") else "not ready"
+        size = f", restore size {s['restoreSize']}" if s.get("restoreSize") else ""
+        lines.append(
+            f"Snapshot: {s.get('name')} of claim {s.get('claim')} ({ready}{size}, "
+            f"taken {s.get('takenAt') or '-'}, expires {s.get('expiresAt') or '-'})"
+        )
+    if storage.get("snapshots") and storage.get("status") == "Cleared":
+        name = obj["metadata"]["name"]
+        lines.append(f"Restore one: kubectl sluice restore {name} --from SNAPSHOT")
+    return lines
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     all_namespaces = bool(args.all_namespaces)
     if all_namespaces and args.name:
@@ -253,7 +311,179 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     lines = table(items, all_namespaces, wide=output == "wide")
     if args.name:
         lines += retained_lines(items[0])
+        lines += snapshot_lines(items[0])
     print("\n".join(lines), file=out)
+    return 0
+
+
+SNAPSHOT_COLUMNS = ("NAME", "CLAIM", "READY", "RESTORE-SIZE", "TAKEN", "EXPIRES")
+
+
+def _snapshot_row(snapshot: dict[str, Any]) -> tuple[str, ...]:
+    meta = snapshot["metadata"]
+    annotations = meta.get("annotations") or {}
+    source = (snapshot.get("spec") or {}).get("source") or {}
+    st = snapshot.get("status") or {}
+    return (
+        meta["name"],
+        annotations.get(SNAPSHOT_OF_CLAIM) or source.get("persistentVolumeClaimName") or "-",
+        "true" if st.get("readyToUse") else "false",
+        str(st.get("restoreSize") or "-"),
+        meta.get("creationTimestamp") or "-",
+        # Being deleted: expired (or deleted by hand); it cannot be restored any more.
+        "deleting" if meta.get("deletionTimestamp") else annotations.get(SNAPSHOT_EXPIRES_AT, "-"),
+    )
+
+
+def snapshot_table(snapshots: list[dict[str, Any]]) -> list[str]:
+    """The snapshots as a table, oldest first, then a line per snapshot controller error."""
+    ordered = sorted(
+        snapshots,
+        key=lambda s: (s["metadata"].get("creationTimestamp") or "", s["metadata"]["name"]),
+    )
+    rows = [SNAPSHOT_COLUMNS, *(_snapshot_row(s) for s in ordered)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SNAPSHOT_COLUMNS))]
+    lines = [
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    for s in ordered:
+        st = s.get("status") or {}
+        message = (st.get("error") or {}).get("message")
+        if message and not st.get("readyToUse"):
+            lines.append(f"Error: {s['metadata']['name']}: {message}")
+    return lines
+
+
+def _of_earlier_pipeline(snapshots: list[dict[str, Any]], pipeline: dict[str, Any] | None) -> int:
+    """How many were taken of a Pipeline object that is gone (another UID, or none now)."""
+    uid = (pipeline or {}).get("metadata", {}).get("uid")
+    return sum(
+        1
+        for s in snapshots
+        if ((s["metadata"].get("labels") or {}).get(PIPELINE_UID_LABEL) or None) != uid
+    )
+
+
+def list_snapshots(args: argparse.Namespace, out: TextIO) -> int:
+    pipelines = _pipelines(args)
+    try:
+        pipeline: dict[str, Any] | None = pipelines.get(args.name)
+    except ApiException as error:
+        if error.status != 404:
+            print(f"error: {_api_message(error)}", file=sys.stderr)
+            return REFUSED
+        pipeline = None  # deleted: its snapshots are found by their label
+    try:
+        found = pipelines.snapshots(args.name)
+    except ApiException as error:
+        if error.status == 404:
+            print(
+                "error: the cluster has no VolumeSnapshot API (snapshot.storage.k8s.io/"
+                f"{SNAPSHOT_API_VERSION}): there are no snapshots to list",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: listing VolumeSnapshots: {_api_message(error)}", file=sys.stderr)
+        return REFUSED
+    output = args.output or ""
+    if output in ("json", "yaml"):
+        document = {"apiVersion": "v1", "kind": "List", "items": found}
+        if output == "json":
+            print(json.dumps(document, indent=4), file=out)
+        else:
+            print(yaml.safe_dump(document, sort_keys=False).rstrip("\n"), file=out)
+        return 0
+    where = f"in namespace {pipelines.namespace}"
+    if not found and pipeline is None:
+        print(f"error: no Pipeline {args.name} and no snapshots of one {where}", file=sys.stderr)
+        return REFUSED
+    if not found:
+        # As kubectl says it: on stderr, and not an error.
+        print(f"No snapshots of pipeline {args.name} {where}.", file=sys.stderr)
+        return 0
+    print("\n".join(snapshot_table(found)), file=out)
+    if pipeline is None:
+        print(
+            f"Pipeline {args.name} does not exist {where}: these snapshots of a deleted "
+            "Pipeline of that name are kept until they expire. To restore one, create the "
+            f"Pipeline with spec.storage.restoreFrom: SNAPSHOT.",
+            file=out,
+        )
+    elif earlier := _of_earlier_pipeline(found, pipeline):
+        print(f"{earlier} of them were taken of an earlier Pipeline named {args.name}.", file=out)
+    return 0
+
+
+def restore(args: argparse.Namespace, out: TextIO) -> int:
+    """Set spec.storage.restoreFrom (and with --start, desiredState: Running). The API
+    server refuses restoreFrom unless storage is Cleared: its message is printed."""
+    pipelines = _pipelines(args)
+    name, snapshot = args.name, args.snapshot
+    try:
+        obj = pipelines.get(name)
+    except ApiException as error:
+        print(f"error: {_api_message(error)}", file=sys.stderr)
+        return REFUSED
+    storage_spec = (obj.get("spec") or {}).get("storage") or {}
+    if storage_spec.get("restoreFrom") == snapshot and (
+        _storage(obj).get("lastRestoreFrom") == snapshot
+    ):
+        # The operator restores each value once (a GitOps manifest may keep it set).
+        print(
+            f"error: pipeline {name} was already restored from {snapshot} "
+            "(status.storage.lastRestoreFrom); a value of spec.storage.restoreFrom is "
+            "restored once. To restore it again, remove spec.storage.restoreFrom, wait until "
+            "status.storage.lastRestoreFrom is gone, then run this again.",
+            file=sys.stderr,
+        )
+        return REFUSED
+    try:
+        found: dict[str, Any] | None = pipelines.snapshot(snapshot)
+    except ApiException as error:
+        if error.status == 404:
+            print(
+                f"error: VolumeSnapshot {snapshot} not found in namespace "
+                f"{pipelines.namespace}; see kubectl sluice snapshots {name}",
+                file=sys.stderr,
+            )
+            return REFUSED
+        found = None  # e.g. not allowed to read VolumeSnapshots: the operator checks it
+    body: dict[str, Any] = {"spec": {"storage": {"restoreFrom": snapshot}}}
+    if args.start:
+        body["spec"]["desiredState"] = "Running"
+    try:
+        patched = pipelines.patch(name, body)
+    except ApiException as error:
+        print(f"error: {_api_message(error)}", file=sys.stderr)
+        if error.status == 422 and _storage(obj).get("status") != "Cleared":
+            print(
+                f"hint: a restore replaces the next claim, so storage must be Cleared first: "
+                f"kubectl sluice clear {name} --stop --wait (this deletes the current "
+                "storage; with spec.storage.snapshotBeforeClear a snapshot of it is kept)",
+                file=sys.stderr,
+            )
+        return REFUSED
+    print(f"pipeline {name}: spec.storage.restoreFrom set to {snapshot}", file=out)
+    if found is not None and not (found.get("status") or {}).get("readyToUse"):
+        print(
+            f"warning: VolumeSnapshot {snapshot} is not readyToUse yet; the claim is created "
+            "once it is",
+            file=sys.stderr,
+        )
+    if patched["spec"].get("desiredState") == "Running":
+        print(
+            f"The next claim is restored from {snapshot} as the pipeline starts; "
+            f"follow it with kubectl sluice status {name}",
+            file=out,
+        )
+    else:
+        print(
+            f"The pipeline is Stopped: the claim is restored from {snapshot} when it starts "
+            f"(kubectl sluice restore {name} --from {snapshot} --start, or set "
+            "spec.desiredState: Running)",
+            file=out,
+        )
     return 0
 
 
@@ -291,19 +521,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     s.add_argument("name", nargs="?")
     s.add_argument("-o", "--output", choices=["json", "yaml", "wide"], help="output format")
+    n = commands.add_parser(
+        "snapshots",
+        help="list a pipeline's snapshots (also of a deleted one)",
+        parents=[_kubectl_flags(all_namespaces=False)],
+    )
+    n.add_argument("name")
+    n.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
+    r = commands.add_parser(
+        "restore",
+        help="restore the next claim from a snapshot (storage must be Cleared)",
+        parents=[_kubectl_flags(all_namespaces=False)],
+    )
+    r.add_argument("name")
+    r.add_argument(
+        "--from", dest="snapshot", required=True, metavar="SNAPSHOT", help="a VolumeSnapshot"
+    )
+    r.add_argument("--start", action="store_true", help="also set desiredState: Running")
     args = parser.parse_args(argv)
     for flag in ("namespace", "context", "kubeconfig"):
         setattr(args, flag, getattr(args, flag, None))
     args.all_namespaces = getattr(args, "all_namespaces", False)
-    if args.all_namespaces and args.command == "clear":
-        parser.error("clear acts on one pipeline: -A/--all-namespaces is for status")
+    if args.all_namespaces and args.command != "status":
+        parser.error(f"{args.command} acts on one pipeline: -A/--all-namespaces is for status")
     return args
+
+
+HANDLERS = {"clear": clear, "status": status, "snapshots": list_snapshots, "restore": restore}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    handler = clear if args.command == "clear" else status
-    return handler(args, sys.stdout)
+    return HANDLERS[args.command](args, sys.stdout)
 
 
 if __name__ == "__main__":

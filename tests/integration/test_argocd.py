@@ -104,6 +104,91 @@ def test_health_without_status_and_with_empty_tables() -> None:
     }
 
 
+# ---- the safety net (rule 18), on captured states with the snapshot fields added ----------
+
+SAFETY_NET = {"volumeSnapshotClassName": "csi-local", "retainFor": "72h"}
+
+
+def _testdata(case: str, **storage: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = _load(CUSTOM / "testdata" / f"{case}.yaml")
+    obj["spec"]["storage"]["snapshotBeforeClear"] = SAFETY_NET
+    obj["status"]["storage"] |= storage
+    return obj
+
+
+def _snapshot(name: str, ready: bool, request: str | None = "r1") -> dict[str, Any]:
+    record: dict[str, Any] = {"name": name, "claim": name.replace("-clear-", "-storage-")}
+    record |= {"takenAt": "2026-11-29T07:16:10Z", "expiresAt": "2026-12-02T07:16:10Z"}
+    record["readyToUse"] = ready
+    if request is not None:
+        record["clearRequest"] = request
+    return record
+
+
+def test_clearing_says_it_waits_for_its_snapshots_before_deleting() -> None:
+    obj = _testdata("clearing", snapshots=[_snapshot("clearing-clear-fklzq", ready=False)])
+    assert ArgoLua().health(obj) == {
+        "status": "Progressing",
+        "message": "Clearing storage (r1): waiting for snapshots clearing-clear-fklzq to be "
+        "ready; claims clearing-storage-fklzq are deleted or detached after that "
+        "(spec.storage.snapshotBeforeClear).",
+    }
+    # Ready (or an earlier clear's): the claims are being deleted, as without the net.
+    for kept in (_snapshot("clearing-clear-fklzq", True), _snapshot("x-clear-a", False, "r0")):
+        message = ArgoLua().health(_testdata("clearing", snapshots=[kept]))["message"]
+        assert message.startswith("Clearing storage (r1): claims clearing-storage-fklzq being")
+
+
+def test_a_failed_snapshot_is_degraded_naming_it_in_the_controllers_words() -> None:
+    why = "Failed to check and update snapshot content: no space left on device"
+    message = (
+        f"Snapshot clear-failed-clear-zmqr9 of claim clear-failed-storage-zmqr9 failed: {why}; "
+        "nothing is deleted until it is ready."
+    )
+    obj = _testdata("clear_failed", snapshots=[_snapshot("clear-failed-clear-zmqr9", False)])
+    obj["status"]["error"] = {
+        "error_code": "StorageClearFailed",
+        "message": message,
+        "details": {"snapshot": "clear-failed-clear-zmqr9", "reason": why},
+    }
+    assert ArgoLua().health(obj) == {
+        "status": "Degraded",
+        "message": f"StorageClearFailed: {message} See status.error.details and the "
+        "Pipeline's Warning events.",
+    }
+
+
+@pytest.mark.parametrize("code", ["RestoreSnapshotNotFound", "RestoreSnapshotNotReady"])
+def test_a_restore_error_is_degraded_and_says_where_the_snapshots_are(code: str) -> None:
+    obj = _testdata("provisioning")
+    obj["spec"]["storage"]["restoreFrom"] = "orders-later"
+    message = (
+        "spec.storage.restoreFrom names VolumeSnapshot orders-later in namespace default, "
+        "which does not exist; no claim is created until it does."
+    )
+    obj["status"]["error"] = {"error_code": code, "message": message, "details": {}}
+    assert ArgoLua().health(obj) == {
+        "status": "Degraded",
+        "message": f"{code}: {message} The pipeline's snapshots: kubectl sluice snapshots "
+        "provisioning -n default.",
+    }
+
+
+def test_settled_states_name_the_kept_snapshots_and_the_restore() -> None:
+    cleared = _testdata("cleared", snapshots=[_snapshot("waiting-clear-abcde", True)])
+    assert ArgoLua().health(cleared) == {
+        "status": "Suspended",
+        "message": "Stopped as desired; storage Cleared (no claims). Snapshots kept: "
+        "waiting-clear-abcde (until 2026-12-02T07:16:10Z).",
+    }
+    running = _testdata("running", restoredFrom="waiting-clear-abcde")
+    assert ArgoLua().health(running) == {
+        "status": "Healthy",
+        "message": "Running as desired; storage InUse (claims running-storage-7nk6h). "
+        "Restored from VolumeSnapshot waiting-clear-abcde.",
+    }
+
+
 # ---- (b) action_test.yaml ----------------------------------------------------------------
 
 

@@ -255,6 +255,11 @@ ALLOWED = [
     *((verb, "persistentvolumes") for verb in ("get", "list", "watch")),
     ("create", "events"),
     ("list", "events"),  # a PV's VolumeFailedDelete Events, while it awaits deletion
+    # The safety net (rule 18): watched, taken before a clear, read to restore, expired.
+    *(
+        (verb, "volumesnapshots.snapshot.storage.k8s.io")
+        for verb in ("get", "list", "watch", "create", "delete")
+    ),
 ]
 DENIED = [
     ("create", "pipelines.sluice.dev"),
@@ -285,6 +290,10 @@ DENIED = [
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("impersonate", "users"),
     ("delete", "events"),
+    ("patch", "volumesnapshots.snapshot.storage.k8s.io"),
+    ("update", "volumesnapshots.snapshot.storage.k8s.io"),
+    ("delete", "volumesnapshotcontents.snapshot.storage.k8s.io"),
+    ("create", "volumesnapshotclasses.snapshot.storage.k8s.io"),
     ("*", "*"),
 ]
 
@@ -336,6 +345,8 @@ API_DENIED = [
     ("get", "secrets"),
     ("create", "serviceaccounts/token"),
     ("create", "localsubjectaccessreviews.authorization.k8s.io"),
+    # storage_status_details reads the snapshots from the Pipeline's status, not the API.
+    ("list", "volumesnapshots.snapshot.storage.k8s.io"),
     ("impersonate", "users"),
     ("delete", "events"),
     ("*", "*"),

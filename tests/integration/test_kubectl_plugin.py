@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from localkube.cluster import LocalCluster
+from localkube.cluster import CSI_CLASS, LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import apply, get, manifest, run_and_wait
+from .pipelines import apply, get, manifest, run_and_wait, wait_condition, wait_jsonpath
 
 HEADER = ["NAME", "DESIRED", "DEPLOYMENT", "STORAGE", "LAST-CLEAR", "ERROR"]
 
@@ -171,3 +171,100 @@ def test_status_of_a_missing_pipeline_is_an_error(cluster: LocalCluster, namespa
     result = kubectl_sluice(cluster, "status", "nope", "-n", namespace)
     assert result.returncode == 1
     assert "not found" in result.stderr
+
+
+def _with_safety_net(name: str, namespace: str) -> str:
+    """A Pipeline on csi-local whose clears keep a snapshot of each claim for an hour."""
+    obj = yaml.safe_load(manifest(name, namespace, storage_class=CSI_CLASS))
+    obj["spec"]["storage"]["snapshotBeforeClear"] = {
+        "volumeSnapshotClassName": CSI_CLASS,
+        "retainFor": "1h",
+    }
+    return yaml.safe_dump(obj)
+
+
+def test_snapshots_then_restore_then_snapshots_of_the_deleted_pipeline(
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str, live_operator: Operator
+) -> None:
+    text = _with_safety_net("orders", namespace)
+    apply(kubectl, text)
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    snapshot = claim.replace("orders-storage-", "orders-clear-")
+
+    none = kubectl_sluice(cluster, "snapshots", "orders", "-n", namespace)
+    assert none.returncode == 0, none.stderr
+    assert f"No snapshots of pipeline orders in namespace {namespace}." in none.stderr
+
+    # A name that does not exist is refused before anything is patched.
+    refused = kubectl_sluice(cluster, "restore", "orders", "--from", "anything", "-n", namespace)
+    assert refused.returncode == 1
+    assert "VolumeSnapshot anything not found" in refused.stderr  # checked before the patch
+
+    done = kubectl_sluice(cluster, "clear", "orders", "--stop", "--wait", "-n", namespace)
+    assert done.returncode == 0, done.stderr
+
+    listed = kubectl_sluice(cluster, "snapshots", "orders", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "CLAIM", "READY", "RESTORE-SIZE", "TAKEN", "EXPIRES"]
+    assert lines[1].split()[:3] == [snapshot, claim, "true"]
+
+    status = kubectl_sluice(cluster, "status", "orders", "-n", namespace).stdout
+    assert f"Snapshot: {snapshot} of claim {claim} (ready, restore size " in status
+    assert "Restore one: kubectl sluice restore orders --from SNAPSHOT" in status
+
+    restored = kubectl_sluice(
+        cluster, "restore", "orders", "--from", snapshot, "--start", "-n", namespace
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert f"spec.storage.restoreFrom set to {snapshot}" in restored.stdout
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.restoredFrom", snapshot)
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    status = kubectl_sluice(cluster, "status", "orders", "-n", namespace).stdout
+    assert f"Restored from: VolumeSnapshot {snapshot}" in status
+
+    # The same value again: restored once per value (the operator's rule), said plainly.
+    other = kubectl_sluice(cluster, "restore", "orders", "--from", snapshot, "-n", namespace)
+    assert other.returncode == 1
+    assert "already restored from" in other.stderr
+
+    # The Pipeline deleted (its clear keeps a second snapshot): both are still listed.
+    kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=120s", timeout=130)
+    after = kubectl_sluice(cluster, "snapshots", "orders", "-n", namespace)
+    assert after.returncode == 0, after.stderr
+    names = [line.split()[0] for line in after.stdout.splitlines()[1:3]]
+    assert snapshot in names and len(names) == 2, after.stdout
+    assert "Pipeline orders does not exist" in after.stdout
+
+
+def test_restore_while_in_use_prints_the_api_servers_refusal(
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str, live_operator: Operator
+) -> None:
+    apply(kubectl, _with_safety_net("orders", namespace))
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+    kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump(
+            {
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshot",
+                "metadata": {"name": "by-hand"},
+                "spec": {
+                    "volumeSnapshotClassName": CSI_CLASS,
+                    "source": {"persistentVolumeClaimName": claim},
+                },
+            }
+        ),
+    )
+    refused = kubectl_sluice(cluster, "restore", "orders", "--from", "by-hand", "-n", namespace)
+    assert refused.returncode == 1
+    assert "spec.storage.restoreFrom can only be set while storage is Cleared" in refused.stderr
+    assert "kubectl sluice clear orders --stop --wait" in refused.stderr
+    assert "restoreFrom" not in get(kubectl, namespace, "orders")["spec"]["storage"]

@@ -120,3 +120,67 @@ def test_a_wrongly_typed_field_fails() -> None:
     assert component_errors("RuntimeConfig", config | {"workers": "8"})
     assert response_errors("POST", "/v0/pipelines/{pipeline_name}/dismiss_error", 202, "", b"")
     assert response_errors("POST", "/v0/pipelines/{pipeline_name}/clear", 202, "", b"") == []
+
+
+SNAPSHOTS = [
+    {
+        "name": "orders-clear-bcdfg",
+        "claim": "orders-storage-bcdfg",
+        "takenAt": "2026-11-29T07:16:10Z",
+        "expiresAt": "2026-12-02T07:16:10Z",
+        "readyToUse": True,
+        "restoreSize": "1Gi",
+        "clearRequest": "r1",
+    },
+    # Being taken by the clear of a deleted Pipeline: not ready, no size, no request.
+    {"name": "orders-clear-hjklm", "claim": "orders-storage-hjklm", "readyToUse": False},
+]
+
+
+@pytest.mark.parametrize("selector", SELECTORS)
+def test_kept_snapshots_and_restored_from_are_valid_feldera_details(selector: d.Selector) -> None:
+    obj = _live("running")
+    obj["status"]["storage"] |= {"snapshots": SNAPSHOTS, "restoredFrom": "orders-clear-bcdfg"}
+    info = d.to_feldera(obj, selector)
+    assert schema_errors(ONE, info) == []
+    details = info["storage_status_details"]
+    assert component_errors("StorageStatusDetails", details) == []
+    assert details["restored_from"] == "orders-clear-bcdfg"
+    assert details["snapshots"] == [
+        {
+            "name": "orders-clear-bcdfg",
+            "claim": "orders-storage-bcdfg",
+            "taken_at": "2026-11-29T07:16:10Z",
+            "expires_at": "2026-12-02T07:16:10Z",
+            "ready_to_use": True,
+            "restore_size": "1Gi",
+            "clear_request": "r1",
+        },
+        {
+            "name": "orders-clear-hjklm",
+            "claim": "orders-storage-hjklm",
+            "taken_at": None,
+            "expires_at": None,
+            "ready_to_use": False,
+            "restore_size": None,
+            "clear_request": None,
+        },
+    ]
+    # A volume snapshot is no Feldera checkpoint (which is the circuit's own, by uuid).
+    assert details["checkpoints"] == []
+
+
+def test_without_snapshots_the_details_say_none_kept_and_nothing_restored() -> None:
+    details = d.to_feldera(_live("cleared"), "status")["storage_status_details"]
+    assert (details["snapshots"], details["restored_from"]) == ([], None)
+
+
+def test_snapshots_as_checkpoints_would_fail_feldera_schema() -> None:
+    """Why the snapshots are an extra field: as CheckpointMetadata they lack its required
+    uuid and fingerprint (so the schema check above can fail)."""
+    obj = _live("running")
+    obj["status"]["storage"]["snapshots"] = SNAPSHOTS
+    details = d.to_feldera(obj, "status")["storage_status_details"]
+    wrong = details | {"checkpoints": details["snapshots"]}
+    errors = component_errors("StorageStatusDetails", wrong)
+    assert any("'uuid' is a required property" in e for e in errors), errors

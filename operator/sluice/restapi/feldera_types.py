@@ -92,15 +92,34 @@ def _volume(record: api.VolumeRecord) -> dict[str, Any]:
     }
 
 
+def _snapshot(record: api.SnapshotRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "claim": record.claim,
+        "taken_at": record.taken_at,
+        "expires_at": record.expires_at,
+        "ready_to_use": record.ready_to_use,
+        "restore_size": record.restore_size,
+        "clear_request": record.clear_request,
+    }
+
+
 def storage_status_details(storage: api.StorageState) -> dict[str, Any]:
     """Feldera's StorageStatusDetails: no checkpoints (Sluice takes none), and, as extra
-    fields, the claims in use, the volumes a clear in progress waits for, and where data
-    outlived the last clear by policy (a Retain volume, a detached claim)."""
+    fields, the claims in use, the volumes a clear in progress waits for, where data
+    outlived the last clear by policy (a Retain volume, a detached claim), the snapshots
+    kept from earlier clears and what the claim was restored from.
+
+    The snapshots are not Feldera checkpoints, so they are not in `checkpoints`: a
+    CheckpointMetadata is the circuit's own (a uuid and the circuit's fingerprint), kept
+    inside the storage; a VolumeSnapshot is a copy of the whole volume, outside it."""
     return {
         "checkpoints": [],
         "claims": list(storage.claims),
         "clearing_volumes": [_volume(r) for r in storage.clearing_volumes],
         "retained_volumes": [_volume(r) for r in storage.retained_volumes],
+        "snapshots": [_snapshot(r) for r in storage.snapshots],
+        "restored_from": storage.restored_from,
     }
 
 

@@ -131,6 +131,23 @@ class VolumeDetail(_Strict):
     storage_class_name: str | None
 
 
+class SnapshotDetail(_Strict):
+    """A VolumeSnapshot taken before a clear (spec.storage.snapshotBeforeClear), still kept."""
+
+    name: str = Field(description="The VolumeSnapshot (in the pipeline's namespace).")
+    claim: str = Field(description="The PersistentVolumeClaim it is a snapshot of.")
+    taken_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    expires_at: str | None = Field(
+        description="When it is deleted (taken_at + retainFor).",
+        json_schema_extra={"format": "date-time"},
+    )
+    ready_to_use: bool = Field(description="The snapshot controller's readyToUse.")
+    restore_size: str | None = Field(description="The smallest claim it restores into.")
+    clear_request: str | None = Field(
+        description="The clear that took it; null for the clear of a deleted Pipeline."
+    )
+
+
 class StorageStatusDetails(_Strict):
     """Feldera's StorageStatusDetails, with Sluice's volume details as extra fields."""
 
@@ -141,6 +158,14 @@ class StorageStatusDetails(_Strict):
     )
     retained_volumes: list[VolumeDetail] = Field(
         description="Where data outlived the last clear by policy (Retain volume, detached claim)."
+    )
+    snapshots: list[SnapshotDetail] = Field(
+        description="Snapshots taken before clears, still kept, oldest first: a name here can "
+        "be restored (spec.storage.restoreFrom, while storage is Cleared). Not checkpoints: "
+        "Feldera's checkpoints are the pipeline's own, inside its storage."
+    )
+    restored_from: str | None = Field(
+        description="The VolumeSnapshot the claim in use was restored from, if any."
     )
 
 

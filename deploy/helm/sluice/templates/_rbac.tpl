@@ -30,6 +30,10 @@
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# VolumeSnapshots of the safety net (spec.storage.snapshotBeforeClear; see deploy/rbac.yaml).
+- apiGroups: ["snapshot.storage.k8s.io"]
+  resources: ["volumesnapshots"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

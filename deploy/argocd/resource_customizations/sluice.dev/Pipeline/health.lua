@@ -44,6 +44,40 @@ local function retained(storage)
   return " Data of the last clear remains in " .. table.concat(parts, ", ") .. "."
 end
 
+-- The safety net (spec.storage.snapshotBeforeClear): the snapshots this clear still waits
+-- for (taken of its claims, not yet readyToUse); nil when there are none.
+local function pendingSnapshots(storage)
+  if storage.snapshots == nil then
+    return nil
+  end
+  local names = {}
+  for _, s in ipairs(storage.snapshots) do
+    if s.readyToUse ~= true and s.clearRequest == storage.clearingRequest then
+      table.insert(names, tostring(s.name))
+    end
+  end
+  if #names == 0 then
+    return nil
+  end
+  return table.concat(names, ", ")
+end
+
+-- What a clear can be undone from, and what the claim was restored from.
+local function snapshots(storage)
+  local out = ""
+  if storage.restoredFrom ~= nil then
+    out = " Restored from VolumeSnapshot " .. tostring(storage.restoredFrom) .. "."
+  end
+  if storage.snapshots ~= nil and #storage.snapshots > 0 then
+    local parts = {}
+    for _, s in ipairs(storage.snapshots) do
+      table.insert(parts, tostring(s.name) .. " (until " .. tostring(s.expiresAt or "?") .. ")")
+    end
+    out = out .. " Snapshots kept: " .. table.concat(parts, ", ") .. "."
+  end
+  return out
+end
+
 local spec = obj.spec or {}
 local storageSpec = spec.storage or {}
 local desired = spec.desiredState or "Running"
@@ -65,7 +99,13 @@ local pending = request ~= nil and request ~= "" and request ~= storage.lastClea
 if err ~= nil and err.error_code ~= "CannotStartWhileClearingStorage" then
   hs.status = "Degraded"
   hs.message = tostring(err.error_code) .. ": " .. tostring(err.message)
-    .. " See status.error.details and the Pipeline's Warning events."
+  if err.error_code == "RestoreSnapshotNotFound" or err.error_code == "RestoreSnapshotNotReady" then
+    -- spec.storage.restoreFrom: the message names the snapshot; where the others are.
+    hs.message = hs.message .. " The pipeline's snapshots: kubectl sluice snapshots "
+      .. tostring(obj.metadata.name) .. " -n " .. tostring(obj.metadata.namespace) .. "."
+  else
+    hs.message = hs.message .. " See status.error.details and the Pipeline's Warning events."
+  end
   return hs
 end
 
@@ -95,6 +135,13 @@ end
 if clearing then
   local message = "Clearing storage (" .. tostring(storage.clearingRequest or "deletion")
     .. "): " .. claims(storage) .. " being deleted or detached."
+  local waiting = pendingSnapshots(storage)
+  if waiting ~= nil then
+    -- Nothing is deleted before each claim has a ready snapshot.
+    message = "Clearing storage (" .. tostring(storage.clearingRequest or "deletion")
+      .. "): waiting for snapshots " .. waiting .. " to be ready; " .. claims(storage)
+      .. " are deleted or detached after that (spec.storage.snapshotBeforeClear)."
+  end
   if err ~= nil then
     message = message .. " " .. tostring(err.message)
   end
@@ -125,14 +172,14 @@ local settled = ready == nil or ready.status == "True"
 if desired == "Running" and status.deploymentStatus == "Running" and settled then
   hs.status = "Healthy"
   hs.message = "Running as desired; storage " .. tostring(storage.status) .. " ("
-    .. claims(storage) .. ")." .. retained(storage)
+    .. claims(storage) .. ")." .. retained(storage) .. snapshots(storage)
   return hs
 end
 
 if desired == "Stopped" and status.deploymentStatus == "Stopped" and settled then
   hs.status = "Suspended"
   hs.message = "Stopped as desired; storage " .. tostring(storage.status) .. " ("
-    .. claims(storage) .. ")." .. retained(storage)
+    .. claims(storage) .. ")." .. retained(storage) .. snapshots(storage)
   return hs
 end
 
