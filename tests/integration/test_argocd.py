@@ -158,19 +158,45 @@ def test_a_failed_snapshot_is_degraded_naming_it_in_the_controllers_words() -> N
     }
 
 
-@pytest.mark.parametrize("code", ["RestoreSnapshotNotFound", "RestoreSnapshotNotReady"])
-def test_a_restore_error_is_degraded_and_says_where_the_snapshots_are(code: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "details"),
+    [
+        ("RestoreSnapshotNotFound", {}),
+        ("RestoreSnapshotNotReady", {"snapshot_error": "Failed to create snapshot: boom"}),
+    ],
+)
+def test_a_restore_error_is_degraded_and_says_where_the_snapshots_are(
+    code: str, details: dict[str, str]
+) -> None:
     obj = _testdata("provisioning")
     obj["spec"]["storage"]["restoreFrom"] = "orders-later"
     message = (
         "spec.storage.restoreFrom names VolumeSnapshot orders-later in namespace default, "
         "which does not exist; no claim is created until it does."
     )
-    obj["status"]["error"] = {"error_code": code, "message": message, "details": {}}
+    obj["status"]["error"] = {"error_code": code, "message": message, "details": details}
     assert ArgoLua().health(obj) == {
         "status": "Degraded",
         "message": f"{code}: {message} The pipeline's snapshots: kubectl sluice snapshots "
         "provisioning -n default.",
+    }
+
+
+def test_a_restore_waiting_for_a_snapshot_being_taken_is_progressing() -> None:
+    obj = _testdata("provisioning")
+    obj["spec"]["storage"]["restoreFrom"] = "orders-later"
+    message = (
+        "spec.storage.restoreFrom names VolumeSnapshot orders-later in namespace default, "
+        "which is not readyToUse yet. No claim is created until it is ready."
+    )
+    obj["status"]["error"] = {
+        "error_code": "RestoreSnapshotNotReady",
+        "message": message,
+        "details": {"restore_from": "orders-later", "namespace": "default"},
+    }
+    assert ArgoLua().health(obj) == {
+        "status": "Progressing",
+        "message": f"RestoreSnapshotNotReady: {message}",
     }
 
 

@@ -144,6 +144,8 @@ def test_a_snapshot_not_ready_gives_no_claim_and_quotes_the_snapshot_controller(
     error = plan.status.error
     assert error is not None and error.error_code == "RestoreSnapshotNotReady"
     assert "not readyToUse" in error.message and SNAP in error.message
+    # Being taken: it gets ready by itself (kstatus Reconciling, not Stalled).
+    assert conditions(plan) == {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
 
     failed = snapshot(ready=False, error="Failed to check and update snapshot content: boom")
     plan = d.decide(Observed(pipeline(), restore_source=failed), NOW)
@@ -152,6 +154,13 @@ def test_a_snapshot_not_ready_gives_no_claim_and_quotes_the_snapshot_controller(
     assert "Failed to check and update snapshot content: boom" in error.message
     assert error.details["snapshot_error"] == "Failed to check and update snapshot content: boom"
     assert created_claims(plan) == []
+    # The snapshot controller reports an error: a person is needed.
+    assert conditions(plan) == {"Ready": "False", "Reconciling": "False", "Stalled": "True"}
+
+
+def conditions(plan: d.Plan) -> dict[str, str]:
+    wanted = ("Ready", "Reconciling", "Stalled")
+    return {c.type: c.status for c in plan.status.conditions if c.type in wanted}
 
 
 # ---- the restore -------------------------------------------------------------------------

@@ -8,8 +8,8 @@ judge a Pipeline as the Argo CD health check does (deploy/argocd/.../health.lua)
     Degraded     Failed        Ready=False, Reconciling=False, Stalled=True
 
 Both are "abnormal-true" (kstatus's convention): True means attention, False means
-normal. Stalled is True when a person is needed: an error other than a start waiting for a
-clear (status.error, written by the controller when a reconcile fails), or a failed pod.
+normal. Stalled is True when a person is needed: an error (status.error) other than those
+that resolve themselves (`resolves_itself`), or a failed pod.
 kstatus also reads status.observedGeneration: behind metadata.generation is InProgress.
 Pure, like the rest of core/.
 """
@@ -28,10 +28,24 @@ POD_FAILED = "PodFailed"
 Wanted = tuple[str, bool, str, str]
 
 
+# core/snapshots.py's: a restore waiting for its snapshot to become ready.
+RESTORE_SNAPSHOT_NOT_READY = "RestoreSnapshotNotReady"
+
+
+def resolves_itself(error: api.PipelineError) -> bool:
+    """Errors that go away without a person: a start waiting for a clear, and a restore
+    waiting for a snapshot that is being taken (no error from the snapshot controller)."""
+    if error.error_code == CANNOT_START_WHILE_CLEARING:
+        return True
+    return error.error_code == RESTORE_SNAPSHOT_NOT_READY and not (error.details or {}).get(
+        "snapshot_error"
+    )
+
+
 def stalled_by(status: api.PipelineStatus, pod_problem: str | None) -> tuple[str, str] | None:
     """(reason, message) when the pipeline needs a person, else None."""
     error = status.error
-    if error is not None and error.error_code != CANNOT_START_WHILE_CLEARING:
+    if error is not None and not resolves_itself(error):
         return error.error_code, error.message
     if status.deployment_status == DeploymentStatus.FAILED:
         return POD_FAILED, pod_problem or "The pipeline's pod failed."

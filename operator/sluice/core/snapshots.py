@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from sluice.api import v1alpha1 as api
-from sluice.core import manifests
+from sluice.core import kstatus, manifests
 from sluice.core.labels import (
     PIPELINE_UID_LABEL,
     SNAPSHOT_API_GROUP,
@@ -221,7 +221,7 @@ def next_expiry_in(snapshots: list[dict[str, Any]], now: str) -> float | None:
 # ---- restore -------------------------------------------------------------------------
 
 RESTORE_SNAPSHOT_NOT_FOUND = "RestoreSnapshotNotFound"
-RESTORE_SNAPSHOT_NOT_READY = "RestoreSnapshotNotReady"
+RESTORE_SNAPSHOT_NOT_READY = kstatus.RESTORE_SNAPSHOT_NOT_READY
 RESTORE_ERRORS = (RESTORE_SNAPSHOT_NOT_FOUND, RESTORE_SNAPSHOT_NOT_READY)
 RESTORED_EVENT = "StorageRestored"
 SNAPSHOTTED_EVENT = "StorageSnapshotted"

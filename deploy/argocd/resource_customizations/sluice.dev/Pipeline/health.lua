@@ -94,6 +94,13 @@ local request = storageSpec.clearRequest
 local pending = request ~= nil and request ~= "" and request ~= storage.lastClearRequest
   and not clearing
 
+-- A restore waiting for its snapshot to become ready (no error from the snapshot
+-- controller) resolves itself: the claim is created once the snapshot is ready.
+if err ~= nil and err.error_code == "RestoreSnapshotNotReady"
+  and (err.details == nil or err.details.snapshot_error == nil) then
+  return progressing(tostring(err.error_code) .. ": " .. tostring(err.message))
+end
+
 -- An error that needs a person. CannotStartWhileClearingStorage resolves itself: the
 -- pipeline starts once the clear it waits for is done.
 if err ~= nil and err.error_code ~= "CannotStartWhileClearingStorage" then
