@@ -123,6 +123,11 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
     assert "error" not in obj["status"]
     assert _claim(api_client, namespace, claim) is None
     assert _versions(api_client, namespace, others) == untouched
+    # Events are posted off the reconcile path: status can say Cleared first.
+    wait_for(
+        lambda: "StorageCleared" in [e.reason for e in events(api_client, namespace, "orders")],
+        what="the StorageCleared Event",
+    )
     reasons = [e.reason for e in events(api_client, namespace, "orders")]
     assert reasons.count("StorageCleared") == 1
 

@@ -340,7 +340,8 @@ def _snapshots_taken(
         plan.status.error = api.PipelineError(
             message="spec.storage.snapshotBeforeClear is set but the cluster has no "
             "VolumeSnapshot API (snapshot.storage.k8s.io/v1); nothing is deleted. Install "
-            "the snapshot CRDs and controller, or unset snapshotBeforeClear.",
+            "the snapshot CRDs and controller, then restart the operator (it looks for the API "
+            "when it starts), or unset snapshotBeforeClear.",
             error_code=STORAGE_CLEAR_FAILED,
             details={"claims": [c["metadata"]["name"] for c in untouched]},
         )
