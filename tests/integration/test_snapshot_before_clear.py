@@ -203,7 +203,11 @@ def test_a_failing_snapshot_keeps_the_claim_and_says_why(
         what="the snapshot expired",
     )
     assert datetime.now(UTC) >= parse_time(record["expiresAt"])
-    assert volume_snapshots(api_client, namespace, "orders") == []
+    wait_for(  # the snapshot controller's finalizer goes first
+        lambda: volume_snapshots(api_client, namespace, "orders") == [],
+        timeout=60,
+        what="the VolumeSnapshot deleted",
+    )
     wait_for(
         lambda: snapshot_content(api_client, content["metadata"]["name"]) is None,
         timeout=60,
