@@ -221,8 +221,11 @@ def test_operator_with_its_service_account_token_runs_the_lifecycle(
         kubectl("-n", namespace, "delete", "pipeline", "gone", "--timeout=60s", timeout=70)
         assert pipeline_claims(api_client, namespace, "gone") == []
 
-        reasons = {e.reason for e in events(api_client, namespace, "orders")}
-        assert "StorageCleared" in reasons  # Events were created with the account's token
+        # Events were created with the account's token (posted off the reconcile path).
+        wait_for(
+            lambda: "StorageCleared" in {e.reason for e in events(api_client, namespace, "orders")},
+            what="the StorageCleared Event",
+        )
         assert operator.alive
         # Lines about other namespaces are left out: a namespace left over from an earlier
         # test may be terminating, and the API server refuses new objects there (403).

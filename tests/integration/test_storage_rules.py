@@ -173,6 +173,11 @@ def test_clearing_waits_for_real_deletion_then_writes_cleared_and_an_event(
         "claimGeneration": 1,
     }
     assert claim_names(api_client, namespace) == set()
+    # Events are posted off the reconcile path: status can say Cleared first.
+    wait_for(
+        lambda: "StorageCleared" in [e.reason for e in events(api_client, namespace, "orders")],
+        what="the StorageCleared Event",
+    )
     reasons = [e.reason for e in events(api_client, namespace, "orders")]
     assert reasons.count("StorageClearing") == 1
     assert reasons.count("StorageCleared") == 1
