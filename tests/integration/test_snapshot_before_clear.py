@@ -133,6 +133,9 @@ def test_a_clear_snapshots_each_claim_first_and_a_restart_restores_the_data(
     patch(kubectl, namespace, "orders", body)
     wait_condition(kubectl, namespace, "orders", "Running", timeout=120)
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.restoredFrom", record["name"])
+    wide = kubectl("-n", namespace, "get", "pipeline", "orders", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-2:] == ["RESTORED-FROM", "AGE"], wide
+    assert wide[1].split()[-2] == record["name"], wide
     pv = volume(api_client, bound_volume(api_client, kubectl, namespace, "orders"))
     assert pv is not None
     assert (volume_dir(cluster, pv) / data.name).read_bytes() == content

@@ -141,6 +141,8 @@ def custom_resource_definition() -> dict[str, Any]:
                         _column("Status", ".status.deploymentStatus"),
                         _column("Storage", ".status.storage.status"),
                         _column("Error", ".status.error.error_code", priority=1),
+                        # -o wide: which snapshot the current claim was restored from.
+                        _column("Restored-From", ".status.storage.restoredFrom", priority=1),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                 }
