@@ -300,3 +300,32 @@ def test_a_bad_retain_for_is_refused_naming_the_field(kubectl: Kubectl, namespac
     refused = apply(kubectl, safety_net("orders", namespace, "3 days"), check=False)
     assert refused.returncode != 0
     assert "spec.storage.snapshotBeforeClear.retainFor" in refused.stderr, refused.stderr
+
+
+def test_a_claim_that_cannot_be_snapshotted_is_kept_until_the_safety_net_is_removed(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+) -> None:
+    # On the in-tree hostPath class: not a CSI volume, so no snapshot of it can be taken.
+    obj = yaml.safe_load(manifest("orders", namespace))
+    obj["spec"]["storage"]["snapshotBeforeClear"] = {"retainFor": "1h"}
+    apply(kubectl, yaml.safe_dump(obj))
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
+    (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+
+    patch(kubectl, namespace, "orders", stop_and_clear("r1"))
+    wait_jsonpath(
+        kubectl, namespace, "orders", ".status.error.error_code", "StorageClearFailed", 120
+    )
+    status = get(kubectl, namespace, "orders")["status"]
+    assert status["storage"]["status"] == "Clearing"
+    assert status["error"]["details"]["claim"] == claim
+    # In the snapshot controller's own words.
+    assert "snapshotting non-CSI volumes is not supported" in status["error"]["message"]
+    kept = read_claim(api_client, namespace, claim)
+    assert kept is not None and kept.metadata.deletion_timestamp is None
+
+    # The user decides the data may go without a snapshot: the clear goes on.
+    patch(kubectl, namespace, "orders", {"spec": {"storage": {"snapshotBeforeClear": None}}})
+    wait_condition(kubectl, namespace, "orders", "StorageCleared", timeout=120)
+    assert read_claim(api_client, namespace, claim) is None
+    assert "error" not in get(kubectl, namespace, "orders")["status"]
