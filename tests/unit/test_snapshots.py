@@ -146,3 +146,14 @@ def test_expired_snapshots_are_deleted_and_the_next_expiry_is_requested() -> Non
 
 def d_deletes(plan: d.Plan) -> list[str]:
     return [a.name for a in plan.actions if isinstance(a, snapshots.DeleteSnapshot)]
+
+
+def test_a_snapshot_whose_expiry_annotation_is_removed_is_kept() -> None:
+    """Keeping one snapshot for good: `kubectl annotate volumesnapshot X sluice.dev/expires-at-`."""
+    kept = snapshot(ready=True, name="orders-clear-kept", expires="2026-11-28T09:59:00Z")
+    del kept["metadata"]["annotations"]["sluice.dev/expires-at"]
+    plan = d.decide(Observed(guarded(settled_status("Cleared")), snapshots=[kept]), NOW)
+    assert d_deletes(plan) == []
+    assert plan.requeue_after is None
+    (record,) = plan.status.storage.snapshots
+    assert record.name == "orders-clear-kept" and record.expires_at is None
