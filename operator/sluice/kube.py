@@ -427,9 +427,7 @@ class Kube:
                 time.sleep(delay)
 
 
-# About 30 s in all: an API server restart (seconds of refused connections, then 503s
-# while it warms up) must not lose an Event.
-EVENT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+EVENT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
 def _retry_after(error: ApiException) -> float | None:

@@ -3,7 +3,6 @@ exactly once, a claim outside the pipelines is never touched, nothing is left Cl
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 
-from .pipelines import apply, events, manifest
+from .pipelines import apply, manifest, reasons_once
 
 FOREIGN_CLAIM = "foreign-storage"
 
@@ -83,10 +82,6 @@ def foreign_claim(api: client.ApiClient, namespace: str, looks_like: str) -> str
     return wait_for(bound, timeout=60, what="foreign claim Bound")
 
 
-def has_event(api: client.ApiClient, namespace: str, name: str, reason: str) -> bool:
-    return any(e.reason == reason for e in events(api, namespace, name))
-
-
 def check_exactly_once(
     kubectl: Kubectl,
     api: client.ApiClient,
@@ -103,14 +98,7 @@ def check_exactly_once(
         storage = by_name[name]["status"]["storage"]
         assert storage.get("status") == "Cleared", (name, storage)
         assert storage.get("lastClearRequest") == request, (name, storage)
-        # Events are posted off the reconcile path, retried across an API server outage
-        # (as client-go's recorder does): status can say Cleared before the Event is in.
-        wait_for(
-            functools.partial(has_event, api, namespace, name, "StorageCleared"),
-            timeout=60,
-            what=f"the StorageCleared Event of {name}",
-        )
-        reasons = [e.reason for e in events(api, namespace, name)]
+        reasons = reasons_once(api, namespace, name)
         assert reasons.count("StorageCleared") == 1, (name, reasons)
     core = client.CoreV1Api(api)
     left = [c.metadata.name for c in core.list_namespaced_persistent_volume_claim(namespace).items]

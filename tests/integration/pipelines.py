@@ -125,6 +125,35 @@ def events(api: client.ApiClient, namespace: str, name: str) -> list[client.Core
     return [e for e in items if e.involved_object.kind == "Pipeline"]
 
 
+def reasons_once(
+    api: client.ApiClient, namespace: str, name: str, reason: str = "StorageCleared"
+) -> list[str]:
+    """The pipeline's Event reasons, once `reason` is among them. Events are posted off the
+    reconcile path (and retried across an API server outage), so status can say what they
+    say a moment before they are there."""
+
+    def listed() -> list[str] | None:
+        reasons = [str(e.reason) for e in events(api, namespace, name)]
+        return reasons if reason in reasons else None
+
+    return wait_for(listed, what=f"the {reason} Event of {namespace}/{name}")
+
+
+def read_claim(
+    api: client.ApiClient, namespace: str, name: str
+) -> client.V1PersistentVolumeClaim | None:
+    """A claim, or None once it is gone."""
+    try:
+        claim: client.V1PersistentVolumeClaim = client.CoreV1Api(
+            api
+        ).read_namespaced_persistent_volume_claim(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return claim
+
+
 def pods(api: client.ApiClient, namespace: str) -> list[client.V1Pod]:
     items: list[client.V1Pod] = client.CoreV1Api(api).list_namespaced_pod(namespace).items
     return items

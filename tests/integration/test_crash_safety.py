@@ -17,35 +17,23 @@ from .pipelines import (
     get,
     manifest,
     patch,
+    read_claim,
+    reasons_once,
     run_and_wait,
     wait_condition,
     wait_jsonpath,
 )
 
 
-def _claim(
-    api: client.ApiClient, namespace: str, name: str
-) -> client.V1PersistentVolumeClaim | None:
-    try:
-        claim: client.V1PersistentVolumeClaim = client.CoreV1Api(
-            api
-        ).read_namespaced_persistent_volume_claim(name, namespace)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return claim
-
-
 def _bound(api: client.ApiClient, namespace: str, name: str) -> bool:
-    claim = _claim(api, namespace, name)
+    claim = read_claim(api, namespace, name)
     return claim is not None and claim.status is not None and claim.status.phase == "Bound"
 
 
 def _versions(api: client.ApiClient, namespace: str, names: list[str]) -> dict[str, Any]:
     out = {}
     for name in names:
-        claim = _claim(api, namespace, name)
+        claim = read_claim(api, namespace, name)
         assert claim is not None, f"{name} is gone"
         out[name] = (claim.metadata.resource_version, claim.metadata.deletion_timestamp)
     return out
@@ -102,7 +90,7 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
 
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["storage"]["status"] == "Clearing"
-    state = _claim(api_client, namespace, claim)
+    state = read_claim(api_client, namespace, claim)
     if point == failpoints.AFTER_CLEARING_WRITTEN:
         assert state is not None and state.metadata.deletion_timestamp is None
     elif point == failpoints.AFTER_FIRST_CLAIM_DELETE:
@@ -121,14 +109,9 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
     }
     assert obj["status"]["deploymentStatus"] == "Stopped"
     assert "error" not in obj["status"]
-    assert _claim(api_client, namespace, claim) is None
+    assert read_claim(api_client, namespace, claim) is None
     assert _versions(api_client, namespace, others) == untouched
-    # Events are posted off the reconcile path: status can say Cleared first.
-    wait_for(
-        lambda: "StorageCleared" in [e.reason for e in events(api_client, namespace, "orders")],
-        what="the StorageCleared Event",
-    )
-    reasons = [e.reason for e in events(api_client, namespace, "orders")]
+    reasons = reasons_once(api_client, namespace, "orders")
     assert reasons.count("StorageCleared") == 1
 
     # Exactly once: the handled request is not replayed on the next start's fresh claim.
@@ -139,6 +122,6 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
     live_operator.start()
     wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Running")
     wait_for(lambda: live_operator.alive, what="operator up")
-    again = _claim(api_client, namespace, fresh)
+    again = read_claim(api_client, namespace, fresh)
     assert again is not None and again.metadata.deletion_timestamp is None
     assert [e.reason for e in events(api_client, namespace, "orders")].count("StorageCleared") == 1

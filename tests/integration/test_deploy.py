@@ -16,7 +16,7 @@ from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import apply, claims, events, manifest, patch, run_and_wait, wait_jsonpath
+from .pipelines import apply, claims, manifest, patch, reasons_once, run_and_wait, wait_jsonpath
 from .test_rest_api import self_signed
 
 DEPLOY = REPO / "deploy"
@@ -221,11 +221,7 @@ def test_operator_with_its_service_account_token_runs_the_lifecycle(
         kubectl("-n", namespace, "delete", "pipeline", "gone", "--timeout=60s", timeout=70)
         assert pipeline_claims(api_client, namespace, "gone") == []
 
-        # Events were created with the account's token (posted off the reconcile path).
-        wait_for(
-            lambda: "StorageCleared" in {e.reason for e in events(api_client, namespace, "orders")},
-            what="the StorageCleared Event",
-        )
+        reasons_once(api_client, namespace, "orders")  # created with the account's token
         assert operator.alive
         # Lines about other namespaces are left out: a namespace left over from an earlier
         # test may be terminating, and the API server refuses new objects there (403).

@@ -18,7 +18,16 @@ from localkube.fixtures import Kubectl, wait_for
 from sluice import failpoints
 
 from .conftest import Operator
-from .pipelines import apply, events, get, manifest, patch, wait_condition, wait_jsonpath
+from .pipelines import (
+    apply,
+    get,
+    manifest,
+    patch,
+    read_claim,
+    reasons_once,
+    wait_condition,
+    wait_jsonpath,
+)
 from .volumes import bound_volume, volume, volume_dir, write_data
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
@@ -47,25 +56,11 @@ def stop_and_clear(request: str) -> dict[str, Any]:
     return {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}}
 
 
-def volume_snapshots(api: client.ApiClient, namespace: str, pipeline: str) -> list[Any]:
+def volume_snapshots(api: client.ApiClient, namespace: str, pipeline: str = "orders") -> list[Any]:
     items: list[Any] = client.CustomObjectsApi(api).list_namespaced_custom_object(
         *SNAPSHOTS, namespace, "volumesnapshots", label_selector=f"sluice.dev/pipeline={pipeline}"
     )["items"]
     return items
-
-
-def read_claim(
-    api: client.ApiClient, namespace: str, name: str
-) -> client.V1PersistentVolumeClaim | None:
-    try:
-        claim: client.V1PersistentVolumeClaim = client.CoreV1Api(
-            api
-        ).read_namespaced_persistent_volume_claim(name, namespace)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return claim
 
 
 def snapshot_content(api: client.ApiClient, name: str) -> Any | None:
@@ -88,8 +83,29 @@ def parse_time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def reasons_of(api: client.ApiClient, namespace: str, name: str) -> list[str]:
-    return [str(e.reason) for e in events(api, namespace, name)]
+def check_expires_on_time(
+    api: client.ApiClient, cluster: LocalCluster, namespace: str, snapshot: Any
+) -> None:
+    """The snapshot is deleted once its expires-at has passed, never before, and with it its
+    VolumeSnapshotContent and csi-local's copy of the data (deletionPolicy Delete)."""
+    expires = parse_time(snapshot["metadata"]["annotations"]["sluice.dev/expires-at"])
+    content = snapshot_content(api, snapshot["status"]["boundVolumeSnapshotContentName"])
+    assert content is not None
+    archive = snapshot_archive(cluster, content)
+    assert archive.exists()
+    name = snapshot["metadata"]["name"]
+
+    def gone() -> bool:  # the snapshot controller's finalizer goes first
+        return name not in [s["metadata"]["name"] for s in volume_snapshots(api, namespace)]
+
+    wait_for(gone, timeout=120, what=f"VolumeSnapshot {name} expired")
+    assert datetime.now(UTC) >= expires  # the stamp has whole seconds
+    wait_for(
+        lambda: snapshot_content(api, content["metadata"]["name"]) is None,
+        timeout=60,
+        what="the VolumeSnapshotContent deleted",
+    )
+    wait_for(lambda: not archive.exists(), timeout=60, what="csi-local's snapshot data deleted")
 
 
 def test_a_clear_snapshots_each_claim_first_and_a_restart_restores_the_data(
@@ -118,15 +134,12 @@ def test_a_clear_snapshots_each_claim_first_and_a_restart_restores_the_data(
     assert abs(kept.total_seconds() - 3600) <= 5, record
     assert read_claim(api_client, namespace, claim) is None
 
-    (snapshot,) = volume_snapshots(api_client, namespace, "orders")
+    (snapshot,) = volume_snapshots(api_client, namespace)
     assert snapshot["metadata"]["name"] == record["name"]
     assert snapshot["spec"]["source"] == {"persistentVolumeClaimName": claim}
     assert snapshot["metadata"]["labels"]["sluice.dev/pipeline-uid"] == obj["metadata"]["uid"]
     assert "ownerReferences" not in snapshot["metadata"]  # it outlives a deleted Pipeline
-    wait_for(
-        lambda: "StorageSnapshotted" in reasons_of(api_client, namespace, "orders"),
-        what="the StorageSnapshotted Event",
-    )
+    reasons_once(api_client, namespace, "orders", "StorageSnapshotted")
 
     # Undo: start again from the snapshot; the file written before the clear is back.
     body = {"spec": {"desiredState": "Running", "storage": {"restoreFrom": record["name"]}}}
@@ -176,10 +189,7 @@ def test_a_failing_snapshot_keeps_the_claim_and_says_why(
         kept = read_claim(api_client, namespace, claim)
         assert kept is not None and kept.metadata.deletion_timestamp is None
         assert data.exists()
-        wait_for(
-            lambda: "StorageClearFailed" in reasons_of(api_client, namespace, "orders"),
-            what="the StorageClearFailed Event",
-        )
+        reasons_once(api_client, namespace, "orders", "StorageClearFailed")
     finally:
         failure.unlink()
 
@@ -190,37 +200,15 @@ def test_a_failing_snapshot_keeps_the_claim_and_says_why(
     assert read_claim(api_client, namespace, claim) is None
     (record,) = status["storage"]["snapshots"]
 
-    # Expiry while the Pipeline exists: the snapshot, its content and its data go on time.
-    snapshot = next(
-        s
-        for s in volume_snapshots(api_client, namespace, "orders")
-        if s["metadata"]["name"] == record["name"]
-    )
-    content = snapshot_content(api_client, snapshot["status"]["boundVolumeSnapshotContentName"])
-    assert content is not None
-    archive = snapshot_archive(cluster, content)
-    assert archive.exists()
+    # Expiry while the Pipeline exists: gone on time, status and an Event say so.
+    (snapshot,) = volume_snapshots(api_client, namespace)
+    assert snapshot["metadata"]["name"] == record["name"]
+    check_expires_on_time(api_client, cluster, namespace, snapshot)
     wait_for(
         lambda: not get(kubectl, namespace, "orders")["status"]["storage"].get("snapshots"),
-        timeout=90,
-        what="the snapshot expired",
+        what="the snapshot gone from status",
     )
-    assert datetime.now(UTC) >= parse_time(record["expiresAt"])
-    wait_for(  # the snapshot controller's finalizer goes first
-        lambda: volume_snapshots(api_client, namespace, "orders") == [],
-        timeout=60,
-        what="the VolumeSnapshot deleted",
-    )
-    wait_for(
-        lambda: snapshot_content(api_client, content["metadata"]["name"]) is None,
-        timeout=60,
-        what="the VolumeSnapshotContent deleted",
-    )
-    wait_for(lambda: not archive.exists(), timeout=60, what="csi-local's snapshot data deleted")
-    wait_for(
-        lambda: "SnapshotExpired" in reasons_of(api_client, namespace, "orders"),
-        what="the SnapshotExpired Event",
-    )
+    reasons_once(api_client, namespace, "orders", "SnapshotExpired")
 
 
 def test_killed_between_snapshot_and_delete_finishes_exactly_once(
@@ -241,21 +229,17 @@ def test_killed_between_snapshot_and_delete_finishes_exactly_once(
     assert get(kubectl, namespace, "orders")["status"]["storage"]["status"] == "Clearing"
     kept = read_claim(api_client, namespace, claim)
     assert kept is not None and kept.metadata.deletion_timestamp is None
-    (taken,) = volume_snapshots(api_client, namespace, "orders")
+    (taken,) = volume_snapshots(api_client, namespace)
     assert (taken.get("status") or {}).get("readyToUse") is True
 
     live_operator.start()
     wait_condition(kubectl, namespace, "orders", "StorageCleared", timeout=120)
     assert read_claim(api_client, namespace, claim) is None
-    (after,) = volume_snapshots(api_client, namespace, "orders")  # the same one, not a second
+    (after,) = volume_snapshots(api_client, namespace)  # the same one, not a second
     assert after["metadata"]["uid"] == taken["metadata"]["uid"]
     (record,) = get(kubectl, namespace, "orders")["status"]["storage"]["snapshots"]
     assert record["name"] == taken["metadata"]["name"]
-    wait_for(
-        lambda: "StorageCleared" in reasons_of(api_client, namespace, "orders"),
-        what="the StorageCleared Event",
-    )
-    assert reasons_of(api_client, namespace, "orders").count("StorageCleared") == 1
+    assert reasons_once(api_client, namespace, "orders").count("StorageCleared") == 1
 
 
 def test_a_deleted_pipelines_snapshot_is_kept_until_it_expires(
@@ -271,29 +255,12 @@ def test_a_deleted_pipelines_snapshot_is_kept_until_it_expires(
     # An accidental delete: the clear it makes snapshots first, then the Pipeline is gone.
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=120s", timeout=130)
     assert read_claim(api_client, namespace, claim) is None
-    (snapshot,) = volume_snapshots(api_client, namespace, "orders")
+    (snapshot,) = volume_snapshots(api_client, namespace)
     meta = snapshot["metadata"]
     assert meta["labels"]["sluice.dev/pipeline-uid"] == obj["metadata"]["uid"]
     assert meta["annotations"]["sluice.dev/pipeline-namespaced-name"] == f"{namespace}/orders"
     assert snapshot["status"]["readyToUse"] is True
-    expires = parse_time(meta["annotations"]["sluice.dev/expires-at"])
-    content = snapshot_content(api_client, snapshot["status"]["boundVolumeSnapshotContentName"])
-    assert content is not None
-    archive = snapshot_archive(cluster, content)
-
-    def gone() -> bool:
-        return volume_snapshots(api_client, namespace, "orders") == []
-
-    wait_for(gone, timeout=120, what="the deleted pipeline's snapshot expired")
-    # Not before its time: kept the whole retainFor (the stamp has whole seconds) ...
-    assert datetime.now(UTC) >= expires
-    # ... and with it its content and csi-local's data.
-    wait_for(
-        lambda: snapshot_content(api_client, content["metadata"]["name"]) is None,
-        timeout=60,
-        what="the VolumeSnapshotContent deleted",
-    )
-    wait_for(lambda: not archive.exists(), timeout=60, what="csi-local's snapshot data deleted")
+    check_expires_on_time(api_client, cluster, namespace, snapshot)
 
 
 def test_a_bad_retain_for_is_refused_naming_the_field(kubectl: Kubectl, namespace: str) -> None:

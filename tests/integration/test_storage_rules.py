@@ -19,6 +19,7 @@ from .pipelines import (
     manifest,
     patch,
     pods,
+    reasons_once,
     release,
     run_and_wait,
     wait_condition,
@@ -173,12 +174,7 @@ def test_clearing_waits_for_real_deletion_then_writes_cleared_and_an_event(
         "claimGeneration": 1,
     }
     assert claim_names(api_client, namespace) == set()
-    # Events are posted off the reconcile path: status can say Cleared first.
-    wait_for(
-        lambda: "StorageCleared" in [e.reason for e in events(api_client, namespace, "orders")],
-        what="the StorageCleared Event",
-    )
-    reasons = [e.reason for e in events(api_client, namespace, "orders")]
+    reasons = reasons_once(api_client, namespace, "orders")
     assert reasons.count("StorageClearing") == 1
     assert reasons.count("StorageCleared") == 1
 

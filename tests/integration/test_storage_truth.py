@@ -28,6 +28,7 @@ from .pipelines import (
     get,
     manifest,
     patch,
+    reasons_once,
     run_and_wait,
     wait_condition,
     wait_jsonpath,
@@ -62,16 +63,6 @@ def _first_cleared(api: client.ApiClient, namespace: str, name: str) -> dict[str
             stream.stop()
             return obj
     raise AssertionError(f"{namespace}/{name} was not Cleared within 120s")
-
-
-def _reasons_once_cleared(api: client.ApiClient, namespace: str, name: str) -> list[str]:
-    """Event reasons, once the StorageCleared Event (written right after status) is there."""
-
-    def listed() -> list[str] | None:
-        reasons = [str(e.reason) for e in events(api, namespace, name)]
-        return reasons if "StorageCleared" in reasons else None
-
-    return wait_for(listed, what="the StorageCleared Event")
 
 
 @pytest.fixture
@@ -129,7 +120,7 @@ def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
     storage = cleared["status"]["storage"]
     assert storage["lastClearRequest"] == "r1"
     assert "retainedVolumes" not in storage and "clearingVolumes" not in storage
-    _reasons_once_cleared(api_client, namespace, "orders")
+    reasons_once(api_client, namespace, "orders")
     (event,) = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageCleared"]
     assert pv_name in event.message
 
@@ -184,7 +175,7 @@ def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_
     done = get(kubectl, namespace, "orders")
     assert "error" not in done["status"]
     assert done["status"]["storage"]["lastClearRequest"] == "r1"
-    reasons = _reasons_once_cleared(api_client, namespace, "orders")
+    reasons = reasons_once(api_client, namespace, "orders")
     assert reasons.count("StorageCleared") == 1
 
 
@@ -222,7 +213,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     assert data.read_bytes() == b"pipeline state", "Retain keeps the data; status says so"
     condition = next(c for c in done["status"]["conditions"] if c["type"] == "StorageCleared")
     assert pv_name in condition["message"]
-    _reasons_once_cleared(api_client, namespace, "orders")
+    reasons_once(api_client, namespace, "orders")
     retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
     assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
 
@@ -286,7 +277,7 @@ def test_detach_names_the_detached_claim_as_retained(
             "storageClassName": "standard",
         }
     ]
-    _reasons_once_cleared(api_client, namespace, "orders")
+    reasons_once(api_client, namespace, "orders")
     assert any(
         e.reason == "StorageRetained" and claim in e.message
         for e in events(api_client, namespace, "orders")
@@ -345,7 +336,7 @@ def test_killed_while_waiting_for_the_volume_clears_exactly_once(
     assert get(kubectl, namespace, "orders")["status"]["storage"]["status"] == "Clearing"
     edit_volume_finalizers(api_client, pv_name, lambda present: [f for f in present if f != hold])
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=90)
-    reasons = _reasons_once_cleared(api_client, namespace, "orders")
+    reasons = reasons_once(api_client, namespace, "orders")
     assert reasons.count("StorageCleared") == 1
     assert reasons.count("StorageClearing") == 1
 
@@ -403,7 +394,7 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
     assert not data.parent.exists()
     done = get(kubectl, namespace, "orders")
     assert "error" not in done["status"]
-    assert _reasons_once_cleared(api_client, namespace, "orders").count("StorageCleared") == 1
+    assert reasons_once(api_client, namespace, "orders").count("StorageCleared") == 1
 
 
 def test_a_pipeline_on_csi_gets_a_csi_volume_and_a_snapshot_of_its_claim_is_ready(
