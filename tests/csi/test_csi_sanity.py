@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -271,3 +272,69 @@ def test_publish_bind_mounts_the_volume_and_unpublish_leaves_no_mount(
     assert error.startswith("FailedPrecondition"), error
     error = _call(node, "csi.v1.Node/NodeStageVolume", {"volumeId": volume_id}, ok=False)
     assert error.startswith("InvalidArgument"), error
+
+
+@pytest.fixture
+def registry() -> Iterator[Path]:
+    """A plugin registration directory with a short path: a unix socket's path has at
+    most 107 bytes, and pytest's tmp_path with a socket name in it is longer."""
+    path = Path(tempfile.mkdtemp(prefix="csi-reg-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_registrar_registers_the_node_socket_with_the_kubelet(
+    node: Driver, registry: Path, tmp_path: Path
+) -> None:
+    """csi-local-registrar (in place of upstream's node-driver-registrar): it answers the
+    kubelet's plugin registration with the driver's name and the kubelet's path to the
+    node socket, and leaves with its socket when the kubelet refuses it or it is stopped."""
+    kubelet_path = "/var/lib/kubelet/plugins/csi-local.sluice.dev/csi.sock"
+    socket = registry / "csi-local.sluice.dev-reg.sock"
+    registration = Driver(endpoint=f"unix://{socket}", state=node.state, pid=0)
+    log = tmp_path / "registrar.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [
+                    str(LocalCluster().binary("csi-local-registrar")),
+                    f"--csi-address={node.endpoint.removeprefix('unix://')}",
+                    f"--kubelet-registration-path={kubelet_path}",
+                    f"--plugin-registration-path={registry}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while not socket.exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the registrar did not serve"
+            time.sleep(0.05)
+        return proc
+
+    proc = start()
+    try:
+        info = _call(registration, "pluginregistration.Registration/GetInfo", {})
+        assert info == {
+            "type": "CSIPlugin",
+            "name": "csi-local.sluice.dev",
+            "endpoint": kubelet_path,
+            "supportedVersions": ["1.0.0"],
+        }
+        notify = "pluginregistration.Registration/NotifyRegistrationStatus"
+        _call(registration, notify, {"pluginRegistered": True})
+        assert proc.poll() is None
+        _call(registration, notify, {"pluginRegistered": False, "error": "refused"})
+        assert proc.wait(timeout=30) == 1
+        assert not socket.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+    proc = start()
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    assert not socket.exists()

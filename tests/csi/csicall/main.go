@@ -3,6 +3,8 @@
 //
 //	csi-call --endpoint=unix:///path/csi.sock csi.v1.Node/NodePublishVolume '{"volumeId": "..."}'
 //
+// It knows the CSI services (csi.v1.*) and the kubelet's plugin registration
+// (pluginregistration.Registration, what a registrar serves).
 // The request is the method's input message in protobuf's JSON form; the answer is
 // printed the same way on stdout. A failed call prints its gRPC code and message on
 // stderr ("NotFound: volume ... not found") and exits 1.
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
+	_ "k8s.io/kubelet/pkg/apis/pluginregistration/v1" // registers pluginregistration
 )
 
 func fail(format string, args ...any) {
