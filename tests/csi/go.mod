@@ -1,5 +1,8 @@
 // Builds the upstream CSI sidecars (csi-provisioner, snapshot-controller,
-// csi-snapshotter), csi-sanity and the project's own driver (./driver).
+// csi-snapshotter), csi-sanity and the project's own driver (./driver), its
+// registrar (./registrar) and csi-call (./csicall). Upstream's node-driver-registrar
+// is not in the tool block: its module path has no /v2 for its v2 tags, so Go can
+// fetch it only as a pseudo-version, and the module proxy used here serves none.
 // A module apart from ../localkube: the sidecars move Kubernetes v1.36.3's own
 // dependencies (cel-go, etcd's client, otel, x/net, ...) when MVS joins them, so
 // one module would rebuild the whole control plane on newer libraries than it

@@ -17,7 +17,9 @@ Two runs of the upstream suite:
 Tests the driver does not offer a capability for (ListVolumes, GetCapacity,
 ControllerPublish, Expand, Modify) skip themselves; the counts of passed tests are asserted.
 
-csi-call (tests/csi/csicall) makes single calls for the bind-mount test below.
+csi-call (tests/csi/csicall) makes single calls for the tests below: a publish really
+bind-mounts (and an unpublish leaves no mount), and csi-local-registrar answers the
+kubelet's plugin registration.
 """
 
 from __future__ import annotations
