@@ -275,6 +275,16 @@ def test_publish_bind_mounts_the_volume_and_unpublish_leaves_no_mount(
     error = _call(node, "csi.v1.Node/NodeStageVolume", {"volumeId": volume_id}, ok=False)
     assert error.startswith("InvalidArgument"), error
 
+    # A volume deleted while still staged: unstage still undoes the mount, then says
+    # NotFound.
+    _call(node, "csi.v1.Node/NodeStageVolume", {**volume, "stagingTargetPath": str(staging)})
+    _call(controller, "csi.v1.Controller/DeleteVolume", {"volumeId": volume_id})
+    assert not volume_dir.exists()
+    _call(node, "csi.v1.Node/NodeUnstageVolume", unstage)
+    assert str(staging) not in node.mount_points()
+    error = _call(node, "csi.v1.Node/NodeUnstageVolume", unstage, ok=False)
+    assert error.startswith("NotFound"), error
+
 
 @pytest.fixture
 def registry() -> Iterator[Path]:
