@@ -1,0 +1,241 @@
+"""Storage truth from the pipeline's side (contract rules 20 and 21), on the real node.
+
+The engine pipeline (tests/pipeline: Feldera's engine, `dbsp`) runs as a real pod with its
+state in the claim. What it says about itself (`engine-pipeline status` through `kubectl
+exec`, its log) is what these tests check: after a stop it resumes from the checkpoint its
+SIGTERM took; after `Cleared` it starts with no checkpoint; after a restore it resumes from
+the snapshot's; a detached claim keeps the checkpoint. A pod that ignores SIGTERM holds the
+clear for its grace period, and its claim is never deleted under it; a forced stop does not
+wait. On both storage classes: the in-tree hostPath provisioner and csi-local (whose Node
+service the kubelet stages and publishes).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from localkube.cluster import CSI_CLASS, STORAGE_CLASS, LocalCluster
+from localkube.fixtures import Kubectl, wait_for
+from pipeline import report
+
+from .conftest import Operator
+from .pipelines import apply, get, patch, wait_jsonpath
+from .volumes import volume, volume_dir
+
+ENGINE = "localhost/sluice/engine-pipeline:0.1.0"
+IGNORES_SIGTERM = f"{ENGINE}-ignores-sigterm"
+CLASSES = [STORAGE_CLASS, CSI_CLASS]
+
+
+def engine_pipeline(
+    name: str, namespace: str, storage_class: str, image: str = ENGINE, **spec: Any
+) -> str:
+    storage: dict[str, Any] = {"size": "1Gi", "storageClassName": storage_class}
+    storage.update(spec.pop("storage", {}))
+    return yaml.safe_dump(
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"desiredState": "Running", "image": image, "storage": storage, **spec},
+        }
+    )
+
+
+def pod_of(name: str) -> str:
+    return f"{name}-0"  # the StatefulSet's one replica
+
+
+def wait_running(kubectl: Kubectl, namespace: str, name: str) -> None:
+    wait_jsonpath(kubectl, namespace, name, ".status.deploymentStatus", "Running", timeout=120)
+
+
+def wait_checkpointed(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """The pipeline's status once this process has taken a checkpoint of its own."""
+
+    def checkpointed() -> dict[str, Any] | None:
+        status = report.status(kubectl, pod_of(name), namespace)
+        return status if status["checkpoints_taken"] >= 1 else None
+
+    return wait_for(checkpointed, timeout=90, what=f"{name} to checkpoint", interval=0.5)
+
+
+def started(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """What the running process says it started from (its log), and its status now."""
+    reports = wait_for(
+        lambda: report.of_kind(report.events(kubectl, pod_of(name), namespace), "started"),
+        timeout=60,
+        what=f"{name}'s start report",
+    )
+    status = report.status(kubectl, pod_of(name), namespace)
+    assert status["resumed_from"] == reports[-1]["resumed_from"]
+    # The state itself came back (or started empty), not just a step counter.
+    assert status["total"] == status["expected_total"], status
+    return status
+
+
+def set_desired(kubectl: Kubectl, namespace: str, name: str, desired: str, **storage: Any) -> None:
+    body: dict[str, Any] = {"spec": {"desiredState": desired}}
+    if storage:
+        body["spec"]["storage"] = storage
+    patch(kubectl, namespace, name, body)
+
+
+def stop(kubectl: Kubectl, namespace: str, name: str, **storage: Any) -> None:
+    set_desired(kubectl, namespace, name, "Stopped", **storage)
+    wait_jsonpath(kubectl, namespace, name, ".status.deploymentStatus", "Stopped", timeout=120)
+
+
+def restart(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    set_desired(kubectl, namespace, name, "Running")
+    wait_running(kubectl, namespace, name)
+    return started(kubectl, namespace, name)
+
+
+def claim_names(api: client.ApiClient, namespace: str) -> list[str]:
+    claims = client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
+    return sorted(c.metadata.name for c in claims)
+
+
+@pytest.mark.parametrize("storage_class", CLASSES)
+def test_a_stop_checkpoints_and_after_a_clear_the_pipeline_starts_with_nothing(
+    kubectl: Kubectl, real_namespace: str, live_operator: Operator, storage_class: str
+) -> None:
+    ns = real_namespace
+    apply(kubectl, engine_pipeline("orders", ns, storage_class))
+    wait_running(kubectl, ns, "orders")
+    first = started(kubectl, ns, "orders")
+    assert first["resumed_from"] is None  # rule 1: a new pipeline's storage is empty
+    before_stop = wait_checkpointed(kubectl, ns, "orders")
+
+    # Rule 21: the stop gives the pod its grace period; its SIGTERM checkpoint is on the
+    # volume, so the restart resumes at least where it was when we asked it to stop.
+    stop(kubectl, ns, "orders")
+    resumed = restart(kubectl, ns, "orders")
+    assert resumed["resumed_from"] is not None
+    assert resumed["resumed_from"]["steps"] >= before_stop["steps"], (before_stop, resumed)
+
+    # Rule 20: after Cleared, the restarted pipeline finds no checkpoint.
+    wait_checkpointed(kubectl, ns, "orders")
+    stop(kubectl, ns, "orders", clearRequest="r1")
+    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    fresh = restart(kubectl, ns, "orders")
+    assert fresh["resumed_from"] is None, fresh
+
+
+@pytest.mark.parametrize("storage_class", CLASSES)
+def test_a_detached_claim_keeps_the_checkpoint_and_the_next_start_has_none(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    cluster: LocalCluster,
+    real_namespace: str,
+    live_operator: Operator,
+    storage_class: str,
+) -> None:
+    ns = real_namespace
+    apply(kubectl, engine_pipeline("orders", ns, storage_class, storage={"clearPolicy": "Detach"}))
+    wait_running(kubectl, ns, "orders")
+    wait_checkpointed(kubectl, ns, "orders")
+    [claim] = claim_names(api_client, ns)
+    pv_name = client.CoreV1Api(api_client).read_namespaced_persistent_volume_claim(claim, ns)
+    stop(kubectl, ns, "orders", clearRequest="detach-1")
+    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+
+    # The detached claim (and its volume) still holds the engine's checkpoint catalog.
+    pv = volume(api_client, pv_name.spec.volume_name)
+    assert pv is not None
+    catalog = volume_dir(cluster, pv) / "data" / "checkpoints.feldera"
+    assert catalog.is_file() and catalog.stat().st_size > 0, catalog
+    fresh = restart(kubectl, ns, "orders")
+    assert fresh["resumed_from"] is None, fresh
+    assert claim in claim_names(api_client, ns) and len(claim_names(api_client, ns)) == 2
+
+
+def test_a_restored_claim_resumes_from_the_checkpoint_taken_before_the_clear(
+    kubectl: Kubectl, real_namespace: str, live_operator: Operator
+) -> None:
+    """The safety net (rule 18) from the pipeline's side: snapshots need CSI (csi-local)."""
+    ns = real_namespace
+    safety_net = {"snapshotBeforeClear": {"volumeSnapshotClassName": CSI_CLASS, "retainFor": "1h"}}
+    apply(kubectl, engine_pipeline("orders", ns, CSI_CLASS, storage=safety_net))
+    wait_running(kubectl, ns, "orders")
+    before_clear = wait_checkpointed(kubectl, ns, "orders")
+    stop(kubectl, ns, "orders", clearRequest="oops")
+    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    [snapshot] = get(kubectl, ns, "orders")["status"]["storage"]["snapshots"]
+
+    patch(kubectl, ns, "orders", {"spec": {"storage": {"restoreFrom": snapshot["name"]}}})
+    restored = restart(kubectl, ns, "orders")
+    assert restored["resumed_from"] is not None, restored
+    # Counts continue from where the pipeline stopped before the clear (its last checkpoint).
+    assert restored["resumed_from"]["steps"] >= before_clear["steps"], (before_clear, restored)
+    assert get(kubectl, ns, "orders")["status"]["storage"]["restoredFrom"] == snapshot["name"]
+
+
+def test_a_clear_waits_for_a_pod_that_ignores_sigterm_and_never_deletes_its_claim_under_it(
+    kubectl: Kubectl, api_client: client.ApiClient, real_namespace: str, live_operator: Operator
+) -> None:
+    ns, grace = real_namespace, 8
+    apply(
+        kubectl,
+        engine_pipeline(
+            "orders", ns, STORAGE_CLASS, IGNORES_SIGTERM, terminationGracePeriodSeconds=grace
+        ),
+    )
+    wait_running(kubectl, ns, "orders")
+    wait_checkpointed(kubectl, ns, "orders")
+    [claim] = claim_names(api_client, ns)
+    core = client.CoreV1Api(api_client)
+    asked = time.monotonic()
+    set_desired(kubectl, ns, "orders", "Stopped", clearRequest="r1")
+
+    # While the process runs (the pod exists), the claim is untouched and nothing is Clearing.
+    seen_running = 0
+    while True:
+        pods = core.list_namespaced_pod(ns).items
+        if not pods:
+            break
+        seen_running += 1
+        held = core.read_namespaced_persistent_volume_claim(claim, ns)
+        assert held.metadata.deletion_timestamp is None
+        assert get(kubectl, ns, "orders")["status"]["storage"]["status"] == "InUse"
+        assert time.monotonic() - asked < grace + 60, "the pod outlived its grace period"
+        time.sleep(0.25)
+    gone_after = time.monotonic() - asked
+    assert seen_running > 0
+    assert gone_after >= grace - 1, f"the pod was gone after {gone_after:.1f}s, grace {grace}s"
+    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    assert claim not in claim_names(api_client, ns)
+
+
+def test_a_forced_stop_does_not_wait_for_the_grace_period(
+    kubectl: Kubectl, real_namespace: str, live_operator: Operator
+) -> None:
+    ns, grace = real_namespace, 600
+    apply(
+        kubectl,
+        engine_pipeline(
+            "orders", ns, STORAGE_CLASS, IGNORES_SIGTERM, terminationGracePeriodSeconds=grace
+        ),
+    )
+    wait_running(kubectl, ns, "orders")
+    set_desired(kubectl, ns, "orders", "Stopped")
+    wait_jsonpath(kubectl, ns, "orders", ".status.deploymentStatus", "Stopping")
+    # Feldera's stop?force=true, as kubectl users say it: the stop under way is shortened.
+    asked = time.monotonic()
+    kubectl("-n", ns, "annotate", "pipeline", "orders", "sluice.dev/force-stop=true")
+    wait_jsonpath(kubectl, ns, "orders", ".status.deploymentStatus", "Stopped", timeout=60)
+    assert time.monotonic() - asked < 60
+    # The mark was for one stop: gone once the pipeline runs again.
+    set_desired(kubectl, ns, "orders", "Running")
+    wait_running(kubectl, ns, "orders")
+    wait_for(
+        lambda: "sluice.dev/force-stop"
+        not in (get(kubectl, ns, "orders")["metadata"].get("annotations") or {}),
+        timeout=30,
+        what="the force-stop mark to be removed",
+    )
