@@ -40,6 +40,7 @@ from .pipelines import (
     manifest,
     patch,
     release,
+    stop_and_clear,
     wait_condition,
     wait_jsonpath,
 )
@@ -427,10 +428,9 @@ def drive_states(
         hold(api, "pod", ns, "stopping-0")
         hold(api, "pod", ns, "waiting-0")
         hold(api, "persistent_volume_claim", ns, _claim(api, ns, "clearing"))
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
         patch(kubectl, ns, "stopping", {"spec": {"desiredState": "Stopped"}})
         for name in ("waiting", "clearing", "clear-failed"):
-            patch(kubectl, ns, name, stop_and_clear)
+            stop_and_clear(kubectl, ns, name)
         failed_pod(api, ns, get(kubectl, ns, "failed"))
 
         capture("stopping", "stopping", lambda o: status(o, "deploymentStatus") == "Stopping")

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
+from localkube.cluster import CSI_CLASS, STORAGE_CLASS
 from localkube.fixtures import Kubectl, wait_for
 
 IMAGE = "registry.example/orders:1"
+# Both of the local cluster's classes: `standard` (the in-tree hostPath provisioner) and
+# `csi-local` (CSI: the upstream external-provisioner over csi-local's directories).
+both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
 
 
 HOLD = "sluice.dev/test-hold"  # a finalizer tests use to hold a deletion open
@@ -57,6 +65,21 @@ def patch(kubectl: Kubectl, namespace: str, name: str, body: dict[str, Any], che
         json.dumps(body),
         check=check,
     )
+
+
+def stop_and_clear(kubectl: Kubectl, namespace: str, name: str, request: str = "r1") -> None:
+    """Stop the pipeline and request a clear in one change (rule 5), as a merge patch."""
+    body = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}}
+    patch(kubectl, namespace, name, body)
+
+
+def can_i(kubectl: Kubectl, verb: str, resource: str, *where: str) -> str:
+    """`kubectl auth can-i` ("yes" or "no"); `resource` may name a subresource after a "/";
+    `where`: e.g. "-n", namespace, or "--all-namespaces", and "--as=..."."""
+    name, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    answer = kubectl("auth", "can-i", verb, name, *extra, *where, check=False)
+    return answer.stdout.strip()
 
 
 def get(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
@@ -109,11 +132,78 @@ def wait_settled(
     return wait_for(settled, timeout=timeout, what=f"{namespace}/{name} settled")
 
 
+def storage(obj: dict[str, Any]) -> dict[str, Any]:
+    """status.storage, or {} before the operator wrote it."""
+    result: dict[str, Any] = (obj.get("status") or {}).get("storage") or {}
+    return result
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    """One of the pipeline's status conditions, by type."""
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def wait_error(
+    kubectl: Kubectl, namespace: str, name: str, code: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The pipeline, once status.error carries `code`."""
+
+    def failed() -> dict[str, Any] | None:
+        now = get(kubectl, namespace, name)
+        error = now["status"].get("error") or {}
+        return now if error.get("error_code") == code else None
+
+    return wait_for(failed, timeout=timeout, what=f"{namespace}/{name} error {code}")
+
+
+@contextlib.contextmanager
+def watch_storage(api: client.ApiClient, namespace: str, name: str) -> Iterator[list[str]]:
+    """Every status.storage.status the pipeline takes while the block runs, in order (from a
+    watch, so none is missed between two looks); the list fills as the block runs."""
+    custom = client.CustomObjectsApi(api)
+    seen: list[str] = []
+    start = custom.list_namespaced_custom_object(
+        "sluice.dev", "v1alpha1", namespace, "pipelines", field_selector=f"metadata.name={name}"
+    )
+    for item in start["items"]:
+        seen.append(storage(item).get("status", ""))
+    stream = watch.Watch()
+    stopped = threading.Event()
+
+    def follow() -> None:
+        version = start["metadata"]["resourceVersion"]
+        while not stopped.is_set():
+            for event in stream.stream(
+                custom.list_namespaced_custom_object,
+                *("sluice.dev", "v1alpha1", namespace, "pipelines"),
+                field_selector=f"metadata.name={name}",
+                resource_version=version,
+                timeout_seconds=5,
+            ):
+                version = event["object"]["metadata"]["resourceVersion"]
+                value = storage(event["object"]).get("status", "")
+                if not seen or seen[-1] != value:
+                    seen.append(value)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        yield seen
+    finally:
+        stopped.set()
+        stream.stop()
+        follower.join(timeout=10)
+
+
 def claims(api: client.ApiClient, namespace: str) -> list[client.V1PersistentVolumeClaim]:
     items: list[client.V1PersistentVolumeClaim] = (
         client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
     )
     return items
+
+
+def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
+    return {str(c.metadata.name) for c in claims(api, namespace)}
 
 
 def events(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
@@ -137,6 +227,32 @@ def reasons_once(
         return reasons if reason in reasons else None
 
     return wait_for(listed, what=f"the {reason} Event of {namespace}/{name}")
+
+
+def event_once(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    reason: str,
+    type_: str | None = None,
+    says: str = "",
+) -> client.CoreV1Event:
+    """The pipeline's first Event with this reason (and type, and words in its message), once
+    it is there: Events are posted off the reconcile path, after status."""
+
+    def found() -> client.CoreV1Event | None:
+        return next(
+            (
+                e
+                for e in events(api, namespace, name)
+                if e.reason == reason
+                and (type_ is None or e.type == type_)
+                and says in (e.message or "")
+            ),
+            None,
+        )
+
+    return wait_for(found, what=f"a {reason} Event of {namespace}/{name} saying {says!r}")
 
 
 def read_claim(
@@ -163,6 +279,14 @@ def run_and_wait(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> 
     apply(kubectl, manifest(name, namespace, **kwargs))
     wait_condition(kubectl, namespace, name, "Running")
     wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
+
+
+def wait_storage(
+    kubectl: Kubectl, namespace: str, name: str, status: str, timeout: int = 60
+) -> dict[str, Any]:
+    """The pipeline, once status.storage.status is `status`."""
+    wait_jsonpath(kubectl, namespace, name, ".status.storage.status", status, timeout=timeout)
+    return get(kubectl, namespace, name)
 
 
 def claim_policy(

@@ -19,7 +19,7 @@ from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import get, patch, run_and_wait, wait_jsonpath
+from .pipelines import can_i, get, run_and_wait, stop_and_clear, wait_jsonpath
 from .test_deploy import pipeline_claims
 
 CHART = REPO / "deploy/helm/sluice"
@@ -265,8 +265,7 @@ def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pip
         operator.start(kubeconfig=kubeconfig)
         run_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders")
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
-        patch(kubectl, namespace, "orders", stop_and_clear)
+        stop_and_clear(kubectl, namespace, "orders")
         wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
         assert pipeline_claims(api_client, namespace, "orders") == []
 
@@ -313,16 +312,13 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     account = f"{release}-operator"
     subject = f"system:serviceaccount:{release_namespace}:{account}"
 
-    def can_i(verb: str, resource: str, where: str) -> str:
-        answer = kubectl(
-            "auth", "can-i", verb, resource, "-n", where, f"--as={subject}", check=False
-        )
-        return answer.stdout.strip()
+    def may(verb: str, resource: str, where: str) -> str:
+        return can_i(kubectl, verb, resource, "-n", where, f"--as={subject}")
 
-    assert can_i("delete", "persistentvolumeclaims", namespace) == "yes"
-    assert can_i("list", "pipelines.sluice.dev", namespace) == "yes"
-    assert can_i("delete", "persistentvolumeclaims", release_namespace) == "no"
-    assert can_i("list", "pipelines.sluice.dev", "default") == "no"
+    assert may("delete", "persistentvolumeclaims", namespace) == "yes"
+    assert may("list", "pipelines.sluice.dev", namespace) == "yes"
+    assert may("delete", "persistentvolumeclaims", release_namespace) == "no"
+    assert may("list", "pipelines.sluice.dev", "default") == "no"
 
     token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
     kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
@@ -330,8 +326,7 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     try:
         operator.start(kubeconfig=kubeconfig, namespace=namespace)
         run_and_wait(kubectl, namespace, "orders")
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
-        patch(kubectl, namespace, "orders", stop_and_clear)
+        stop_and_clear(kubectl, namespace, "orders")
         wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
         assert operator.alive
         denied = [line for line in operator.log().splitlines() if "403" in line]

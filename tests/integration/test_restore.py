@@ -21,7 +21,9 @@ from .pipelines import (
     get,
     manifest,
     patch,
+    reasons_once,
     run_and_wait,
+    stop_and_clear,
     wait_condition,
     wait_jsonpath,
 )
@@ -30,10 +32,6 @@ from .volumes import bound_volume, volume, volume_dir, write_data
 pytestmark = pytest.mark.usefixtures("live_operator")
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
-
-
-def stop_and_clear(request: str) -> dict[str, Any]:
-    return {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}}
 
 
 def take_snapshot(api: client.ApiClient, namespace: str, name: str, claim: str) -> None:
@@ -101,7 +99,7 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
     content = data.read_bytes()  # the volume is deleted by the clear
     first = the_claim(kubectl, api_client, namespace, "orders").metadata.name
     take_snapshot(api_client, namespace, "orders-before-reset", first)
-    patch(kubectl, namespace, "orders", stop_and_clear("r1"))
+    stop_and_clear(kubectl, namespace, "orders", "r1")
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
 
     body = {"spec": {"desiredState": "Running", "storage": {"restoreFrom": "orders-before-reset"}}}
@@ -138,7 +136,7 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
 
     # ... and a later clear then start gives empty storage, with restoreFrom still set (as a
     # GitOps manifest keeps it): the snapshot is restored once.
-    patch(kubectl, namespace, "orders", stop_and_clear("r2"))
+    stop_and_clear(kubectl, namespace, "orders", "r2")
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
     assert "restoredFrom" not in storage_status(kubectl, namespace, "orders")
     patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
@@ -190,8 +188,7 @@ def test_a_missing_snapshot_is_a_clear_error_until_it_exists(
         namespace, label_selector="sluice.dev/pipeline=audit"
     )
     assert audit_claims.items == []  # never a fresh empty claim instead
-    reasons = [e.reason for e in events(api_client, namespace, "audit")]
-    assert "RestoreSnapshotNotFound" in reasons
+    reasons_once(api_client, namespace, "audit", "RestoreSnapshotNotFound")
 
     # The snapshot appears: the pipeline proceeds on its own (nothing else is changed).
     take_snapshot(api_client, namespace, "orders-later", source)

@@ -24,13 +24,17 @@ from .argocd_capture import ArgoLua
 from .conftest import Operator
 from .pipelines import (
     apply,
+    both_classes,
+    event_once,
     events,
     get,
     manifest,
     patch,
     reasons_once,
     run_and_wait,
+    stop_and_clear,
     wait_condition,
+    wait_error,
     wait_jsonpath,
 )
 from .test_kubectl_plugin import kubectl_sluice
@@ -39,10 +43,8 @@ from .volumes import bound_volume, edit_volume_finalizers, volume, volume_dir, w
 
 pytestmark = pytest.mark.usefixtures("live_operator")
 
-STOP_AND_CLEAR = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
 # The provisioner behind each of the local cluster's classes.
 PROVISIONERS = {STORAGE_CLASS: "kubernetes.io/host-path", CSI_CLASS: CSI_DRIVER}
-both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
 
 
 def _first_cleared(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
     pv_name = bound_volume(api_client, kubectl, namespace, "orders")
     data = write_data(api_client, cluster, pv_name)
 
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     cleared = _first_cleared(api_client, namespace, "orders")
 
     # At the first moment Cleared is observable, the data is gone, one level down too.
@@ -151,21 +153,14 @@ def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_
     wait_condition(kubectl, namespace, "orders", "Running")
     assert bound_volume(api_client, kubectl, namespace, "orders") == pv_name
 
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
-
-    def failed() -> dict[str, Any] | None:
-        now = get(kubectl, namespace, "orders")
-        error = now["status"].get("error") or {}
-        return now if error.get("error_code") == "StorageClearFailed" else None
-
-    stuck = wait_for(failed, timeout=90, what="StorageClearFailed naming the volume")
+    stop_and_clear(kubectl, namespace, "orders")
+    stuck = wait_error(kubectl, namespace, "orders", "StorageClearFailed", timeout=90)
     assert stuck["status"]["storage"]["status"] == "Clearing"
     message = stuck["status"]["error"]["message"]
     assert pv_name in message and "/tmp/" in message, message  # the deleter's own words
     volumes = stuck["status"]["error"]["details"]["volumes"]
     assert volumes[0].get("persistentVolume") == pv_name, stuck["status"]["error"]
-    warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
-    assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
+    event_once(api_client, namespace, "orders", "StorageClearFailed", "Warning", pv_name)
     pv = volume(api_client, pv_name)
     assert pv is not None and pv.status.phase == "Failed"
 
@@ -199,7 +194,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
     data = write_data(api_client, cluster, pv_name)
 
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
     done = get(kubectl, namespace, "orders")
     assert done["status"]["storage"]["retainedVolumes"] == [
@@ -213,7 +208,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     assert data.read_bytes() == b"pipeline state", "Retain keeps the data; status says so"
     condition = next(c for c in done["status"]["conditions"] if c["type"] == "StorageCleared")
     assert pv_name in condition["message"]
-    reasons_once(api_client, namespace, "orders")
+    reasons_once(api_client, namespace, "orders", "StorageRetained")
     retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
     assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
 
@@ -266,7 +261,7 @@ def test_detach_names_the_detached_claim_as_retained(
     run_and_wait(kubectl, namespace, "orders", policy="Detach")
     pv_name = bound_volume(api_client, kubectl, namespace, "orders")
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
     kept = get(kubectl, namespace, "orders")["status"]["storage"]["retainedVolumes"]
     assert kept == [
@@ -277,11 +272,7 @@ def test_detach_names_the_detached_claim_as_retained(
             "storageClassName": "standard",
         }
     ]
-    reasons_once(api_client, namespace, "orders")
-    assert any(
-        e.reason == "StorageRetained" and claim in e.message
-        for e in events(api_client, namespace, "orders")
-    )
+    event_once(api_client, namespace, "orders", "StorageRetained", "Warning", claim)
     assert volume(api_client, pv_name) is not None
 
 
@@ -321,7 +312,7 @@ def test_killed_while_waiting_for_the_volume_clears_exactly_once(
 
     live_operator.stop()
     live_operator.start(failpoints=failpoints.WHILE_WAITING_FOR_VOLUME, namespace=namespace)
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     assert live_operator.wait_exit(timeout=60) == -9, live_operator.log()
 
     waiting = get(kubectl, namespace, "orders")
@@ -365,14 +356,8 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
     marker = cluster.csi_dir / "fail-delete" / handle
     marker.write_text(refusal)
     try:
-        patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
-
-        def failed() -> dict[str, Any] | None:
-            now = get(kubectl, namespace, "orders")
-            error = now["status"].get("error") or {}
-            return now if error.get("error_code") == "StorageClearFailed" else None
-
-        stuck = wait_for(failed, timeout=60, what="StorageClearFailed in the provisioner's words")
+        stop_and_clear(kubectl, namespace, "orders")
+        stuck = wait_error(kubectl, namespace, "orders", "StorageClearFailed")
         assert stuck["status"]["storage"]["status"] == "Clearing"
         message = stuck["status"]["error"]["message"]
         assert pv_name in message and refusal in message and "VolumeFailedDelete" in message
@@ -380,8 +365,7 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
         assert failing["persistentVolume"] == pv_name, failing
         provisioner = _provisioner_events(api_client, pv_name, "VolumeFailedDelete")
         assert any(refusal in m for m in provisioner), provisioner
-        warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
-        assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
+        event_once(api_client, namespace, "orders", "StorageClearFailed", "Warning", pv_name)
         pv = volume(api_client, pv_name)
         assert pv is not None and pv.status.phase == "Released", pv and pv.status
         assert data.read_bytes() == b"pipeline state"
