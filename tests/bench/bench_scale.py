@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from integration.metrics import OWNED_RESOURCES, writes
-from integration.pipelines import IMAGE
+from integration.pipelines import document
 from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 from sluice.api import v1alpha1 as api
@@ -62,15 +62,7 @@ def many_stopped_pipelines(
     listing = functools.partial(
         custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
     )
-    documents = [
-        {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
-            "metadata": {"name": f"p{i:05d}", "namespace": namespace},
-            "spec": {"desiredState": "Stopped", "image": IMAGE, "storage": {"size": "1Gi"}},
-        }
-        for i in range(pipelines)
-    ]
+    documents = [document(f"p{i:05d}", namespace, "Stopped") for i in range(pipelines)]
     operator.stop()
     start = time.perf_counter()
 

@@ -39,6 +39,7 @@ from .pipelines import (
     hold,
     manifest,
     patch,
+    pipeline_claim,
     release,
     stop_and_clear,
     wait_condition,
@@ -304,18 +305,6 @@ ACTION_TESTS: list[tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any
 # ---- driving real pipelines ------------------------------------------------------------
 
 
-def _claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
-    items = (
-        client.CoreV1Api(api)
-        .list_namespaced_persistent_volume_claim(
-            namespace, label_selector=f"sluice.dev/pipeline={pipeline}"
-        )
-        .items
-    )
-    assert len(items) == 1, [c.metadata.name for c in items]
-    return str(items[0].metadata.name)
-
-
 def _condition_reason(obj: dict[str, Any], type_: str) -> str | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c["type"] == type_:
@@ -427,7 +416,7 @@ def drive_states(
 
         hold(api, "pod", ns, "stopping-0")
         hold(api, "pod", ns, "waiting-0")
-        hold(api, "persistent_volume_claim", ns, _claim(api, ns, "clearing"))
+        hold(api, "persistent_volume_claim", ns, pipeline_claim(api, ns, "clearing"))
         patch(kubectl, ns, "stopping", {"spec": {"desiredState": "Stopped"}})
         for name in ("waiting", "clearing", "clear-failed"):
             stop_and_clear(kubectl, ns, name)
@@ -442,7 +431,7 @@ def drive_states(
                 and status(o, "deploymentStatus") == "Stopping"
             ),
         )
-        claim = _claim(api, ns, "clearing")
+        claim = pipeline_claim(api, ns, "clearing")
         wait_for(
             lambda: (
                 core.read_namespaced_persistent_volume_claim(claim, ns).metadata.deletion_timestamp

@@ -24,7 +24,7 @@ HOLD = "sluice.dev/test-hold"  # a finalizer tests use to hold a deletion open
 MERGE = "application/merge-patch+json"
 
 
-def manifest(
+def document(
     name: str,
     namespace: str,
     desired: str = "Running",
@@ -32,20 +32,24 @@ def manifest(
     policy: str = "Delete",
     size: str = "1Gi",
     storage_class: str | None = None,
-) -> str:
+) -> dict[str, Any]:
+    """A Pipeline as a user writes it, as a dict (the API client's body)."""
     storage: dict[str, Any] = {"size": size, "clearPolicy": policy}
     if storage_class is not None:
         storage["storageClassName"] = storage_class
     if clear_request is not None:
         storage["clearRequest"] = clear_request
-    return yaml.safe_dump(
-        {
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "Pipeline",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
-        }
-    )
+    return {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
+    }
+
+
+def manifest(name: str, namespace: str, *args: Any, **kwargs: Any) -> str:
+    """The same as YAML, for kubectl apply."""
+    return yaml.safe_dump(document(name, namespace, *args, **kwargs))
 
 
 def apply(kubectl: Kubectl, text: str, check: bool = True) -> Any:
@@ -202,6 +206,19 @@ def claims(api: client.ApiClient, namespace: str) -> list[client.V1PersistentVol
     return items
 
 
+def pipeline_claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
+    """The name of the one claim labelled with the pipeline's name."""
+    items = (
+        client.CoreV1Api(api)
+        .list_namespaced_persistent_volume_claim(
+            namespace, label_selector=f"sluice.dev/pipeline={pipeline}"
+        )
+        .items
+    )
+    assert len(items) == 1, [c.metadata.name for c in items]
+    return str(items[0].metadata.name)
+
+
 def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
     return {str(c.metadata.name) for c in claims(api, namespace)}
 
@@ -275,10 +292,35 @@ def pods(api: client.ApiClient, namespace: str) -> list[client.V1Pod]:
     return items
 
 
+def clear_and_wait(
+    kubectl: Kubectl, namespace: str, name: str, request: str = "r1", timeout: int = 60
+) -> dict[str, Any]:
+    """Stop and clear in one change, and the pipeline once its storage is Cleared."""
+    stop_and_clear(kubectl, namespace, name, request)
+    return wait_storage(kubectl, namespace, name, "Cleared", timeout=timeout)
+
+
 def run_and_wait(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> None:
     apply(kubectl, manifest(name, namespace, **kwargs))
     wait_condition(kubectl, namespace, name, "Running")
     wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
+
+
+def run_with_claim(
+    kubectl: Kubectl,
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    held: bool = False,
+    **kwargs: Any,
+) -> str:
+    """Run the pipeline until Running with storage InUse; its one claim's name. `held`: a
+    finalizer on the claim keeps its deletion from completing until `release`."""
+    run_and_wait(kubectl, namespace, name, **kwargs)
+    (claim,) = storage(get(kubectl, namespace, name))["claims"]
+    if held:
+        hold(api, "persistent_volume_claim", namespace, claim)
+    return str(claim)
 
 
 def wait_storage(

@@ -14,7 +14,7 @@ from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import apply, claims, get, manifest, stop_and_clear, wait_jsonpath
+from .pipelines import apply, claims, clear_and_wait, get, manifest
 
 BAD: list[tuple[str, str, Any]] = [
     ("spec.desiredState", "spec.desiredState", "Paused"),
@@ -133,8 +133,7 @@ def test_admitted_but_unsatisfiable_spec_is_explained_and_can_be_undone(
     after = get(kubectl, namespace, "orders")
     assert after["metadata"]["resourceVersion"] == stuck["metadata"]["resourceVersion"]
 
-    stop_and_clear(kubectl, namespace, "orders")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
     assert claims(api_client, namespace) == []
     cleared = get(kubectl, namespace, "orders")
     assert "cannot be scheduled" not in _condition_message(cleared, "Running")

@@ -20,10 +20,10 @@ from .pipelines import (
     apply,
     can_i,
     claims,
+    clear_and_wait,
     manifest,
     reasons_once,
     run_and_wait,
-    stop_and_clear,
     wait_jsonpath,
 )
 from .test_rest_api import self_signed
@@ -211,8 +211,7 @@ def test_operator_with_its_service_account_token_runs_the_lifecycle(
         # Run, then stop and clear in one patch: the claim is deleted.
         run_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders")
-        stop_and_clear(kubectl, namespace, "orders")
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        clear_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders") == []
 
         # Detach: the claim is patched loose and left behind.

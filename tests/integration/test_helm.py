@@ -19,7 +19,7 @@ from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import can_i, get, run_and_wait, stop_and_clear, wait_jsonpath
+from .pipelines import can_i, clear_and_wait, get, run_and_wait
 from .test_deploy import pipeline_claims
 
 CHART = REPO / "deploy/helm/sluice"
@@ -265,8 +265,7 @@ def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pip
         operator.start(kubeconfig=kubeconfig)
         run_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders")
-        stop_and_clear(kubectl, namespace, "orders")
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        clear_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders") == []
 
         run_and_wait(kubectl, namespace, "kept")
@@ -326,8 +325,7 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     try:
         operator.start(kubeconfig=kubeconfig, namespace=namespace)
         run_and_wait(kubectl, namespace, "orders")
-        stop_and_clear(kubectl, namespace, "orders")
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        clear_and_wait(kubectl, namespace, "orders")
         assert operator.alive
         denied = [line for line in operator.log().splitlines() if "403" in line]
         assert denied == [], operator.log()

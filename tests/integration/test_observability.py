@@ -8,7 +8,7 @@ from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import run_and_wait, stop_and_clear, wait_jsonpath
+from .pipelines import clear_and_wait, run_and_wait
 
 
 def scrape(operator: Operator) -> dict[str, float]:
@@ -20,8 +20,7 @@ def test_clear_moves_the_counters_and_logs_name_the_pipeline(
 ) -> None:
     run_and_wait(kubectl, namespace, "orders")
     before = wait_for(lambda: scrape(live_operator), what="metrics endpoint")
-    stop_and_clear(kubectl, namespace, "orders")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
     after = scrape(live_operator)
     for counter in ("sluice_clears_requested_total", "sluice_clears_completed_total"):
         assert after[counter] == before.get(counter, 0) + 1, counter

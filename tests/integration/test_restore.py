@@ -17,13 +17,13 @@ from localkube.fixtures import Kubectl, wait_for
 
 from .pipelines import (
     apply,
+    clear_and_wait,
     events,
     get,
     manifest,
     patch,
     reasons_once,
     run_and_wait,
-    stop_and_clear,
     wait_condition,
     wait_jsonpath,
 )
@@ -99,8 +99,7 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
     content = data.read_bytes()  # the volume is deleted by the clear
     first = the_claim(kubectl, api_client, namespace, "orders").metadata.name
     take_snapshot(api_client, namespace, "orders-before-reset", first)
-    stop_and_clear(kubectl, namespace, "orders", "r1")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
 
     body = {"spec": {"desiredState": "Running", "storage": {"restoreFrom": "orders-before-reset"}}}
     patch(kubectl, namespace, "orders", body)
@@ -136,8 +135,7 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
 
     # ... and a later clear then start gives empty storage, with restoreFrom still set (as a
     # GitOps manifest keeps it): the snapshot is restored once.
-    stop_and_clear(kubectl, namespace, "orders", "r2")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders", "r2")
     assert "restoredFrom" not in storage_status(kubectl, namespace, "orders")
     patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
     wait_condition(kubectl, namespace, "orders", "Running")

@@ -16,6 +16,7 @@ from .pipelines import (
     claim_names,
     claim_policy,
     claims,
+    clear_and_wait,
     condition,
     event_once,
     events,
@@ -28,6 +29,7 @@ from .pipelines import (
     reasons_once,
     release,
     run_and_wait,
+    run_with_claim,
     stop_and_clear,
     storage,
     wait_condition,
@@ -145,9 +147,9 @@ def test_stop_and_clear_in_one_apply_waits_for_the_stop(
 def test_clearing_waits_for_real_deletion_then_writes_cleared_and_an_event(
     storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
+    )
     stop_and_clear(kubectl, namespace, "orders")
     wait_for(
         lambda: claims(api_client, namespace)[0].metadata.deletion_timestamp,
@@ -196,9 +198,9 @@ def test_request_on_cleared_storage_is_recorded_as_handled(
 def test_clear_cannot_be_cancelled_and_a_start_waits_for_it(
     storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
+    )
     stop_and_clear(kubectl, namespace, "orders")
     wait_storage(kubectl, namespace, "orders", "Clearing")
     # Try to cancel: remove the request and ask to run again.
@@ -228,9 +230,9 @@ def test_a_changed_request_mid_clear_neither_cancels_it_nor_is_lost(
     """r1 -> r2 while r1 clears: r1 completes exactly once (rule 8); r2 is then a value other
     than lastClearRequest (r1), so a request of its own (rule 3), on Cleared storage: a
     no-op recorded as handled (rule 7). Nothing is cleared twice."""
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
+    )
     with watch_storage(api_client, namespace, "orders") as seen:
         stop_and_clear(kubectl, namespace, "orders", "r1")
         wait_storage(kubectl, namespace, "orders", "Clearing")
@@ -346,9 +348,9 @@ def test_detach_keeps_the_claim_marked_and_the_next_start_gets_fresh_storage(
 def test_deleting_a_pipeline_deletes_its_storage_first(
     storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
+    )
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--wait=false")
     obj = wait_storage(kubectl, namespace, "orders", "Clearing")
     assert obj["metadata"]["deletionTimestamp"]
@@ -361,8 +363,9 @@ def test_deleting_a_pipeline_deletes_its_storage_first(
 def test_deleting_a_detach_pipeline_leaves_its_claims_behind(
     storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", policy="Detach", storage_class=storage_class_name)
-    (claim,) = claim_names(api_client, namespace)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", policy="Detach", storage_class=storage_class_name
+    )
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=60s")
     left = client.CoreV1Api(api_client).read_namespaced_persistent_volume_claim(claim, namespace)
     assert left.metadata.deletion_timestamp is None
@@ -398,9 +401,8 @@ def test_size_and_class_are_frozen_while_storage_is_not_cleared(
     api_client: client.ApiClient,
     namespace: str,
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=STORAGE_CLASS)
+    claim = run_with_claim(kubectl, api_client, namespace, "orders", storage_class=STORAGE_CLASS)
     _refused(kubectl, namespace, edit, field)  # InUse
-    (claim,) = claim_names(api_client, namespace)
     hold(api_client, "persistent_volume_claim", namespace, claim)
     stop_and_clear(kubectl, namespace, "orders")
     wait_storage(kubectl, namespace, "orders", "Clearing")
@@ -415,8 +417,7 @@ def test_size_and_class_change_freely_once_cleared_and_the_next_claim_follows(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
     run_and_wait(kubectl, namespace, "orders", storage_class=STORAGE_CLASS)
-    stop_and_clear(kubectl, namespace, "orders")
-    wait_storage(kubectl, namespace, "orders", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
     for edit in ({"size": "512Mi"}, {"size": "2Gi"}, {"storageClassName": CSI_CLASS}):
         patch(kubectl, namespace, "orders", {"spec": {"storage": edit}})
     patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})

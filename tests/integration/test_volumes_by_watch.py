@@ -16,7 +16,7 @@ from localkube.cluster import LocalCluster
 from localkube.fixtures import Kubectl
 from sluice_fixtures import Operator
 
-from .pipelines import get, run_and_wait, stop_and_clear, wait_jsonpath
+from .pipelines import clear_and_wait, get, run_and_wait
 
 NO_SAFETY_RECHECK = ("--volume-recheck-seconds", "3600")  # longer than any wait below
 UNWATCHED = "PersistentVolumes cannot be watched"
@@ -63,8 +63,7 @@ def _clear(kubectl: Kubectl, api_client: client.ApiClient, namespace: str) -> st
     """Run a pipeline, clear it; the name of the volume the clear deleted."""
     run_and_wait(kubectl, namespace, "orders")
     volume = _bound_volume(api_client, namespace, "orders")
-    stop_and_clear(kubectl, namespace, "orders")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=180)
+    clear_and_wait(kubectl, namespace, "orders", timeout=180)
     assert not _volume_exists(api_client, volume), "Cleared means the volume is gone"
     return volume
 
