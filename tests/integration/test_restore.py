@@ -27,7 +27,7 @@ from .pipelines import (
     wait_condition,
     wait_jsonpath,
 )
-from .volumes import bound_volume, volume, volume_dir, write_data
+from .volumes import bound_volume, run_with_data, volume, volume_dir, volume_snapshot
 
 pytestmark = pytest.mark.usefixtures("live_operator")
 
@@ -41,15 +41,7 @@ def take_snapshot(api: client.ApiClient, namespace: str, name: str, claim: str) 
         *SNAPSHOTS,
         namespace,
         "volumesnapshots",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": name},
-            "spec": {
-                "volumeSnapshotClassName": CSI_CLASS,
-                "source": {"persistentVolumeClaimName": claim},
-            },
-        },
+        volume_snapshot(name, claim),
     )
 
     def ready() -> bool:
@@ -94,8 +86,9 @@ def with_restore_from(text: str, snapshot: str | None, desired: str | None = Non
 def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empty(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    data = write_data(api_client, cluster, bound_volume(api_client, kubectl, namespace, "orders"))
+    _, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=CSI_CLASS
+    )
     content = data.read_bytes()  # the volume is deleted by the clear
     first = the_claim(kubectl, api_client, namespace, "orders").metadata.name
     take_snapshot(api_client, namespace, "orders-before-reset", first)
@@ -160,8 +153,9 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
 def test_a_missing_snapshot_is_a_clear_error_until_it_exists(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    data = write_data(api_client, cluster, bound_volume(api_client, kubectl, namespace, "orders"))
+    _, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=CSI_CLASS
+    )
     content = data.read_bytes()  # the volume is deleted by the clear
     source = the_claim(kubectl, api_client, namespace, "orders").metadata.name
 

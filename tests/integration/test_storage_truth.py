@@ -39,7 +39,15 @@ from .pipelines import (
 )
 from .test_kubectl_plugin import kubectl_sluice
 from .test_rest_api import ApiServer, token_for
-from .volumes import bound_volume, edit_volume_finalizers, volume, volume_dir, write_data
+from .volumes import (
+    bound_volume,
+    edit_volume_finalizers,
+    run_with_data,
+    volume,
+    volume_dir,
+    volume_snapshot,
+    write_data,
+)
 
 pytestmark = pytest.mark.usefixtures("live_operator")
 
@@ -109,9 +117,9 @@ def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
     cluster: LocalCluster,
     storage_class_name: str,
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
-    data = write_data(api_client, cluster, pv_name)
+    pv_name, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=storage_class_name
+    )
 
     stop_and_clear(kubectl, namespace, "orders")
     cleared = _first_cleared(api_client, namespace, "orders")
@@ -285,9 +293,9 @@ def test_deleting_a_pipeline_waits_for_its_volume(
     storage_class_name: str,
 ) -> None:
     """Rule 11 one level down: the Pipeline goes away only after its volume has."""
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
-    data = write_data(api_client, cluster, pv_name)
+    pv_name, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=storage_class_name
+    )
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=90s", timeout=100)
     assert volume(api_client, pv_name) is None
     assert not data.exists()
@@ -348,9 +356,9 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
     retries and says why only in its VolumeFailedDelete Event. The clear stays Clearing with
     StorageClearFailed in those words (seconds, not the 5-minute deadline), keeps the data,
     and completes on its own once the driver deletes the volume."""
-    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
-    data = write_data(api_client, cluster, pv_name)
+    pv_name, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=CSI_CLASS
+    )
     handle = data.parent.name
     refusal = f"injected: disk {uuid.uuid4().hex[:6]} is read-only"
     marker = cluster.csi_dir / "fail-delete" / handle
@@ -396,15 +404,7 @@ def test_a_pipeline_on_csi_gets_a_csi_volume_and_a_snapshot_of_its_claim_is_read
     snapshots = ("snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots")
     custom.create_namespaced_custom_object(
         *snapshots,
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "orders-snap"},
-            "spec": {
-                "volumeSnapshotClassName": CSI_CLASS,
-                "source": {"persistentVolumeClaimName": claim},
-            },
-        },
+        volume_snapshot("orders-snap", claim),
     )
 
     def ready() -> dict[str, Any] | None:
