@@ -34,6 +34,7 @@ from .conftest import Operator
 from .pipelines import (
     apply,
     claim_policy,
+    condition,
     failed_pod,
     get,
     hold,
@@ -306,19 +307,14 @@ ACTION_TESTS: list[tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any
 
 
 def _condition_reason(obj: dict[str, Any], type_: str) -> str | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return str(c["reason"])
-    return None
+    reason = condition(obj, type_).get("reason")
+    return None if reason is None else str(reason)
 
 
 def _ready(obj: dict[str, Any]) -> bool:
     """Settled: the step that finishes a clear still reports WaitingForStop; the next one
     (brought by its own status write) settles the conditions."""
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (obj.get("status") or {}).get("conditions") or []
-    )
+    return bool(condition(obj, "Ready").get("status") == "True")
 
 
 def _deny_policy(name: str, namespace: str) -> str:

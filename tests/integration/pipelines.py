@@ -143,8 +143,9 @@ def storage(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    """One of the pipeline's status conditions, by type."""
-    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+    """One of the pipeline's status conditions, by type ({} while there is none)."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), {})
 
 
 def wait_error(

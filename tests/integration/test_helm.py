@@ -245,6 +245,21 @@ def test_template_applies_with_server_dry_run(
     assert "customresourcedefinition.apiextensions.k8s.io/pipelines.sluice.dev" in result.stdout
 
 
+def install(cluster: LocalCluster, release_namespace: str, *flags: str) -> tuple[str, str]:
+    """helm install of the chart in release_namespace: (the release, its operator's account)."""
+    release = f"sluice-{release_namespace[-6:]}"
+    helm(cluster, "install", release, str(CHART), "--namespace", release_namespace, *flags)
+    return release, f"{release}-operator"
+
+
+def account_kubeconfig(
+    cluster: LocalCluster, kubectl: Kubectl, release_namespace: str, account: str, where: Path
+) -> Path:
+    """A kubeconfig with a token of the release's operator account."""
+    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
+    return cluster.token_kubeconfig(account, token, where / "kubeconfig")
+
+
 def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pipelines(
     cluster: LocalCluster,
     kubectl: Kubectl,
@@ -254,11 +269,8 @@ def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pip
     release_namespace: str,
     tmp_path: Path,
 ) -> None:
-    release = f"sluice-{release_namespace[-6:]}"
-    helm(cluster, "install", release, str(CHART), "--namespace", release_namespace)
-    account = f"{release}-operator"
-    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
-    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+    release, account = install(cluster, release_namespace)
+    kubeconfig = account_kubeconfig(cluster, kubectl, release_namespace, account, tmp_path)
 
     operator.stop()
     try:
@@ -302,13 +314,11 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     release_namespace: str,
     tmp_path: Path,
 ) -> None:
-    release = f"sluice-{release_namespace[-6:]}"
-    helm(
+    release, account = install(
         cluster,
-        *("install", release, str(CHART), "--namespace", release_namespace),
+        release_namespace,
         *("--set", f"operator.watchNamespaces={{{namespace}}},api.enabled=false"),
     )
-    account = f"{release}-operator"
     subject = f"system:serviceaccount:{release_namespace}:{account}"
 
     def may(verb: str, resource: str, where: str) -> str:
@@ -319,8 +329,7 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     assert may("delete", "persistentvolumeclaims", release_namespace) == "no"
     assert may("list", "pipelines.sluice.dev", "default") == "no"
 
-    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
-    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+    kubeconfig = account_kubeconfig(cluster, kubectl, release_namespace, account, tmp_path)
     operator.stop()
     try:
         operator.start(kubeconfig=kubeconfig, namespace=namespace)

@@ -25,6 +25,7 @@ from .conftest import Operator
 from .pipelines import (
     apply,
     both_classes,
+    condition,
     event_once,
     events,
     get,
@@ -214,8 +215,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
         }
     ]
     assert data.read_bytes() == b"pipeline state", "Retain keeps the data; status says so"
-    condition = next(c for c in done["status"]["conditions"] if c["type"] == "StorageCleared")
-    assert pv_name in condition["message"]
+    assert pv_name in condition(done, "StorageCleared")["message"]
     reasons_once(api_client, namespace, "orders", "StorageRetained")
     retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
     assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
