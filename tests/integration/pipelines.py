@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,17 +179,21 @@ def watch_storage(api: client.ApiClient, namespace: str, name: str) -> Iterator[
     def follow() -> None:
         version = start["metadata"]["resourceVersion"]
         while not stopped.is_set():
-            for event in stream.stream(
-                custom.list_namespaced_custom_object,
-                *("sluice.dev", "v1alpha1", namespace, "pipelines"),
-                field_selector=f"metadata.name={name}",
-                resource_version=version,
-                timeout_seconds=5,
-            ):
-                version = event["object"]["metadata"]["resourceVersion"]
-                value = storage(event["object"]).get("status", "")
-                if not seen or seen[-1] != value:
-                    seen.append(value)
+            try:
+                for event in stream.stream(
+                    custom.list_namespaced_custom_object,
+                    *("sluice.dev", "v1alpha1", namespace, "pipelines"),
+                    field_selector=f"metadata.name={name}",
+                    resource_version=version,
+                    timeout_seconds=5,
+                ):
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    value = storage(event["object"]).get("status", "")
+                    if not seen or seen[-1] != value:
+                        seen.append(value)
+            except Exception:  # stopped mid-read, or a dropped watch: resume from `version`
+                if not stopped.is_set():
+                    time.sleep(0.1)
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()

@@ -137,4 +137,6 @@ def test_killed_mid_clear_resumes_and_clears_exactly_once(
     still = apps.read_namespaced_stateful_set("orders", namespace).metadata
     assert still.uid == sts and still.deletion_timestamp is None
     reasons = [str(e.reason) for e in events(api_client, namespace, "orders")]
-    assert reasons.count("StorageCleared") == 1 and reasons.count("StorageClearing") == 1
+    # StorageClearing at most once: a kill right after Clearing is written loses its Event
+    # (Events are posted after status, best effort); a replay would post another.
+    assert reasons.count("StorageCleared") == 1 and reasons.count("StorageClearing") <= 1
