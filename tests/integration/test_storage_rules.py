@@ -437,7 +437,7 @@ def test_look_alike_claims_are_never_touched(
     run_and_wait(kubectl, namespace, "orders", policy="Detach")
     earlier = get(kubectl, namespace, "orders")["metadata"]["uid"]
     (detached,) = claim_names(api_client, namespace)
-    kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=60s")
+    kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=60s", timeout=70)
     marks = core.read_namespaced_persistent_volume_claim(detached, namespace).metadata
     assert marks.annotations["sluice.dev/detached-from-uid"] == earlier
 
