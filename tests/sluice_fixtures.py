@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -75,15 +76,39 @@ class Operator:
         self.process.kill()
         self.process.wait()
 
-    def metric(self, name: str) -> float | None:
-        """A sample without labels from the operator's /metrics, or None if absent."""
+    def samples(self) -> dict[str, float]:
+        """Every sample of the operator's /metrics, keyed `name` or `name{labels}`."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
+        out: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
-        return None
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
+    def metric(self, name: str) -> float | None:
+        """A sample without labels from the operator's /metrics, or None if absent."""
+        return self.samples().get(name)
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of `name`'s samples whose labels include `labels` (0 if none)."""
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        return sum(
+            value
+            for key, value in self.samples().items()
+            if key.split("{", 1)[0] == name and all(w in key for w in wanted)
+        )
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """`name`'s samples summed by the value of one label, e.g. requests by code."""
+        out: dict[str, float] = {}
+        for key, value in self.samples().items():
+            match = re.search(f'[{{,]{label}="([^"]*)"', key)
+            if key.split("{", 1)[0] == name and match:
+                out[match[1]] = out.get(match[1], 0.0) + value
+        return out
 
     def wait_exit(self, timeout: float) -> int:
         assert self.process is not None

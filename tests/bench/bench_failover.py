@@ -10,8 +10,9 @@ import statistics
 import time
 from pathlib import Path
 
+from integration.pipelines import apply, manifest
 from integration.test_leader_election import elected_pair, leader_and_standby
-from localkube.fixtures import wait_for
+from localkube.fixtures import Kubectl, wait_for
 from sluice_fixtures import Operator
 
 RUNS = 3
@@ -22,7 +23,8 @@ def _failover(kubeconfig: Path, tmp_path: Path, namespace: str, sig: signal.Sign
     try:
         leader, standby = leader_and_standby(pair)
         assert leader.process is not None
-        time.sleep(5)  # a leader that has started its watches, as in a rolling update
+        # A leader whose watches deliver (it has reconciled the probe), as in a rolling update.
+        wait_for(lambda: leader.total("sluice_pipelines") >= 1, timeout=60, what="watches")
         start = time.monotonic()
         leader.process.send_signal(sig)
         wait_for(lambda: standby.metric("sluice_leader") == 1.0, timeout=60, interval=0.05)
@@ -34,9 +36,10 @@ def _failover(kubeconfig: Path, tmp_path: Path, namespace: str, sig: signal.Sign
 
 
 def test_failover_times(
-    kubeconfig: Path, tmp_path: Path, namespace: str, live_operator: Operator
+    kubeconfig: Path, kubectl: Kubectl, tmp_path: Path, namespace: str, live_operator: Operator
 ) -> None:
     live_operator.stop()
+    apply(kubectl, manifest("probe", namespace, "Stopped"))
     results: dict[str, list[float]] = {"SIGKILL": [], "SIGTERM": []}
     for run in range(RUNS):
         for sig in (signal.SIGKILL, signal.SIGTERM):

@@ -23,7 +23,7 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from integration.pipelines import IMAGE
+from integration.pipelines import document
 from kubernetes import client
 from localkube.fixtures import Kubectl
 from sluice.api import v1alpha1 as api
@@ -103,15 +103,7 @@ def _create(api_client: client.ApiClient, namespace: str, first: int, last: int)
     create = functools.partial(
         custom.create_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
     )
-    documents = [
-        {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
-            "metadata": {"name": f"p-{i:05d}", "namespace": namespace},
-            "spec": {"desiredState": "Stopped", "image": IMAGE, "storage": {"size": "1Gi"}},
-        }
-        for i in range(first, last)
-    ]
+    documents = [document(f"p-{i:05d}", namespace, "Stopped") for i in range(first, last)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, documents))
 

@@ -19,13 +19,21 @@ from typing import Any
 
 import pytest
 from integration.metrics import OWNED_RESOURCES, writes
-from integration.pipelines import IMAGE
+from integration.pipelines import document
 from kubernetes import client
-from localkube.fixtures import Kubectl
+from localkube.fixtures import Kubectl, wait_for
 from sluice.api import v1alpha1 as api
 from sluice_fixtures import Operator
 
-from bench.watching import Requests, by_verb, cpu_seconds, reads_and_writes, rss_mib, watch_until
+from bench.watching import (
+    Requests,
+    by_verb,
+    cpu_seconds,
+    reads_and_writes,
+    rss_mib,
+    wait_quiet,
+    watch_until,
+)
 
 SIZES = [int(n) for n in os.environ.get("SLUICE_BENCH_PIPELINES", "1000,10000").split(",")]
 IDLE_WINDOW = float(os.environ.get("SLUICE_BENCH_IDLE_SECONDS", "30"))
@@ -54,15 +62,7 @@ def many_stopped_pipelines(
     listing = functools.partial(
         custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
     )
-    documents = [
-        {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
-            "metadata": {"name": f"p{i:05d}", "namespace": namespace},
-            "spec": {"desiredState": "Stopped", "image": IMAGE, "storage": {"size": "1Gi"}},
-        }
-        for i in range(pipelines)
-    ]
+    documents = [document(f"p{i:05d}", namespace, "Stopped") for i in range(pipelines)]
     operator.stop()
     start = time.perf_counter()
 
@@ -80,7 +80,7 @@ def many_stopped_pipelines(
     settled = (
         watch_until(listing, _observed, lambda n: n >= pipelines, TIMEOUT, "all observed") - start
     )
-    time.sleep(2)  # trailing writes land before counting
+    wait_quiet(lambda: writes(kubectl, OWNED_RESOURCES))  # trailing writes land first
     settle_counts = settling.delta()
     cpu_settle = cpu_seconds(_pid(operator))
     rss = rss_mib(_pid(operator))
@@ -101,8 +101,18 @@ def many_stopped_pipelines(
 
     operator.stop()
     restart = Requests(kubectl)
+    restarted = time.perf_counter()
     operator.start()
-    time.sleep(idle_window)  # the restarted operator lists and reconciles every pipeline
+    # Until the restarted operator has listed and reconciled every pipeline (each is then in
+    # its census), and its requests have landed.
+    wait_for(
+        lambda: operator.total("sluice_pipelines") >= pipelines,
+        timeout=TIMEOUT,
+        interval=0.5,
+        what="every pipeline reconciled after the restart",
+    )
+    restarted = time.perf_counter() - restarted
+    wait_quiet(lambda: cpu_seconds(_pid(operator)))
     restart_counts = restart.delta()
     cpu_restart = cpu_seconds(_pid(operator))
     rss_restart = rss_mib(_pid(operator))
@@ -130,7 +140,7 @@ def many_stopped_pipelines(
         )
     restart_reads, restart_writes = reads_and_writes(restart_counts)
     print(
-        f"  operator restart, first {idle_window:.0f} s: {restart_reads} reads, "
+        f"  operator restart, until all reconciled ({restarted:.1f} s): {restart_reads} reads, "
         f"{restart_writes} writes, {cpu_restart:.1f} s CPU, RSS {rss_restart:.0f} MiB"
     )
     print(f"    {by_verb(restart_counts)}")

@@ -19,12 +19,11 @@ from kubernetes import client
 from localkube.fixtures import Kubectl
 from sluice_fixtures import Operator
 
-from bench.watching import cpu_seconds, rss_mib
+from bench.watching import cpu_seconds, rss_mib, wait_quiet
 
 VOLUMES = int(os.environ.get("SLUICE_BENCH_VOLUMES", "10000"))
 CREATORS = 8
 LABEL = "sluice.dev/bench-volume"
-SETTLE_SECONDS = 5.0  # after the probe pipeline is observed: the lists' garbage is freed
 
 
 def volume(name: str) -> dict[str, object]:
@@ -52,9 +51,9 @@ def _started(
     apply(kubectl, manifest(probe, namespace, "Stopped"))
     wait_settled(kubectl, namespace, probe, timeout=600)
     elapsed = time.perf_counter() - start
-    time.sleep(SETTLE_SECONDS)
     assert operator.process is not None
     pid = operator.process.pid
+    wait_quiet(lambda: cpu_seconds(pid))  # idle: the lists' garbage is freed
     return elapsed, rss_mib(pid), cpu_seconds(pid)
 
 

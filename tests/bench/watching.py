@@ -56,6 +56,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def wait_quiet(read: Callable[[], float], quiet: float = 1.0, timeout: float = 120) -> None:
+    """Until `read()` (a counter: CPU seconds, requests) stays the same for `quiet` seconds:
+    the work it counts is over, however long it took."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout}s: {last}")
+        time.sleep(quiet / 5)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

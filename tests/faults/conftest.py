@@ -4,8 +4,6 @@ never on the session cluster the rest of the suite uses (architecture notes)."""
 from __future__ import annotations
 
 import contextlib
-import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from localkube.cluster import LocalCluster
-from localkube.fixtures import TEST_STATE_DIR, Kubectl, kubectl_for, wait_for
+from localkube.fixtures import TEST_STATE_DIR, Kubectl, fresh_namespace, kubectl_for
 from sluice_fixtures import CRD_DIR, Operator
 
 FAULTS_STATE_DIR = TEST_STATE_DIR.parent / "faults"
@@ -67,15 +65,8 @@ def environment(
     api: client.ApiClient = config.new_client_from_config(
         config_file=str(local.kubeconfig), persist_config=False
     )
-    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    name = fresh_namespace(api, request, timeout=60)
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
-    wait_for(
-        lambda: core.read_namespaced_service_account("default", name),
-        timeout=60,
-        what=f"ServiceAccount {name}/default",
-    )
     with contextlib.closing(api):
         try:
             yield FaultEnv(local, kubectl_for(local), api, name, tmp_path)

@@ -5,9 +5,7 @@ once, and the operator backs off: its requests are counted (its own metric) and 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +30,6 @@ LIMITS = [
     "--max-requests-inflight=3",
     "--max-mutating-requests-inflight=2",
 ]
-SAMPLE = re.compile(r'^sluice_kube_requests_total\{code="([^"]+)",method="([^"]+)"\} (\S+)$')
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +60,6 @@ def service_account_kubeconfig(env: FaultEnv) -> Path:
     return env.cluster.token_kubeconfig("operator", token.stdout.strip(), env.log_dir / "sa")
 
 
-def requests_by_code(metrics_port: int) -> dict[str, float]:
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            out[match[1]] = out.get(match[1], 0) + float(match[3])
-    return out
-
-
 @pytest.mark.faults
 def test_300_clears_at_once_under_429_complete_and_back_off(
     overload_cluster: LocalCluster, request: pytest.FixtureRequest, tmp_path: Path
@@ -91,12 +76,12 @@ def test_300_clears_at_once_under_429_complete_and_back_off(
                 timeout=910,
             )
             foreign = foreign_claim(env.api, env.namespace, looks_like="p000")
-            before = requests_by_code(operator.metrics_port)
+            before = operator.by_label("sluice_kube_requests_total", "code")
             start = time.monotonic()
             request_clears(kubectl, env.namespace, PIPELINES, "r1")
             wait_cleared(kubectl, env.namespace, timeout=900)
             took = time.monotonic() - start
-            after = requests_by_code(operator.metrics_port)
+            after = operator.by_label("sluice_kube_requests_total", "code")
             spent = {code: after.get(code, 0) - before.get(code, 0) for code in after}
             total = sum(spent.values())
             print(

@@ -34,12 +34,15 @@ from .conftest import Operator
 from .pipelines import (
     apply,
     claim_policy,
+    condition,
     failed_pod,
     get,
     hold,
     manifest,
     patch,
+    pipeline_claim,
     release,
+    stop_and_clear,
     wait_condition,
     wait_jsonpath,
 )
@@ -303,32 +306,15 @@ ACTION_TESTS: list[tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any
 # ---- driving real pipelines ------------------------------------------------------------
 
 
-def _claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
-    items = (
-        client.CoreV1Api(api)
-        .list_namespaced_persistent_volume_claim(
-            namespace, label_selector=f"sluice.dev/pipeline={pipeline}"
-        )
-        .items
-    )
-    assert len(items) == 1, [c.metadata.name for c in items]
-    return str(items[0].metadata.name)
-
-
 def _condition_reason(obj: dict[str, Any], type_: str) -> str | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return str(c["reason"])
-    return None
+    reason = condition(obj, type_).get("reason")
+    return None if reason is None else str(reason)
 
 
 def _ready(obj: dict[str, Any]) -> bool:
     """Settled: the step that finishes a clear still reports WaitingForStop; the next one
     (brought by its own status write) settles the conditions."""
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (obj.get("status") or {}).get("conditions") or []
-    )
+    return bool(condition(obj, "Ready").get("status") == "True")
 
 
 def _deny_policy(name: str, namespace: str) -> str:
@@ -426,11 +412,10 @@ def drive_states(
 
         hold(api, "pod", ns, "stopping-0")
         hold(api, "pod", ns, "waiting-0")
-        hold(api, "persistent_volume_claim", ns, _claim(api, ns, "clearing"))
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
+        hold(api, "persistent_volume_claim", ns, pipeline_claim(api, ns, "clearing"))
         patch(kubectl, ns, "stopping", {"spec": {"desiredState": "Stopped"}})
         for name in ("waiting", "clearing", "clear-failed"):
-            patch(kubectl, ns, name, stop_and_clear)
+            stop_and_clear(kubectl, ns, name)
         failed_pod(api, ns, get(kubectl, ns, "failed"))
 
         capture("stopping", "stopping", lambda o: status(o, "deploymentStatus") == "Stopping")
@@ -442,7 +427,7 @@ def drive_states(
                 and status(o, "deploymentStatus") == "Stopping"
             ),
         )
-        claim = _claim(api, ns, "clearing")
+        claim = pipeline_claim(api, ns, "clearing")
         wait_for(
             lambda: (
                 core.read_namespaced_persistent_volume_claim(claim, ns).metadata.deletion_timestamp

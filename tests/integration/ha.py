@@ -3,14 +3,16 @@ exactly once, a claim outside the pipelines is never touched, nothing is left Cl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 
-from .pipelines import apply, manifest, reasons_once
+from .pipelines import apply, get, hold, manifest, reasons_once, release
 
 FOREIGN_CLAIM = "foreign-storage"
 
@@ -48,16 +50,43 @@ def storage_statuses(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     }
 
 
-def wait_any_clearing(kubectl: Kubectl, namespace: str, timeout: float = 120) -> None:
-    """Until some pipeline has started clearing (a fault injected now hits mid-clear)."""
+def wait_clearing(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -> None:
+    """Until `name` is Clearing: not Cleared, which would mean the clear is already over."""
     wait_for(
-        lambda: any(
-            s in ("Clearing", "Cleared") for s in storage_statuses(kubectl, namespace).values()
-        ),
+        lambda: storage_statuses(kubectl, namespace).get(name) == "Clearing",
         timeout=timeout,
         interval=0.05,
-        what="a pipeline Clearing",
+        what=f"{namespace}/{name} Clearing",
     )
+
+
+@contextlib.contextmanager
+def mid_clear(
+    kubectl: Kubectl,
+    api: client.ApiClient,
+    namespace: str,
+    names: list[str],
+    request: str,
+    held: str = "p0",
+) -> Iterator[None]:
+    """Request clears of `names` (stop and clear in one apply) with the clear of `held` held
+    open: a finalizer on its claim keeps the claim's deletion from completing, so the
+    operator must wait (rule 6). The block runs once `held` is Clearing, so a fault injected
+    in it strikes mid-clear; when the block ends `held` must still be Clearing (checked),
+    then the hold is released and the clear may finish."""
+    (claim,) = get(kubectl, namespace, held)["status"]["storage"]["claims"]
+    hold(api, "persistent_volume_claim", namespace, claim)
+    try:
+        request_clears(kubectl, namespace, names, request)
+        wait_clearing(kubectl, namespace, held)
+        yield
+        # Read as soon as the API server answers again (a fault may have just ended).
+        status = wait_for(
+            lambda: storage_statuses(kubectl, namespace)[held], timeout=60, what="a status"
+        )
+        assert status == "Clearing", f"{held}'s clear was over before the fault ended: {status}"
+    finally:
+        release(api, "persistent_volume_claim", namespace, claim)
 
 
 def foreign_claim(api: client.ApiClient, namespace: str, looks_like: str) -> str:

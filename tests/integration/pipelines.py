@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
+from localkube.cluster import CSI_CLASS, STORAGE_CLASS
 from localkube.fixtures import Kubectl, wait_for
 
 IMAGE = "registry.example/orders:1"
+# Both of the local cluster's classes: `standard` (the in-tree hostPath provisioner) and
+# `csi-local` (CSI: the upstream external-provisioner over csi-local's directories).
+both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
 
 
 HOLD = "sluice.dev/test-hold"  # a finalizer tests use to hold a deletion open
 MERGE = "application/merge-patch+json"
 
 
-def manifest(
+def document(
     name: str,
     namespace: str,
     desired: str = "Running",
@@ -24,20 +33,24 @@ def manifest(
     policy: str = "Delete",
     size: str = "1Gi",
     storage_class: str | None = None,
-) -> str:
+) -> dict[str, Any]:
+    """A Pipeline as a user writes it, as a dict (the API client's body)."""
     storage: dict[str, Any] = {"size": size, "clearPolicy": policy}
     if storage_class is not None:
         storage["storageClassName"] = storage_class
     if clear_request is not None:
         storage["clearRequest"] = clear_request
-    return yaml.safe_dump(
-        {
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "Pipeline",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
-        }
-    )
+    return {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
+    }
+
+
+def manifest(name: str, namespace: str, *args: Any, **kwargs: Any) -> str:
+    """The same as YAML, for kubectl apply."""
+    return yaml.safe_dump(document(name, namespace, *args, **kwargs))
 
 
 def apply(kubectl: Kubectl, text: str, check: bool = True) -> Any:
@@ -57,6 +70,21 @@ def patch(kubectl: Kubectl, namespace: str, name: str, body: dict[str, Any], che
         json.dumps(body),
         check=check,
     )
+
+
+def stop_and_clear(kubectl: Kubectl, namespace: str, name: str, request: str = "r1") -> None:
+    """Stop the pipeline and request a clear in one change (rule 5), as a merge patch."""
+    body = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}}
+    patch(kubectl, namespace, name, body)
+
+
+def can_i(kubectl: Kubectl, verb: str, resource: str, *where: str) -> str:
+    """`kubectl auth can-i` ("yes" or "no"); `resource` may name a subresource after a "/";
+    `where`: e.g. "-n", namespace, or "--all-namespaces", and "--as=..."."""
+    name, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    answer = kubectl("auth", "can-i", verb, name, *extra, *where, check=False)
+    return answer.stdout.strip()
 
 
 def get(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
@@ -109,11 +137,96 @@ def wait_settled(
     return wait_for(settled, timeout=timeout, what=f"{namespace}/{name} settled")
 
 
+def storage(obj: dict[str, Any]) -> dict[str, Any]:
+    """status.storage, or {} before the operator wrote it."""
+    result: dict[str, Any] = (obj.get("status") or {}).get("storage") or {}
+    return result
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    """One of the pipeline's status conditions, by type ({} while there is none)."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), {})
+
+
+def wait_error(
+    kubectl: Kubectl, namespace: str, name: str, code: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The pipeline, once status.error carries `code`."""
+
+    def failed() -> dict[str, Any] | None:
+        now = get(kubectl, namespace, name)
+        error = now["status"].get("error") or {}
+        return now if error.get("error_code") == code else None
+
+    return wait_for(failed, timeout=timeout, what=f"{namespace}/{name} error {code}")
+
+
+@contextlib.contextmanager
+def watch_storage(api: client.ApiClient, namespace: str, name: str) -> Iterator[list[str]]:
+    """Every status.storage.status the pipeline takes while the block runs, in order (from a
+    watch, so none is missed between two looks); the list fills as the block runs."""
+    custom = client.CustomObjectsApi(api)
+    seen: list[str] = []
+    start = custom.list_namespaced_custom_object(
+        "sluice.dev", "v1alpha1", namespace, "pipelines", field_selector=f"metadata.name={name}"
+    )
+    for item in start["items"]:
+        seen.append(storage(item).get("status", ""))
+    stream = watch.Watch()
+    stopped = threading.Event()
+
+    def follow() -> None:
+        version = start["metadata"]["resourceVersion"]
+        while not stopped.is_set():
+            try:
+                for event in stream.stream(
+                    custom.list_namespaced_custom_object,
+                    *("sluice.dev", "v1alpha1", namespace, "pipelines"),
+                    field_selector=f"metadata.name={name}",
+                    resource_version=version,
+                    timeout_seconds=5,
+                ):
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    value = storage(event["object"]).get("status", "")
+                    if not seen or seen[-1] != value:
+                        seen.append(value)
+            except Exception:  # stopped mid-read, or a dropped watch: resume from `version`
+                if not stopped.is_set():
+                    time.sleep(0.1)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        yield seen
+    finally:
+        stopped.set()
+        stream.stop()
+        follower.join(timeout=10)
+
+
 def claims(api: client.ApiClient, namespace: str) -> list[client.V1PersistentVolumeClaim]:
     items: list[client.V1PersistentVolumeClaim] = (
         client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
     )
     return items
+
+
+def pipeline_claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
+    """The name of the one claim labelled with the pipeline's name."""
+    items = (
+        client.CoreV1Api(api)
+        .list_namespaced_persistent_volume_claim(
+            namespace, label_selector=f"sluice.dev/pipeline={pipeline}"
+        )
+        .items
+    )
+    assert len(items) == 1, [c.metadata.name for c in items]
+    return str(items[0].metadata.name)
+
+
+def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
+    return {str(c.metadata.name) for c in claims(api, namespace)}
 
 
 def events(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
@@ -139,6 +252,32 @@ def reasons_once(
     return wait_for(listed, what=f"the {reason} Event of {namespace}/{name}")
 
 
+def event_once(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    reason: str,
+    type_: str | None = None,
+    says: str = "",
+) -> client.CoreV1Event:
+    """The pipeline's first Event with this reason (and type, and words in its message), once
+    it is there: Events are posted off the reconcile path, after status."""
+
+    def found() -> client.CoreV1Event | None:
+        return next(
+            (
+                e
+                for e in events(api, namespace, name)
+                if e.reason == reason
+                and (type_ is None or e.type == type_)
+                and says in (e.message or "")
+            ),
+            None,
+        )
+
+    return wait_for(found, what=f"a {reason} Event of {namespace}/{name} saying {says!r}")
+
+
 def read_claim(
     api: client.ApiClient, namespace: str, name: str
 ) -> client.V1PersistentVolumeClaim | None:
@@ -159,10 +298,43 @@ def pods(api: client.ApiClient, namespace: str) -> list[client.V1Pod]:
     return items
 
 
+def clear_and_wait(
+    kubectl: Kubectl, namespace: str, name: str, request: str = "r1", timeout: int = 60
+) -> dict[str, Any]:
+    """Stop and clear in one change, and the pipeline once its storage is Cleared."""
+    stop_and_clear(kubectl, namespace, name, request)
+    return wait_storage(kubectl, namespace, name, "Cleared", timeout=timeout)
+
+
 def run_and_wait(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> None:
     apply(kubectl, manifest(name, namespace, **kwargs))
     wait_condition(kubectl, namespace, name, "Running")
     wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
+
+
+def run_with_claim(
+    kubectl: Kubectl,
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    held: bool = False,
+    **kwargs: Any,
+) -> str:
+    """Run the pipeline until Running with storage InUse; its one claim's name. `held`: a
+    finalizer on the claim keeps its deletion from completing until `release`."""
+    run_and_wait(kubectl, namespace, name, **kwargs)
+    (claim,) = storage(get(kubectl, namespace, name))["claims"]
+    if held:
+        hold(api, "persistent_volume_claim", namespace, claim)
+    return str(claim)
+
+
+def wait_storage(
+    kubectl: Kubectl, namespace: str, name: str, status: str, timeout: int = 60
+) -> dict[str, Any]:
+    """The pipeline, once status.storage.status is `status`."""
+    wait_jsonpath(kubectl, namespace, name, ".status.storage.status", status, timeout=timeout)
+    return get(kubectl, namespace, name)
 
 
 def claim_policy(

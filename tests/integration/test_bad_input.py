@@ -14,7 +14,7 @@ from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import apply, claims, get, manifest, patch, wait_jsonpath
+from .pipelines import apply, claims, clear_and_wait, condition, get, manifest
 
 BAD: list[tuple[str, str, Any]] = [
     ("spec.desiredState", "spec.desiredState", "Paused"),
@@ -104,13 +104,6 @@ def test_kubectl_explain_and_get_show_the_api(kubectl: Kubectl, namespace: str) 
     assert header == ["NAME", "DESIRED", "STATUS", "STORAGE", "AGE"]
 
 
-def _condition_message(obj: dict[str, Any], type_: str) -> str:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition["type"] == type_:
-            return str(condition.get("message", ""))
-    return ""
-
-
 def test_admitted_but_unsatisfiable_spec_is_explained_and_can_be_undone(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
@@ -123,26 +116,22 @@ def test_admitted_but_unsatisfiable_spec_is_explained_and_can_be_undone(
 
     def explained() -> dict[str, Any] | None:
         now = get(kubectl, namespace, "orders")
-        return now if "cannot be scheduled" in _condition_message(now, "Running") else None
+        return (
+            now if "cannot be scheduled" in condition(now, "Running").get("message", "") else None
+        )
 
     stuck = wait_for(explained, what="the scheduler's reason in the Running condition")
     assert stuck["status"]["deploymentStatus"] == "Provisioning"
-    assert "unbound" in _condition_message(stuck, "Ready"), stuck["status"]["conditions"]
+    assert "unbound" in condition(stuck, "Ready").get("message", ""), stuck["status"]["conditions"]
 
     time.sleep(5)  # an observation window: the operator must not keep rewriting status
     after = get(kubectl, namespace, "orders")
     assert after["metadata"]["resourceVersion"] == stuck["metadata"]["resourceVersion"]
 
-    patch(
-        kubectl,
-        namespace,
-        "orders",
-        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}},
-    )
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
     assert claims(api_client, namespace) == []
     cleared = get(kubectl, namespace, "orders")
-    assert "cannot be scheduled" not in _condition_message(cleared, "Running")
+    assert "cannot be scheduled" not in condition(cleared, "Running").get("message", "")
     assert live_operator.alive
 
 
@@ -176,7 +165,7 @@ def test_a_refusal_downstream_reads_like_the_api_server(
     assert "exceeded quota: no-claims" in error["message"], error
     assert "422" not in error["message"] and "403 Forbidden" not in error["message"]
     assert "exceeded quota" in error["details"]["body"]
-    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    ready = condition(obj, "Ready")
     assert ready["status"] == "False" and "exceeded quota" in ready["message"]
     row = kubectl("-n", namespace, "get", "pipeline", "orders", "--no-headers").stdout.split()
     assert row[:4] == ["orders", "Running", "Provisioning", "Cleared"], row

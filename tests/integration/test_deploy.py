@@ -16,7 +16,16 @@ from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import apply, claims, manifest, patch, reasons_once, run_and_wait, wait_jsonpath
+from .pipelines import (
+    apply,
+    can_i,
+    claims,
+    clear_and_wait,
+    manifest,
+    reasons_once,
+    run_and_wait,
+    wait_jsonpath,
+)
 from .test_rest_api import self_signed
 
 DEPLOY = REPO / "deploy"
@@ -202,9 +211,7 @@ def test_operator_with_its_service_account_token_runs_the_lifecycle(
         # Run, then stop and clear in one patch: the claim is deleted.
         run_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders")
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
-        patch(kubectl, namespace, "orders", stop_and_clear)
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        clear_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders") == []
 
         # Detach: the claim is patched loose and left behind.
@@ -297,14 +304,11 @@ DENIED = [
 ]
 
 
-def can_i(as_operator: Kubectl, verb: str, resource: str) -> str:
-    name, _, subresource = resource.partition("/")
-    extra = [f"--subresource={subresource}"] if subresource else []
-    return as_operator("auth", "can-i", verb, name, *extra, "--all-namespaces").stdout.strip()
-
-
 def test_the_role_allows_what_the_operator_calls_and_nothing_else(as_operator: Kubectl) -> None:
-    answers = {f"{verb} {res}": can_i(as_operator, verb, res) for verb, res in ALLOWED + DENIED}
+    answers = {
+        f"{verb} {res}": can_i(as_operator, verb, res, "--all-namespaces")
+        for verb, res in ALLOWED + DENIED
+    }
     expected = {f"{verb} {res}": "yes" for verb, res in ALLOWED}
     expected |= {f"{verb} {res}": "no" for verb, res in DENIED}
     assert answers == expected

@@ -19,7 +19,7 @@ from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import get, patch, run_and_wait, wait_jsonpath
+from .pipelines import can_i, clear_and_wait, get, run_and_wait
 from .test_deploy import pipeline_claims
 
 CHART = REPO / "deploy/helm/sluice"
@@ -245,6 +245,21 @@ def test_template_applies_with_server_dry_run(
     assert "customresourcedefinition.apiextensions.k8s.io/pipelines.sluice.dev" in result.stdout
 
 
+def install(cluster: LocalCluster, release_namespace: str, *flags: str) -> tuple[str, str]:
+    """helm install of the chart in release_namespace: (the release, its operator's account)."""
+    release = f"sluice-{release_namespace[-6:]}"
+    helm(cluster, "install", release, str(CHART), "--namespace", release_namespace, *flags)
+    return release, f"{release}-operator"
+
+
+def account_kubeconfig(
+    cluster: LocalCluster, kubectl: Kubectl, release_namespace: str, account: str, where: Path
+) -> Path:
+    """A kubeconfig with a token of the release's operator account."""
+    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
+    return cluster.token_kubeconfig(account, token, where / "kubeconfig")
+
+
 def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pipelines(
     cluster: LocalCluster,
     kubectl: Kubectl,
@@ -254,20 +269,15 @@ def test_install_operator_with_its_account_clears_and_upgrade_uninstall_keep_pip
     release_namespace: str,
     tmp_path: Path,
 ) -> None:
-    release = f"sluice-{release_namespace[-6:]}"
-    helm(cluster, "install", release, str(CHART), "--namespace", release_namespace)
-    account = f"{release}-operator"
-    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
-    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+    release, account = install(cluster, release_namespace)
+    kubeconfig = account_kubeconfig(cluster, kubectl, release_namespace, account, tmp_path)
 
     operator.stop()
     try:
         operator.start(kubeconfig=kubeconfig)
         run_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders")
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
-        patch(kubectl, namespace, "orders", stop_and_clear)
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        clear_and_wait(kubectl, namespace, "orders")
         assert pipeline_claims(api_client, namespace, "orders") == []
 
         run_and_wait(kubectl, namespace, "kept")
@@ -304,35 +314,27 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     release_namespace: str,
     tmp_path: Path,
 ) -> None:
-    release = f"sluice-{release_namespace[-6:]}"
-    helm(
+    release, account = install(
         cluster,
-        *("install", release, str(CHART), "--namespace", release_namespace),
+        release_namespace,
         *("--set", f"operator.watchNamespaces={{{namespace}}},api.enabled=false"),
     )
-    account = f"{release}-operator"
     subject = f"system:serviceaccount:{release_namespace}:{account}"
 
-    def can_i(verb: str, resource: str, where: str) -> str:
-        answer = kubectl(
-            "auth", "can-i", verb, resource, "-n", where, f"--as={subject}", check=False
-        )
-        return answer.stdout.strip()
+    def may(verb: str, resource: str, where: str) -> str:
+        return can_i(kubectl, verb, resource, "-n", where, f"--as={subject}")
 
-    assert can_i("delete", "persistentvolumeclaims", namespace) == "yes"
-    assert can_i("list", "pipelines.sluice.dev", namespace) == "yes"
-    assert can_i("delete", "persistentvolumeclaims", release_namespace) == "no"
-    assert can_i("list", "pipelines.sluice.dev", "default") == "no"
+    assert may("delete", "persistentvolumeclaims", namespace) == "yes"
+    assert may("list", "pipelines.sluice.dev", namespace) == "yes"
+    assert may("delete", "persistentvolumeclaims", release_namespace) == "no"
+    assert may("list", "pipelines.sluice.dev", "default") == "no"
 
-    token = kubectl("-n", release_namespace, "create", "token", account).stdout.strip()
-    kubeconfig = cluster.token_kubeconfig(account, token, tmp_path / "kubeconfig")
+    kubeconfig = account_kubeconfig(cluster, kubectl, release_namespace, account, tmp_path)
     operator.stop()
     try:
         operator.start(kubeconfig=kubeconfig, namespace=namespace)
         run_and_wait(kubectl, namespace, "orders")
-        stop_and_clear = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
-        patch(kubectl, namespace, "orders", stop_and_clear)
-        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+        clear_and_wait(kubectl, namespace, "orders")
         assert operator.alive
         denied = [line for line in operator.log().splitlines() if "403" in line]
         assert denied == [], operator.log()

@@ -9,7 +9,7 @@ from localkube.fixtures import Kubectl, wait_for
 
 from .argocd_capture import ArgoLua
 from .conftest import Operator
-from .pipelines import apply, get, manifest, wait_condition, wait_jsonpath
+from .pipelines import apply, condition, get, manifest, wait_condition, wait_jsonpath
 from .test_argocd import kstatus
 
 NO_CLAIMS = """
@@ -45,5 +45,5 @@ def test_a_quota_forbidding_claims_is_failed_then_current_once_lifted(
     obj = get(kubectl, namespace, "orders")
     assert kstatus(cluster, obj)["status"] == "Current"
     assert ArgoLua().health(obj)["status"] == "Healthy"
-    stalled = next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")
+    stalled = condition(obj, "Stalled")
     assert stalled["status"] == "False"

@@ -15,6 +15,7 @@ from localkube.fixtures import Kubectl
 
 from .conftest import Operator
 from .pipelines import apply, get, manifest, run_and_wait, wait_condition, wait_jsonpath
+from .volumes import volume_snapshot
 
 HEADER = ["NAME", "DESIRED", "DEPLOYMENT", "STORAGE", "LAST-CLEAR", "ERROR"]
 
@@ -251,17 +252,7 @@ def test_restore_while_in_use_prints_the_api_servers_refusal(
         "apply",
         "-f",
         "-",
-        input=yaml.safe_dump(
-            {
-                "apiVersion": "snapshot.storage.k8s.io/v1",
-                "kind": "VolumeSnapshot",
-                "metadata": {"name": "by-hand"},
-                "spec": {
-                    "volumeSnapshotClassName": CSI_CLASS,
-                    "source": {"persistentVolumeClaimName": claim},
-                },
-            }
-        ),
+        input=yaml.safe_dump(volume_snapshot("by-hand", claim)),
     )
     refused = kubectl_sluice(cluster, "restore", "orders", "--from", "by-hand", "-n", namespace)
     assert refused.returncode == 1

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
-import urllib.request
 
 from kubernetes import client
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import patch, run_and_wait, wait_jsonpath
+from .pipelines import clear_and_wait, run_and_wait
 
 
 def scrape(operator: Operator) -> dict[str, float]:
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        match = re.match(r"^(sluice_[a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
-        if match:
-            samples[match[1]] = float(match[2])
-    return samples
+    return {k: v for k, v in operator.samples().items() if k.startswith("sluice_")}
 
 
 def test_clear_moves_the_counters_and_logs_name_the_pipeline(
@@ -30,13 +20,7 @@ def test_clear_moves_the_counters_and_logs_name_the_pipeline(
 ) -> None:
     run_and_wait(kubectl, namespace, "orders")
     before = wait_for(lambda: scrape(live_operator), what="metrics endpoint")
-    patch(
-        kubectl,
-        namespace,
-        "orders",
-        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}},
-    )
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
     after = scrape(live_operator)
     for counter in ("sluice_clears_requested_total", "sluice_clears_completed_total"):
         assert after[counter] == before.get(counter, 0) + 1, counter

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +30,13 @@ from .pipelines import (
     hold,
     manifest,
     patch,
+    pipeline_claim,
     release,
     wait_condition,
     wait_jsonpath,
 )
 from .test_rest_api import ApiServer, token_for
+from .test_rest_api import api as api  # the REST API fixture, shared
 from .volumes import claim_volume
 
 LIST = "/v0/pipelines"
@@ -78,30 +79,9 @@ class Conformance:
         return info
 
 
-def _claim(api: client.ApiClient, namespace: str, pipeline: str) -> str:
-    items = (
-        client.CoreV1Api(api)
-        .list_namespaced_persistent_volume_claim(
-            namespace, label_selector=f"sluice.dev/pipeline={pipeline}"
-        )
-        .items
-    )
-    assert len(items) == 1, [c.metadata.name for c in items]
-    return str(items[0].metadata.name)
-
-
 def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = get(kubectl, namespace, name).get("status") or {}
     return status
-
-
-@pytest.fixture
-def api(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -159,10 +139,10 @@ def test_every_answer_in_every_state_matches_feldera_schema(
     hold(api_client, "pod", ns, "stopping-0")
     held.append(("pod", "stopping-0"))
     for name in ("clearing", "deleting"):
-        claim = _claim(api_client, ns, name)
+        claim = pipeline_claim(api_client, ns, name)
         hold(api_client, "persistent_volume_claim", ns, claim)
         held.append(("persistent_volume_claim", claim))
-    volume = claim_volume(api_client, ns, _claim(api_client, ns, "volume-wait"))
+    volume = claim_volume(api_client, ns, pipeline_claim(api_client, ns, "volume-wait"))
     client.CoreV1Api(api_client).patch_persistent_volume(
         volume, {"metadata": {"finalizers": ["sluice.dev/test-hold"]}}
     )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pytest
 from feldera_schema import document_path
 from localkube.fixtures import Kubectl
 
@@ -76,55 +77,58 @@ def _operations(ids: Sequence[str]) -> list[str]:
     return [arg for op in ids for arg in ("--include-operation-id", op)]
 
 
-def test_fuzz_finds_no_server_error_and_no_undocumented_answer(
+@pytest.fixture
+def fuzzed(
     kubectl: Kubectl, kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
-) -> None:
-    # Existing pipelines, so generated names sometimes hit one (the fuzzer may start them).
+) -> Iterator[tuple[ApiServer, str]]:
+    """The REST API with a token that may read and write pipelines, and a few pipelines, so
+    generated names sometimes hit one (the fuzzer may start them): (the server, the token)."""
     for name in ("a", "orders", "p0"):
         apply(kubectl, manifest(name, namespace, "Stopped"))
     token = token_for(kubectl, namespace, "fuzzer", ["get", "list", "patch", "delete"])
     server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
     try:
-        result = _schemathesis(
-            f"{server.url}/v0/api-docs/openapi.json",
-            server,
-            token,
-            tmp_path,
-            *("--checks", CHECKS, "--mode", "all"),
-        )
-        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{server.log()}"
-        # Unexpected errors are logged by the app (the client only sees the JSON shape).
-        # aiohttp's own parser rejects some probes (a NUL byte in a header) before the app
-        # sees them, with a plain-text 400 it logs: those are not the app's.
-        assert "unexpected error" not in server.log(), server.log()
-        print(result.stdout[-1500:])
+        yield server, token
     finally:
         server.stop()
+
+
+def test_fuzz_finds_no_server_error_and_no_undocumented_answer(
+    fuzzed: tuple[ApiServer, str], tmp_path: Path
+) -> None:
+    server, token = fuzzed
+    result = _schemathesis(
+        f"{server.url}/v0/api-docs/openapi.json",
+        server,
+        token,
+        tmp_path,
+        *("--checks", CHECKS, "--mode", "all"),
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{server.log()}"
+    # Unexpected errors are logged by the app (the client only sees the JSON shape).
+    # aiohttp's own parser rejects some probes (a NUL byte in a header) before the app
+    # sees them, with a plain-text 400 it logs: those are not the app's.
+    assert "unexpected error" not in server.log(), server.log()
+    print(result.stdout[-1500:])
 
 
 def test_fuzz_with_feldera_document_finds_no_answer_feldera_would_not_give(
-    kubectl: Kubectl, kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
+    fuzzed: tuple[ApiServer, str], tmp_path: Path
 ) -> None:
-    for name in ("a", "orders", "p0"):
-        apply(kubectl, manifest(name, namespace, "Stopped"))
-    token = token_for(kubectl, namespace, "fuzzer", ["get", "list", "patch", "delete"])
-    server = ApiServer(kubeconfig, namespace, tmp_path / "api.log")
-    try:
-        for mode, checks in FELDERA_CHECKS.items():
-            result = _schemathesis(
-                str(document_path()),
-                server,
-                token,
-                tmp_path,
-                *("--checks", checks, "--mode", mode),
-                *_operations(FELDERA_OPERATIONS),
-            )
-            assert result.returncode == 0, f"{mode}:\n{result.stdout}\n{result.stderr}"
-            # Every selected operation was exercised, none skipped for want of a schema.
-            selected = len(FELDERA_OPERATIONS)
-            assert f"Selected: {selected}/" in result.stdout, result.stdout
-            assert f"Tested: {selected}\n" in result.stdout, result.stdout
-            print(result.stdout[-1200:])
-        assert "unexpected error" not in server.log(), server.log()
-    finally:
-        server.stop()
+    server, token = fuzzed
+    for mode, checks in FELDERA_CHECKS.items():
+        result = _schemathesis(
+            str(document_path()),
+            server,
+            token,
+            tmp_path,
+            *("--checks", checks, "--mode", mode),
+            *_operations(FELDERA_OPERATIONS),
+        )
+        assert result.returncode == 0, f"{mode}:\n{result.stdout}\n{result.stderr}"
+        # Every selected operation was exercised, none skipped for want of a schema.
+        selected = len(FELDERA_OPERATIONS)
+        assert f"Selected: {selected}/" in result.stdout, result.stdout
+        assert f"Tested: {selected}\n" in result.stdout, result.stdout
+        print(result.stdout[-1200:])
+    assert "unexpected error" not in server.log(), server.log()

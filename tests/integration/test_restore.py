@@ -17,23 +17,21 @@ from localkube.fixtures import Kubectl, wait_for
 
 from .pipelines import (
     apply,
+    clear_and_wait,
     events,
     get,
     manifest,
     patch,
+    reasons_once,
     run_and_wait,
     wait_condition,
     wait_jsonpath,
 )
-from .volumes import bound_volume, volume, volume_dir, write_data
+from .volumes import bound_volume, run_with_data, volume, volume_dir, volume_snapshot
 
 pytestmark = pytest.mark.usefixtures("live_operator")
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
-
-
-def stop_and_clear(request: str) -> dict[str, Any]:
-    return {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}}
 
 
 def take_snapshot(api: client.ApiClient, namespace: str, name: str, claim: str) -> None:
@@ -43,15 +41,7 @@ def take_snapshot(api: client.ApiClient, namespace: str, name: str, claim: str) 
         *SNAPSHOTS,
         namespace,
         "volumesnapshots",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": name},
-            "spec": {
-                "volumeSnapshotClassName": CSI_CLASS,
-                "source": {"persistentVolumeClaimName": claim},
-            },
-        },
+        volume_snapshot(name, claim),
     )
 
     def ready() -> bool:
@@ -96,13 +86,13 @@ def with_restore_from(text: str, snapshot: str | None, desired: str | None = Non
 def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empty(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    data = write_data(api_client, cluster, bound_volume(api_client, kubectl, namespace, "orders"))
+    _, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=CSI_CLASS
+    )
     content = data.read_bytes()  # the volume is deleted by the clear
     first = the_claim(kubectl, api_client, namespace, "orders").metadata.name
     take_snapshot(api_client, namespace, "orders-before-reset", first)
-    patch(kubectl, namespace, "orders", stop_and_clear("r1"))
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders")
 
     body = {"spec": {"desiredState": "Running", "storage": {"restoreFrom": "orders-before-reset"}}}
     patch(kubectl, namespace, "orders", body)
@@ -138,8 +128,7 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
 
     # ... and a later clear then start gives empty storage, with restoreFrom still set (as a
     # GitOps manifest keeps it): the snapshot is restored once.
-    patch(kubectl, namespace, "orders", stop_and_clear("r2"))
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    clear_and_wait(kubectl, namespace, "orders", "r2")
     assert "restoredFrom" not in storage_status(kubectl, namespace, "orders")
     patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
     wait_condition(kubectl, namespace, "orders", "Running")
@@ -164,8 +153,9 @@ def test_data_survives_a_clear_through_a_snapshot_and_the_next_clear_starts_empt
 def test_a_missing_snapshot_is_a_clear_error_until_it_exists(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, cluster: LocalCluster
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    data = write_data(api_client, cluster, bound_volume(api_client, kubectl, namespace, "orders"))
+    _, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=CSI_CLASS
+    )
     content = data.read_bytes()  # the volume is deleted by the clear
     source = the_claim(kubectl, api_client, namespace, "orders").metadata.name
 
@@ -190,8 +180,7 @@ def test_a_missing_snapshot_is_a_clear_error_until_it_exists(
         namespace, label_selector="sluice.dev/pipeline=audit"
     )
     assert audit_claims.items == []  # never a fresh empty claim instead
-    reasons = [e.reason for e in events(api_client, namespace, "audit")]
-    assert "RestoreSnapshotNotFound" in reasons
+    reasons_once(api_client, namespace, "audit", "RestoreSnapshotNotFound")
 
     # The snapshot appears: the pipeline proceeds on its own (nothing else is changed).
     take_snapshot(api_client, namespace, "orders-later", source)

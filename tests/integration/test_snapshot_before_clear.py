@@ -25,6 +25,7 @@ from .pipelines import (
     patch,
     read_claim,
     reasons_once,
+    stop_and_clear,
     wait_condition,
     wait_jsonpath,
 )
@@ -50,10 +51,6 @@ def run_with_safety_net(
     wait_condition(kubectl, namespace, name, "Running")
     wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
     return get(kubectl, namespace, name)
-
-
-def stop_and_clear(request: str) -> dict[str, Any]:
-    return {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": request}}}
 
 
 def volume_snapshots(api: client.ApiClient, namespace: str, pipeline: str = "orders") -> list[Any]:
@@ -120,7 +117,7 @@ def test_a_clear_snapshots_each_claim_first_and_a_restart_restores_the_data(
     data = write_data(api_client, cluster, bound_volume(api_client, kubectl, namespace, "orders"))
     content = data.read_bytes()  # the volume is deleted by the clear
 
-    patch(kubectl, namespace, "orders", stop_and_clear("r1"))
+    stop_and_clear(kubectl, namespace, "orders", "r1")
     wait_condition(kubectl, namespace, "orders", "StorageCleared", timeout=120)
 
     storage = get(kubectl, namespace, "orders")["status"]["storage"]
@@ -172,7 +169,7 @@ def test_a_failing_snapshot_keeps_the_claim_and_says_why(
     failure.write_text("the snapshot store is full")
 
     try:
-        patch(kubectl, namespace, "orders", stop_and_clear("r1"))
+        stop_and_clear(kubectl, namespace, "orders", "r1")
         wait_jsonpath(
             kubectl, namespace, "orders", ".status.error.error_code", "StorageClearFailed", 120
         )
@@ -222,7 +219,7 @@ def test_killed_between_snapshot_and_delete_finishes_exactly_once(
 
     live_operator.stop()
     live_operator.start(failpoints=failpoints.AFTER_SNAPSHOTS_READY, namespace=namespace)
-    patch(kubectl, namespace, "orders", stop_and_clear("r1"))
+    stop_and_clear(kubectl, namespace, "orders", "r1")
     assert live_operator.wait_exit(timeout=120) == -9, live_operator.log()
 
     # Killed with every snapshot ready and nothing deleted yet.
@@ -279,7 +276,7 @@ def test_a_claim_that_cannot_be_snapshotted_is_kept_until_the_safety_net_is_remo
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
 
-    patch(kubectl, namespace, "orders", stop_and_clear("r1"))
+    stop_and_clear(kubectl, namespace, "orders", "r1")
     wait_jsonpath(
         kubectl, namespace, "orders", ".status.error.error_code", "StorageClearFailed", 120
     )

@@ -6,41 +6,41 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from localkube.cluster import CSI_CLASS, STORAGE_CLASS
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
 from .pipelines import (
     apply,
+    both_classes,
+    claim_names,
     claim_policy,
     claims,
+    clear_and_wait,
+    condition,
+    event_once,
     events,
     get,
     hold,
     manifest,
     patch,
     pods,
+    read_claim,
     reasons_once,
     release,
     run_and_wait,
+    run_with_claim,
+    stop_and_clear,
+    storage,
     wait_condition,
+    wait_error,
     wait_jsonpath,
     wait_settled,
+    wait_storage,
+    watch_storage,
 )
 
 pytestmark = pytest.mark.usefixtures("live_operator")
-
-
-def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
-    return {str(c.metadata.name) for c in claims(api, namespace)}
-
-
-def storage(obj: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = obj.get("status", {}).get("storage", {})
-    return result
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
 
 # Rule 1
@@ -143,18 +143,14 @@ def test_stop_and_clear_in_one_apply_waits_for_the_stop(
 
 
 # Rule 6
+@both_classes
 def test_clearing_waits_for_real_deletion_then_writes_cleared_and_an_event(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders")
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
-    patch(
-        kubectl,
-        namespace,
-        "orders",
-        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}},
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
     )
+    stop_and_clear(kubectl, namespace, "orders")
     wait_for(
         lambda: claims(api_client, namespace)[0].metadata.deletion_timestamp,
         what="the claim's deletion to be sent",
@@ -180,33 +176,33 @@ def test_clearing_waits_for_real_deletion_then_writes_cleared_and_an_event(
 
 
 # Rule 7
+@both_classes
 def test_request_on_cleared_storage_is_recorded_as_handled(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    apply(kubectl, manifest("orders", namespace, desired="Stopped"))
+    apply(kubectl, manifest("orders", namespace, "Stopped", storage_class=storage_class_name))
     wait_settled(kubectl, namespace, "orders")
-    patch(kubectl, namespace, "orders", {"spec": {"storage": {"clearRequest": "r1"}}})
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", "r1")
-    obj = get(kubectl, namespace, "orders")
-    assert storage(obj)["status"] == "Cleared"
-    assert "ClearRequestHandled" in [e.reason for e in events(api_client, namespace, "orders")]
-    assert "StorageClearing" not in [e.reason for e in events(api_client, namespace, "orders")]
+    with watch_storage(api_client, namespace, "orders") as seen:
+        patch(kubectl, namespace, "orders", {"spec": {"storage": {"clearRequest": "r1"}}})
+        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", "r1")
+    assert storage(get(kubectl, namespace, "orders"))["status"] == "Cleared"
+    assert seen == ["Cleared"], seen  # never Clearing, not even for a moment
+    # Events go out in order: once ClearRequestHandled is there, a StorageClearing before it
+    # would be too.
+    reasons = reasons_once(api_client, namespace, "orders", "ClearRequestHandled")
+    assert "StorageClearing" not in reasons and "StorageCleared" not in reasons, reasons
 
 
 # Rule 8
+@both_classes
 def test_clear_cannot_be_cancelled_and_a_start_waits_for_it(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders")
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
-    patch(
-        kubectl,
-        namespace,
-        "orders",
-        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}},
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
     )
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Clearing")
+    stop_and_clear(kubectl, namespace, "orders")
+    wait_storage(kubectl, namespace, "orders", "Clearing")
     # Try to cancel: remove the request and ask to run again.
     patch(
         kubectl,
@@ -214,10 +210,7 @@ def test_clear_cannot_be_cancelled_and_a_start_waits_for_it(
         "orders",
         {"spec": {"desiredState": "Running", "storage": {"clearRequest": None}}},
     )
-    wait_jsonpath(
-        kubectl, namespace, "orders", ".status.error.error_code", "CannotStartWhileClearingStorage"
-    )
-    obj = get(kubectl, namespace, "orders")
+    obj = wait_error(kubectl, namespace, "orders", "CannotStartWhileClearingStorage")
     assert storage(obj)["status"] == "Clearing"
     assert pods(api_client, namespace) == []
 
@@ -230,33 +223,74 @@ def test_clear_cannot_be_cancelled_and_a_start_waits_for_it(
     assert fresh != claim
 
 
-# Rule 9
-def test_failing_clear_is_retried_shows_the_error_and_never_goes_back_to_in_use(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+@both_classes
+def test_a_changed_request_mid_clear_neither_cancels_it_nor_is_lost(
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders")
+    """r1 -> r2 while r1 clears: r1 completes exactly once (rule 8); r2 is then a value other
+    than lastClearRequest (r1), so a request of its own (rule 3), on Cleared storage: a
+    no-op recorded as handled (rule 7). Nothing is cleared twice."""
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
+    )
+    with watch_storage(api_client, namespace, "orders") as seen:
+        stop_and_clear(kubectl, namespace, "orders", "r1")
+        wait_storage(kubectl, namespace, "orders", "Clearing")
+        stop_and_clear(kubectl, namespace, "orders", "r2")
+        obj = wait_settled(kubectl, namespace, "orders")
+        assert storage(obj)["status"] == "Clearing", obj["status"]
+        assert storage(obj)["clearingRequest"] == "r1", obj["status"]
+        assert read_claim(api_client, namespace, claim) is not None  # still held
+
+        release(api_client, "persistent_volume_claim", namespace, claim)
+        obj = wait_storage(kubectl, namespace, "orders", "Cleared")
+        wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", "r2")
+    assert seen == ["InUse", "Clearing", "Cleared"], seen
+    cleared = event_once(api_client, namespace, "orders", "StorageCleared")
+    assert "(r1)" in cleared.message, cleared.message
+    handled = event_once(api_client, namespace, "orders", "ClearRequestHandled")
+    assert "(r2)" in handled.message, handled.message
+    reasons = reasons_once(api_client, namespace, "orders", "ClearRequestHandled")
+    assert reasons.count("StorageClearing") == 1 and reasons.count("StorageCleared") == 1
+    assert reasons.count("ClearRequestHandled") == 1, reasons
+    assert claim_names(api_client, namespace) == set()
+
+
+# Rule 9
+@both_classes
+def test_failing_clear_is_retried_shows_the_error_and_never_goes_back_to_in_use(
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+) -> None:
+    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
     policy = f"deny-pvc-delete-{namespace}"[:63]
     kubectl("apply", "-f", "-", input=claim_policy(policy, namespace, ["DELETE"]))
     wait_for(lambda: _deletes_denied(api_client, namespace), what="the deny policy to apply")
-    patch(
-        kubectl,
-        namespace,
-        "orders",
-        {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}},
-    )
-    wait_jsonpath(kubectl, namespace, "orders", ".status.error.error_code", "StorageClearFailed")
-    obj = get(kubectl, namespace, "orders")
-    assert storage(obj)["status"] == "Clearing"
-    assert "blocked by test policy" in obj["status"]["error"]["details"]["body"]
-    warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
-    assert warnings and warnings[0].reason == "StorageClearFailed"
+    with watch_storage(api_client, namespace, "orders") as seen:
+        stop_and_clear(kubectl, namespace, "orders")
+        obj = wait_error(kubectl, namespace, "orders", "StorageClearFailed")
+        assert storage(obj)["status"] == "Clearing"
+        assert "blocked by test policy" in obj["status"]["error"]["details"]["body"]
+        warning = event_once(
+            api_client, namespace, "orders", "StorageClearFailed", "Warning", "blocked"
+        )
+        assert "blocked by test policy" in warning.message
+        # Retried: a later attempt fails too (the counter on the Event, or another Event).
+        wait_for(
+            lambda: _attempts(api_client, namespace, "StorageClearFailed") >= 2,
+            timeout=60,
+            what="a second attempt",
+        )
 
-    kubectl("delete", "validatingadmissionpolicybinding", policy)
-    kubectl("delete", "validatingadmissionpolicy", policy)
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=90)
-    obj = get(kubectl, namespace, "orders")
+        kubectl("delete", "validatingadmissionpolicybinding", policy)
+        kubectl("delete", "validatingadmissionpolicy", policy)
+        obj = wait_storage(kubectl, namespace, "orders", "Cleared", timeout=90)
+    assert seen == ["InUse", "Clearing", "Cleared"], seen  # watched: never back to InUse
     assert "error" not in obj["status"]
     assert claim_names(api_client, namespace) == {"deny-probe"}
+
+
+def _attempts(api: client.ApiClient, namespace: str, reason: str) -> int:
+    return sum(e.count or 1 for e in events(api, namespace, "orders") if e.reason == reason)
 
 
 def _deletes_denied(api: client.ApiClient, namespace: str) -> bool:
@@ -278,14 +312,16 @@ def _deletes_denied(api: client.ApiClient, namespace: str) -> bool:
 
 
 # Rule 10
+@both_classes
 def test_detach_keeps_the_claim_marked_and_the_next_start_gets_fresh_storage(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", policy="Detach")
+    detach = {"policy": "Detach", "storage_class": storage_class_name}
+    run_and_wait(kubectl, namespace, "orders", **detach)
     uid = get(kubectl, namespace, "orders")["metadata"]["uid"]
     (old,) = claim_names(api_client, namespace)
-    apply(kubectl, manifest("orders", namespace, "Stopped", "r1", policy="Detach"))
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    apply(kubectl, manifest("orders", namespace, "Stopped", "r1", **detach))
+    wait_storage(kubectl, namespace, "orders", "Cleared")
     core = client.CoreV1Api(api_client)
     detached = core.read_namespaced_persistent_volume_claim(old, namespace)
     assert detached.metadata.deletion_timestamp is None
@@ -295,7 +331,7 @@ def test_detach_keeps_the_claim_marked_and_the_next_start_gets_fresh_storage(
     assert detached.metadata.annotations["sluice.dev/detached-at"]
     version = detached.metadata.resource_version
 
-    apply(kubectl, manifest("orders", namespace, "Running", "r1", policy="Detach"))
+    apply(kubectl, manifest("orders", namespace, "Running", "r1", **detach))
     wait_condition(kubectl, namespace, "orders", "Running")
     obj = get(kubectl, namespace, "orders")
     (fresh,) = storage(obj)["claims"]
@@ -308,25 +344,28 @@ def test_detach_keeps_the_claim_marked_and_the_next_start_gets_fresh_storage(
 
 
 # Rule 11
+@both_classes
 def test_deleting_a_pipeline_deletes_its_storage_first(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders")
-    (claim,) = claim_names(api_client, namespace)
-    hold(api_client, "persistent_volume_claim", namespace, claim)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", held=True, storage_class=storage_class_name
+    )
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--wait=false")
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Clearing")
-    assert get(kubectl, namespace, "orders")["metadata"]["deletionTimestamp"]
+    obj = wait_storage(kubectl, namespace, "orders", "Clearing")
+    assert obj["metadata"]["deletionTimestamp"]
     release(api_client, "persistent_volume_claim", namespace, claim)
     kubectl("-n", namespace, "wait", "--for=delete", "pipeline/orders", "--timeout=60s")
     assert claim_names(api_client, namespace) == set()
 
 
+@both_classes
 def test_deleting_a_detach_pipeline_leaves_its_claims_behind(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str
+    storage_class_name: str, kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", policy="Detach")
-    (claim,) = claim_names(api_client, namespace)
+    claim = run_with_claim(
+        kubectl, api_client, namespace, "orders", policy="Detach", storage_class=storage_class_name
+    )
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=60s")
     left = client.CoreV1Api(api_client).read_namespaced_persistent_volume_claim(claim, namespace)
     assert left.metadata.deletion_timestamp is None
@@ -334,24 +373,58 @@ def test_deleting_a_detach_pipeline_leaves_its_claims_behind(
     assert left.metadata.annotations["sluice.dev/detached-from"] == f"{namespace}/orders"
 
 
-# Rule 12
-def test_size_and_class_are_frozen_unless_storage_is_cleared(
+# Rule 12: until volume expansion is built, every size change needs Cleared, as does any
+# class change; refused by the API server while storage is InUse or Clearing.
+FROZEN_EDITS = [
+    pytest.param({"size": "2Gi"}, "size", id="grow"),
+    pytest.param({"size": "512Mi"}, "size", id="shrink"),
+    pytest.param({"storageClassName": CSI_CLASS}, "storageClassName", id="class-change"),
+    pytest.param({"storageClassName": None}, "storageClassName", id="class-removed"),
+]
+
+
+def _refused(kubectl: Kubectl, namespace: str, edit: dict[str, Any], field: str) -> None:
+    before = get(kubectl, namespace, "orders")
+    refused = patch(kubectl, namespace, "orders", {"spec": {"storage": edit}}, check=False)
+    assert refused.returncode != 0, edit
+    assert f"spec.storage.{field}" in refused.stderr, refused.stderr
+    assert "EditRestrictedToClearedStorage" in refused.stderr, refused.stderr
+    after = get(kubectl, namespace, "orders")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+@pytest.mark.parametrize(("edit", "field"), FROZEN_EDITS)
+def test_size_and_class_are_frozen_while_storage_is_not_cleared(
+    edit: dict[str, Any],
+    field: str,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+) -> None:
+    claim = run_with_claim(kubectl, api_client, namespace, "orders", storage_class=STORAGE_CLASS)
+    _refused(kubectl, namespace, edit, field)  # InUse
+    hold(api_client, "persistent_volume_claim", namespace, claim)
+    stop_and_clear(kubectl, namespace, "orders")
+    wait_storage(kubectl, namespace, "orders", "Clearing")
+    _refused(kubectl, namespace, edit, field)  # Clearing
+    release(api_client, "persistent_volume_claim", namespace, claim)
+    wait_storage(kubectl, namespace, "orders", "Cleared")
+    spec = get(kubectl, namespace, "orders")["spec"]["storage"]
+    assert (spec["size"], spec["storageClassName"]) == ("1Gi", STORAGE_CLASS)
+
+
+def test_size_and_class_change_freely_once_cleared_and_the_next_claim_follows(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders")
-    for field, value in (("size", "2Gi"), ("storageClassName", "fast")):
-        refused = patch(
-            kubectl, namespace, "orders", {"spec": {"storage": {field: value}}}, check=False
-        )
-        assert refused.returncode != 0
-        assert f"spec.storage.{field}" in refused.stderr
-        assert "EditRestrictedToClearedStorage" in refused.stderr
-    assert get(kubectl, namespace, "orders")["spec"]["storage"]["size"] == "1Gi"
-
-    apply(kubectl, manifest("orders", namespace, "Stopped", "r1"))
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
-    patch(kubectl, namespace, "orders", {"spec": {"storage": {"size": "2Gi"}}})
-    assert get(kubectl, namespace, "orders")["spec"]["storage"]["size"] == "2Gi"
+    run_and_wait(kubectl, namespace, "orders", storage_class=STORAGE_CLASS)
+    clear_and_wait(kubectl, namespace, "orders")
+    for edit in ({"size": "512Mi"}, {"size": "2Gi"}, {"storageClassName": CSI_CLASS}):
+        patch(kubectl, namespace, "orders", {"spec": {"storage": edit}})
+    patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})
+    wait_condition(kubectl, namespace, "orders", "Running")
+    (claim,) = claims(api_client, namespace)
+    assert claim.spec.storage_class_name == CSI_CLASS
+    assert claim.spec.resources.requests["storage"] == "2Gi"
 
 
 # Rule 13
@@ -359,6 +432,15 @@ def test_look_alike_claims_are_never_touched(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(api_client)
+    # A claim with Sluice's own detached mark, carrying another pipeline's UID: the one an
+    # earlier Pipeline of the same name left behind by clearPolicy: Detach.
+    run_and_wait(kubectl, namespace, "orders", policy="Detach")
+    earlier = get(kubectl, namespace, "orders")["metadata"]["uid"]
+    (detached,) = claim_names(api_client, namespace)
+    kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=60s", timeout=70)
+    marks = core.read_namespaced_persistent_volume_claim(detached, namespace).metadata
+    assert marks.annotations["sluice.dev/detached-from-uid"] == earlier
+
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "someone-else"}})
     labels = {"sluice.dev/pipeline": "orders"}
     spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
@@ -373,19 +455,21 @@ def test_look_alike_claims_are_never_touched(
         core.create_namespaced_persistent_volume_claim(
             namespace, {"metadata": {"name": name, **meta}, "spec": spec}
         )
+    others = {*look_alikes, detached}
+    wait_for(
+        lambda: all(read_claim(api_client, namespace, n).status.phase == "Bound" for n in others),
+        what="the other claims Bound",
+    )
+    versions = {n: read_claim(api_client, namespace, n).metadata.resource_version for n in others}
     run_and_wait(kubectl, namespace, "orders")
+    assert get(kubectl, namespace, "orders")["metadata"]["uid"] != earlier
     ours = set(storage(get(kubectl, namespace, "orders"))["claims"])
-    assert ours.isdisjoint(look_alikes)
+    assert ours.isdisjoint(others)
     apply(kubectl, manifest("orders", namespace, "Stopped", "r1"))
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
-    assert claim_names(api_client, namespace) == set(look_alikes)
-    for name in look_alikes:
-        assert (
-            core.read_namespaced_persistent_volume_claim(
-                name, namespace
-            ).metadata.deletion_timestamp
-            is None
-        )
+    wait_storage(kubectl, namespace, "orders", "Cleared")
+    assert claim_names(api_client, namespace) == others
+    after = {n: read_claim(api_client, namespace, n).metadata.resource_version for n in others}
+    assert after == versions  # never touched: not even a label or an annotation
 
 
 def test_other_namespaces_are_never_touched(

@@ -24,25 +24,36 @@ from .argocd_capture import ArgoLua
 from .conftest import Operator
 from .pipelines import (
     apply,
+    both_classes,
+    condition,
+    event_once,
     events,
     get,
     manifest,
     patch,
     reasons_once,
     run_and_wait,
+    stop_and_clear,
     wait_condition,
+    wait_error,
     wait_jsonpath,
 )
 from .test_kubectl_plugin import kubectl_sluice
 from .test_rest_api import ApiServer, token_for
-from .volumes import bound_volume, edit_volume_finalizers, volume, volume_dir, write_data
+from .volumes import (
+    bound_volume,
+    edit_volume_finalizers,
+    run_with_data,
+    volume,
+    volume_dir,
+    volume_snapshot,
+    write_data,
+)
 
 pytestmark = pytest.mark.usefixtures("live_operator")
 
-STOP_AND_CLEAR = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
 # The provisioner behind each of the local cluster's classes.
 PROVISIONERS = {STORAGE_CLASS: "kubernetes.io/host-path", CSI_CLASS: CSI_DRIVER}
-both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
 
 
 def _first_cleared(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -107,11 +118,11 @@ def test_cleared_means_the_claim_the_volume_and_the_files_are_gone(
     cluster: LocalCluster,
     storage_class_name: str,
 ) -> None:
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
-    data = write_data(api_client, cluster, pv_name)
+    pv_name, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=storage_class_name
+    )
 
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     cleared = _first_cleared(api_client, namespace, "orders")
 
     # At the first moment Cleared is observable, the data is gone, one level down too.
@@ -151,21 +162,14 @@ def test_a_failed_volume_deletion_keeps_clearing_with_an_error_until_the_volume_
     wait_condition(kubectl, namespace, "orders", "Running")
     assert bound_volume(api_client, kubectl, namespace, "orders") == pv_name
 
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
-
-    def failed() -> dict[str, Any] | None:
-        now = get(kubectl, namespace, "orders")
-        error = now["status"].get("error") or {}
-        return now if error.get("error_code") == "StorageClearFailed" else None
-
-    stuck = wait_for(failed, timeout=90, what="StorageClearFailed naming the volume")
+    stop_and_clear(kubectl, namespace, "orders")
+    stuck = wait_error(kubectl, namespace, "orders", "StorageClearFailed", timeout=90)
     assert stuck["status"]["storage"]["status"] == "Clearing"
     message = stuck["status"]["error"]["message"]
     assert pv_name in message and "/tmp/" in message, message  # the deleter's own words
     volumes = stuck["status"]["error"]["details"]["volumes"]
     assert volumes[0].get("persistentVolume") == pv_name, stuck["status"]["error"]
-    warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
-    assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
+    event_once(api_client, namespace, "orders", "StorageClearFailed", "Warning", pv_name)
     pv = volume(api_client, pv_name)
     assert pv is not None and pv.status.phase == "Failed"
 
@@ -199,7 +203,7 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
     data = write_data(api_client, cluster, pv_name)
 
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
     done = get(kubectl, namespace, "orders")
     assert done["status"]["storage"]["retainedVolumes"] == [
@@ -211,9 +215,8 @@ def test_a_retain_volume_is_cleared_from_the_pipeline_and_reported_where_it_rema
         }
     ]
     assert data.read_bytes() == b"pipeline state", "Retain keeps the data; status says so"
-    condition = next(c for c in done["status"]["conditions"] if c["type"] == "StorageCleared")
-    assert pv_name in condition["message"]
-    reasons_once(api_client, namespace, "orders")
+    assert pv_name in condition(done, "StorageCleared")["message"]
+    reasons_once(api_client, namespace, "orders", "StorageRetained")
     retained = [e for e in events(api_client, namespace, "orders") if e.reason == "StorageRetained"]
     assert len(retained) == 1 and retained[0].type == "Warning" and pv_name in retained[0].message
 
@@ -266,7 +269,7 @@ def test_detach_names_the_detached_claim_as_retained(
     run_and_wait(kubectl, namespace, "orders", policy="Detach")
     pv_name = bound_volume(api_client, kubectl, namespace, "orders")
     (claim,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     wait_condition(kubectl, namespace, "orders", "StorageCleared")
     kept = get(kubectl, namespace, "orders")["status"]["storage"]["retainedVolumes"]
     assert kept == [
@@ -277,11 +280,7 @@ def test_detach_names_the_detached_claim_as_retained(
             "storageClassName": "standard",
         }
     ]
-    reasons_once(api_client, namespace, "orders")
-    assert any(
-        e.reason == "StorageRetained" and claim in e.message
-        for e in events(api_client, namespace, "orders")
-    )
+    event_once(api_client, namespace, "orders", "StorageRetained", "Warning", claim)
     assert volume(api_client, pv_name) is not None
 
 
@@ -294,9 +293,9 @@ def test_deleting_a_pipeline_waits_for_its_volume(
     storage_class_name: str,
 ) -> None:
     """Rule 11 one level down: the Pipeline goes away only after its volume has."""
-    run_and_wait(kubectl, namespace, "orders", storage_class=storage_class_name)
-    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
-    data = write_data(api_client, cluster, pv_name)
+    pv_name, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=storage_class_name
+    )
     kubectl("-n", namespace, "delete", "pipeline", "orders", "--timeout=90s", timeout=100)
     assert volume(api_client, pv_name) is None
     assert not data.exists()
@@ -321,7 +320,7 @@ def test_killed_while_waiting_for_the_volume_clears_exactly_once(
 
     live_operator.stop()
     live_operator.start(failpoints=failpoints.WHILE_WAITING_FOR_VOLUME, namespace=namespace)
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
+    stop_and_clear(kubectl, namespace, "orders")
     assert live_operator.wait_exit(timeout=60) == -9, live_operator.log()
 
     waiting = get(kubectl, namespace, "orders")
@@ -357,22 +356,16 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
     retries and says why only in its VolumeFailedDelete Event. The clear stays Clearing with
     StorageClearFailed in those words (seconds, not the 5-minute deadline), keeps the data,
     and completes on its own once the driver deletes the volume."""
-    run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
-    pv_name = bound_volume(api_client, kubectl, namespace, "orders")
-    data = write_data(api_client, cluster, pv_name)
+    pv_name, data = run_with_data(
+        api_client, kubectl, cluster, namespace, "orders", storage_class=CSI_CLASS
+    )
     handle = data.parent.name
     refusal = f"injected: disk {uuid.uuid4().hex[:6]} is read-only"
     marker = cluster.csi_dir / "fail-delete" / handle
     marker.write_text(refusal)
     try:
-        patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
-
-        def failed() -> dict[str, Any] | None:
-            now = get(kubectl, namespace, "orders")
-            error = now["status"].get("error") or {}
-            return now if error.get("error_code") == "StorageClearFailed" else None
-
-        stuck = wait_for(failed, timeout=60, what="StorageClearFailed in the provisioner's words")
+        stop_and_clear(kubectl, namespace, "orders")
+        stuck = wait_error(kubectl, namespace, "orders", "StorageClearFailed")
         assert stuck["status"]["storage"]["status"] == "Clearing"
         message = stuck["status"]["error"]["message"]
         assert pv_name in message and refusal in message and "VolumeFailedDelete" in message
@@ -380,8 +373,7 @@ def test_a_csi_deletion_that_keeps_failing_is_an_error_in_the_provisioners_words
         assert failing["persistentVolume"] == pv_name, failing
         provisioner = _provisioner_events(api_client, pv_name, "VolumeFailedDelete")
         assert any(refusal in m for m in provisioner), provisioner
-        warnings = [e for e in events(api_client, namespace, "orders") if e.type == "Warning"]
-        assert any(e.reason == "StorageClearFailed" and pv_name in e.message for e in warnings)
+        event_once(api_client, namespace, "orders", "StorageClearFailed", "Warning", pv_name)
         pv = volume(api_client, pv_name)
         assert pv is not None and pv.status.phase == "Released", pv and pv.status
         assert data.read_bytes() == b"pipeline state"
@@ -412,15 +404,7 @@ def test_a_pipeline_on_csi_gets_a_csi_volume_and_a_snapshot_of_its_claim_is_read
     snapshots = ("snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots")
     custom.create_namespaced_custom_object(
         *snapshots,
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "orders-snap"},
-            "spec": {
-                "volumeSnapshotClassName": CSI_CLASS,
-                "source": {"persistentVolumeClaimName": claim},
-            },
-        },
+        volume_snapshot("orders-snap", claim),
     )
 
     def ready() -> dict[str, Any] | None:

@@ -16,42 +16,13 @@ from localkube.cluster import LocalCluster
 from localkube.fixtures import Kubectl
 from sluice_fixtures import Operator
 
-from .pipelines import get, patch, run_and_wait, wait_jsonpath
+from .pipelines import clear_and_wait, get, pipeline_claim, run_and_wait
+from .volumes import claim_volume
+from .volumes import volume as read_volume
 
-STOP_AND_CLEAR = {"spec": {"desiredState": "Stopped", "storage": {"clearRequest": "r1"}}}
 NO_SAFETY_RECHECK = ("--volume-recheck-seconds", "3600")  # longer than any wait below
 UNWATCHED = "PersistentVolumes cannot be watched"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-def _bound_volume(api_client: client.ApiClient, namespace: str, name: str) -> str:
-    (claim,) = get_claims(api_client, namespace, name)
-    volume = claim.spec.volume_name
-    assert volume, "the claim of a Running pipeline is bound"
-    return str(volume)
-
-
-def get_claims(
-    api_client: client.ApiClient, namespace: str, name: str
-) -> list[client.V1PersistentVolumeClaim]:
-    items: list[client.V1PersistentVolumeClaim] = (
-        client.CoreV1Api(api_client)
-        .list_namespaced_persistent_volume_claim(
-            namespace, label_selector=f"sluice.dev/pipeline={name}"
-        )
-        .items
-    )
-    return items
-
-
-def _volume_exists(api_client: client.ApiClient, name: str) -> bool:
-    try:
-        client.CoreV1Api(api_client).read_persistent_volume(name)
-    except client.ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
 
 
 def _metric(operator: Operator, name: str) -> float:
@@ -63,10 +34,9 @@ def _metric(operator: Operator, name: str) -> float:
 def _clear(kubectl: Kubectl, api_client: client.ApiClient, namespace: str) -> str:
     """Run a pipeline, clear it; the name of the volume the clear deleted."""
     run_and_wait(kubectl, namespace, "orders")
-    volume = _bound_volume(api_client, namespace, "orders")
-    patch(kubectl, namespace, "orders", STOP_AND_CLEAR)
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared", timeout=180)
-    assert not _volume_exists(api_client, volume), "Cleared means the volume is gone"
+    volume = claim_volume(api_client, namespace, pipeline_claim(api_client, namespace, "orders"))
+    clear_and_wait(kubectl, namespace, "orders", timeout=180)
+    assert read_volume(api_client, volume) is None, "Cleared means the volume is gone"
     return volume
 
 

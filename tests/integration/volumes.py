@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
-from localkube.cluster import CSI_DRIVER, LocalCluster
+from localkube.cluster import CSI_CLASS, CSI_DRIVER, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
-from .pipelines import edit_finalizers, get
+from .pipelines import edit_finalizers, get, run_and_wait
 
 
 def volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None:
@@ -65,3 +66,31 @@ def edit_volume_finalizers(
 ) -> None:
     """Change a PV's finalizers without undoing a controller's concurrent change."""
     edit_finalizers(api, "persistent_volume", None, pv_name, edit)
+
+
+def run_with_data(
+    api: client.ApiClient,
+    kubectl: Kubectl,
+    cluster: LocalCluster,
+    namespace: str,
+    name: str,
+    **kwargs: Any,
+) -> tuple[str, Path]:
+    """Run the pipeline (manifest keywords, e.g. storage_class) until its storage is InUse,
+    and leave state in its volume: (the PV's name, the file written)."""
+    run_and_wait(kubectl, namespace, name, **kwargs)
+    pv_name = bound_volume(api, kubectl, namespace, name)
+    return pv_name, write_data(api, cluster, pv_name)
+
+
+def volume_snapshot(name: str, claim: str, snapshot_class: str = CSI_CLASS) -> dict[str, Any]:
+    """A VolumeSnapshot of a claim, as a user writes one."""
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name},
+        "spec": {
+            "volumeSnapshotClassName": snapshot_class,
+            "source": {"persistentVolumeClaimName": claim},
+        },
+    }

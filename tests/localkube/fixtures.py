@@ -108,24 +108,32 @@ def kubectl_for(cluster: LocalCluster, kubeconfig: Path | None = None) -> Kubect
     return run
 
 
+def fresh_namespace(
+    api: client.ApiClient, request: pytest.FixtureRequest, timeout: float = 30
+) -> str:
+    """A fresh namespace named after the test, once its ServiceAccount `default` exists (the
+    ServiceAccount controller populates each namespace; pods need it)."""
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=timeout,
+        what=f"ServiceAccount {name}/default",
+    )
+    return name
+
+
 @pytest.fixture
 def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
-    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # The ServiceAccount controller populates each namespace; wait so tests can create pods.
-    wait_for(
-        lambda: core.read_namespaced_service_account("default", name),
-        timeout=30,
-        what=f"ServiceAccount {name}/default",
-    )
+    name = fresh_namespace(api_client, request)
     try:
         yield name
     finally:
         try:
-            core.delete_namespace(name)
+            client.CoreV1Api(api_client).delete_namespace(name)
         except client.ApiException as err:
             if err.status != 404:
                 raise

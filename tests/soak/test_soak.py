@@ -10,11 +10,11 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench import watching
 from faults.conftest import FaultEnv, environment, start_cluster
 from integration.ha import request_clears, run_pipelines, wait_cleared
 from localkube.cluster import LocalCluster
@@ -39,24 +39,16 @@ def soak_cluster() -> Iterator[LocalCluster]:
 
 def rss_mib(operator: Operator) -> float:
     assert operator.process is not None
-    for line in Path(f"/proc/{operator.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return watching.rss_mib(operator.process.pid)
 
 
 def metric(operator: Operator, name: str) -> float:
     """NaN while the process is (re)starting and not serving yet."""
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+        value = operator.metric(name)
     except OSError:
         return float("nan")
-    for line in text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return float("nan")
+    return float("nan") if value is None else value
 
 
 def current_leader(operators: list[Operator]) -> Operator:

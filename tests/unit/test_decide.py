@@ -350,11 +350,35 @@ def test_start_waits_while_clearing_with_the_seed_error() -> None:
     assert plan.status.error.error_code == "CannotStartWhileClearingStorage"
 
 
-def test_changing_the_request_mid_clear_does_not_cancel_it() -> None:
+def test_removing_the_request_mid_clear_does_not_cancel_it() -> None:
     status = settled_status("Clearing", clearingRequest="r1")
     plan = d.decide(Observed(pipeline("Stopped", None, status=status)), NOW)
     assert plan.status.storage.status == StorageStatus.CLEARED
     assert plan.status.storage.last_clear_request == "r1"
+
+
+def test_changing_the_request_mid_clear_finishes_it_then_handles_the_new_one_once() -> None:
+    """r1 -> r2 mid-clear: the clear of r1 goes on with its claim and records r1; r2 then
+    differs from lastClearRequest, a request of its own (rule 3), on Cleared storage: a
+    recorded no-op (rule 7), handled once."""
+    clearing = settled_status("Clearing", clearingRequest="r1")
+    mid = d.decide(Observed(pipeline("Stopped", "r2", status=clearing), claims=[claim()]), NOW)
+    assert kinds(mid) == ["DeleteClaim"]
+    assert mid.status.storage.status == StorageStatus.CLEARING
+    assert mid.status.storage.clearing_request == "r1"
+    done = d.decide(Observed(pipeline("Stopped", "r2", status=clearing)), NOW)
+    assert done.status.storage.status == StorageStatus.CLEARED
+    assert done.status.storage.last_clear_request == "r1"
+    assert [e.reason for e in done.events] == ["StorageCleared"]
+    assert "(r1)" in done.events[0].message
+    after = done.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    then = d.decide(Observed(pipeline("Stopped", "r2", status=after)), NOW)
+    assert then.actions == []
+    assert then.status.storage.status == StorageStatus.CLEARED
+    assert then.status.storage.last_clear_request == "r2"
+    assert [e.reason for e in then.events] == ["ClearRequestHandled"]
+    again = then.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert d.decide(Observed(pipeline("Stopped", "r2", status=again)), NOW).events == []
 
 
 def test_deletion_clears_by_policy_then_drops_the_finalizer() -> None:

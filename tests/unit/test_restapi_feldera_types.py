@@ -16,6 +16,8 @@ from sluice.restapi import decide as d
 from sluice.restapi import feldera_types as ft
 from sluice.restapi.models import ServerConfig
 
+from .test_kubectl_plugin_output import KEPT
+
 TESTDATA = (
     Path(__file__).resolve().parents[2]
     / "deploy/argocd/resource_customizations/sluice.dev/Pipeline/testdata"
@@ -123,15 +125,7 @@ def test_a_wrongly_typed_field_fails() -> None:
 
 
 SNAPSHOTS = [
-    {
-        "name": "orders-clear-bcdfg",
-        "claim": "orders-storage-bcdfg",
-        "takenAt": "2026-11-29T07:16:10Z",
-        "expiresAt": "2026-12-02T07:16:10Z",
-        "readyToUse": True,
-        "restoreSize": "1Gi",
-        "clearRequest": "r1",
-    },
+    *KEPT,  # one kept by a clear
     # Being taken by the clear of a deleted Pipeline: not ready, no size, no request.
     {"name": "orders-clear-hjklm", "claim": "orders-storage-hjklm", "readyToUse": False},
 ]

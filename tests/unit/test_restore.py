@@ -8,8 +8,10 @@ from typing import Any
 from sluice.api import v1alpha1 as api
 from sluice.core import decide as d
 from sluice.core import snapshots
-from sluice.core.labels import FINALIZER, claim_name
+from sluice.core.labels import claim_name
 from sluice.core.observed import Observed
+
+from .test_decide import pipeline as pipeline_object
 
 NOW = "2026-12-03T10:00:00Z"
 UID = "11111111-2222-3333-4444-555555555555"
@@ -22,25 +24,17 @@ def pipeline(
     size: str = "1Gi",
     **storage_status: Any,
 ) -> dict[str, Any]:
-    storage: dict[str, Any] = {"size": size, "clearPolicy": "Delete"}
-    if restore_from is not None:
-        storage["restoreFrom"] = restore_from
-    return {
-        "metadata": {
-            "name": "orders",
-            "namespace": "analytics",
-            "uid": UID,
-            "generation": 3,
-            "resourceVersion": "100",
-            "finalizers": [FINALIZER],
-        },
-        "spec": {"desiredState": desired, "image": "img:1", "storage": storage},
-        "status": {
-            "observedGeneration": 2,
-            "deploymentStatus": "Stopped",
-            "storage": {"status": "Cleared", "claims": [], "claimGeneration": 1, **storage_status},
-        },
+    status = {
+        "observedGeneration": 2,
+        "deploymentStatus": "Stopped",
+        "storage": {"status": "Cleared", "claims": [], "claimGeneration": 1, **storage_status},
     }
+    obj = pipeline_object(desired, status=status)
+    obj["metadata"]["generation"] = 3
+    obj["spec"]["storage"]["size"] = size
+    if restore_from is not None:
+        obj["spec"]["storage"]["restoreFrom"] = restore_from
+    return obj
 
 
 def snapshot(ready: bool = True, restore_size: str | None = "1Gi", error: str | None = None):  # type: ignore[no-untyped-def]

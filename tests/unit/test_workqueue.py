@@ -20,13 +20,16 @@ def test_backoff_doubles_up_to_the_queues_maximum_or_a_callers_cap() -> None:
 
 
 def test_add_after_keeps_one_timer_per_key_the_earliest() -> None:
-    async def added() -> list[tuple[str, str]]:
+    async def added() -> tuple[list[tuple[str, str]], int]:
         queue = WorkQueue()
         queue.add_after(("ns", "a"), 0.05)
         queue.add_after(("ns", "a"), 30.0)  # later: the pending sooner one stands
         queue.add_after(("ns", "b"), 30.0)
         queue.add_after(("ns", "b"), 0.05)  # sooner: replaces the later one
-        await asyncio.sleep(0.2)
-        return [await queue.get() for _ in range(len(queue))]
+        # Both arrive on their sooner timers (far before 30 s), and no timer is left behind.
+        keys = [await asyncio.wait_for(queue.get(), timeout=10) for _ in range(2)]
+        return keys, len(queue._later)
 
-    assert sorted(asyncio.run(added())) == [("ns", "a"), ("ns", "b")]
+    keys, timers_left = asyncio.run(added())
+    assert sorted(keys) == [("ns", "a"), ("ns", "b")]
+    assert timers_left == 0
