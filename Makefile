@@ -92,8 +92,8 @@ bench: venv kube-bins $(KUBE_BIN)/hey
 	$(PY) -m pytest tests/bench/bench_kopf_start.py -s -q
 	$(PY) -m pytest tests/bench/bench_failover.py -s -q
 
-# Every control-plane fault case (CI runs only the API server restart), on a cluster of their
-# own; prints one line per case. About 6 minutes.
+# Every control-plane fault case (make test runs two: the API server restarted, and frozen),
+# on a cluster of their own; prints one line per case. About 6 minutes.
 faults: venv kube-bins
 	$(PY) -m pytest tests/faults -m "faults or not faults" -s -q
 
