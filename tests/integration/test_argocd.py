@@ -239,16 +239,20 @@ def test_action_lua_on_testdata(test: dict[str, Any]) -> None:
 
 
 def test_clear_storage_always_makes_a_new_request() -> None:
+    """In actionClearRequest, never in git's clearRequest (which it leaves as it is)."""
     obj = _load(ACTIONS / "testdata/running.yaml")
+    obj["spec"]["storage"]["clearRequest"] = "from-git"
     lua = ArgoLua(frozen_time=FROZEN_TIME)
-    first = lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    first = lua.act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
     assert TIMESTAMP.match(first)
-    obj["status"]["storage"]["lastClearRequest"] = first
-    second = lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    assert lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"] == "from-git"
+    obj["status"]["storage"]["lastActionClearRequest"] = first
+    second = lua.act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
     assert second == f"{first}-2"
-    obj["spec"]["storage"]["clearRequest"] = second
-    assert lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"] == f"{first}-3"
-    now = ArgoLua().act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    obj["spec"]["storage"]["actionClearRequest"] = second
+    third = lua.act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
+    assert third == f"{first}-3"
+    now = ArgoLua().act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
     assert TIMESTAMP.match(now)
 
 
@@ -367,8 +371,8 @@ def test_actions_applied_to_the_cluster_are_acted_on(
     assert ArgoLua().health(get(kubectl, namespace, "orders"))["status"] == "Healthy"
 
     sent = _run_action(kubectl, namespace, "orders", "clear-storage")
-    request = sent["spec"]["storage"]["clearRequest"]
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", request)
+    request = sent["spec"]["storage"]["actionClearRequest"]
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastActionClearRequest", request)
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["deploymentStatus"] == "Stopped"
     assert obj["status"]["storage"]["status"] == "Cleared"
