@@ -72,6 +72,16 @@ def operation(app: App) -> str | None:
     return None if op is None else str(op["phase"])
 
 
+def started(app: App) -> str:
+    """When the last sync operation started ("" before the first)."""
+    return str((app["status"].get("operationState") or {}).get("startedAt") or "")
+
+
+def healed(before: str) -> Any:
+    """A sync operation newer than `before` (selfHeal's) has Succeeded."""
+    return lambda app: started(app) > before and operation(app) == "Succeeded"
+
+
 def settled(app: App, sha: str, want: str) -> bool:
     """Synced to `sha`, the last sync Succeeded, and the app and the Pipeline are `want`."""
     return (
@@ -165,9 +175,10 @@ def test_clear_storage_action(
 ) -> None:
     """Git carries an older clearRequest (a clear once committed), as after a git clear."""
     ns = gitops.namespace
-    sha, _ = start_app(gitops, self_heal, clear_request="c1")
+    sha, app = start_app(gitops, self_heal, clear_request="c1")
     (first,) = claim_names(api_client, ns)
 
+    before = started(app)
     gitops.action("clear-storage", "orders")
 
     def cleared_once() -> bool:
@@ -177,6 +188,7 @@ def test_clear_storage_action(
     if self_heal:
         # selfHeal puts git's desiredState (Running) back: the clear the action asked for
         # completes first, then the pipeline starts on fresh storage, and the app is Synced.
+        gitops.wait("selfHeal's sync to succeed", healed(before))
         app = gitops.wait("Synced and Healthy", lambda a: settled(a, sha, "Healthy"))
         (second,) = claim_names(api_client, ns)
         assert second != first
@@ -207,12 +219,14 @@ def test_stop_and_start_actions(
     gitops: GitOps, kubectl: Kubectl, live_operator: Operator, self_heal: bool
 ) -> None:
     ns = gitops.namespace
-    sha, _ = start_app(gitops, self_heal)
+    sha, app = start_app(gitops, self_heal)
 
+    before = started(app)
     gitops.action("stop", "orders")
     if self_heal:
         # Git says Running: selfHeal undoes the stop (Argo CD's rule; README: commit it, or
         # ignore /spec/desiredState with RespectIgnoreDifferences).
+        gitops.wait("selfHeal's sync to succeed", healed(before))
         app = gitops.wait("Synced and Healthy again", lambda a: settled(a, sha, "Healthy"))
     else:
         app = gitops.wait(
@@ -224,9 +238,11 @@ def test_stop_and_start_actions(
     no_failed_sync(fresh(gitops))
 
     sha = gitops.commit("stop", {FILE: pipeline(ns, "Stopped")})
-    gitops.wait("Synced and Suspended", lambda a: settled(a, sha, "Suspended"))
+    app = gitops.wait("Synced and Suspended", lambda a: settled(a, sha, "Suspended"))
+    before = started(app)
     gitops.action("start", "orders")
     if self_heal:
+        gitops.wait("selfHeal's sync to succeed", healed(before))
         app = gitops.wait("Synced and Suspended again", lambda a: settled(a, sha, "Suspended"))
     else:
         app = gitops.wait(

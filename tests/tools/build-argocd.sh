@@ -20,9 +20,13 @@ if [ "$(cat "$out/.argocd-pins" 2>/dev/null)" = "$pins" ] && [ -x "$out/argocd" 
   && [ -x "$out/argocd-files/bin/git-verify-wrapper.sh" ]; then
   exit 0
 fi
-echo "building Argo CD ($(awk '$1 == "github.com/argoproj/argo-cd/v3" {print $2; exit}' "$mod/go.mod")) into $out" >&2
 cd "$mod"
-CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$out/argocd.new" github.com/argoproj/argo-cd/v3/cmd
+version="$(go list -m -f '{{.Version}}' github.com/argoproj/argo-cd/v3)"
+echo "building Argo CD $version into $out (cold: ~10 min and ~2.3 GB on 2 idle cores)" >&2
+# The version the release build stamps (else `argocd version` says v99.99.99).
+CGO_ENABLED=0 go build -trimpath \
+  -ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=${version#v}" \
+  -o "$out/argocd.new" github.com/argoproj/argo-cd/v3/cmd
 mv "$out/argocd.new" "$out/argocd"
 for role in argocd-server argocd-repo-server argocd-application-controller; do
   ln -sfn argocd "$out/$role"
