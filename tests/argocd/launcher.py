@@ -257,10 +257,16 @@ class ArgoCD:
     def _install(self) -> None:
         for crd in self._crd_files():
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-        self.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/applications.argoproj.io", "crd/appprojects.argoproj.io",
-        )  # fmt: skip
+        # Right after creation a CRD has no conditions yet, which `kubectl wait` takes for
+        # an error rather than for "not yet": ask again until it says Established.
+        deadline = time.monotonic() + 60
+        while self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=10s",
+            "crd/applications.argoproj.io", "crd/appprojects.argoproj.io", check=False,
+        ).returncode:  # fmt: skip
+            if time.monotonic() > deadline:
+                raise ArgoCDError("Argo CD's CRDs were not Established within 60s")
+            time.sleep(0.2)
         self.kubectl("create", "namespace", NAMESPACE)
         labels = {"app.kubernetes.io/part-of": "argocd"}
         secret = {
