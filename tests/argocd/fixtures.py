@@ -80,29 +80,28 @@ class GitOps:
     namespace: str
     app: str
 
-    def create_app(self, self_heal: bool, path: str = "manifests") -> None:
+    def create_app(self, self_heal: bool, allow_empty: bool = False) -> None:
+        """Automated sync with prune; `allow_empty` lets it prune the last resource."""
+        automated = {"prune": True, "selfHeal": self_heal, "allowEmpty": allow_empty}
         application = {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Application",
             "metadata": {"name": self.app, "namespace": NAMESPACE},
             "spec": {
                 "project": "default",
-                "source": {"repoURL": self.repo.url, "targetRevision": "main", "path": path},
+                "source": {
+                    "repoURL": self.repo.url,
+                    "targetRevision": "main",
+                    "path": "manifests",
+                },
                 "destination": {
                     "server": "https://kubernetes.default.svc",
                     "namespace": self.namespace,
                 },
-                "syncPolicy": {"automated": {"prune": True, "selfHeal": self_heal}},
+                "syncPolicy": {"automated": automated},
             },
         }
         self.argocd.kubectl("apply", "-f", "-", input=json.dumps(application))
-
-    def set_self_heal(self, on: bool) -> None:
-        body = {"spec": {"syncPolicy": {"automated": {"prune": True, "selfHeal": on}}}}
-        self.argocd.kubectl(
-            *("-n", NAMESPACE, "patch", "application", self.app, "--type", "merge"),
-            *("-p", json.dumps(body)),
-        )
 
     def refresh(self) -> None:
         """What a user's webhook or "Refresh (hard)" does: re-read git now."""

@@ -121,12 +121,14 @@ def no_failed_sync(app: App) -> None:
     assert not kinds & {"SyncError", "ComparisonError"}, app["status"]["conditions"]
 
 
-def start_app(gitops: GitOps, self_heal: bool, **spec: Any) -> tuple[str, App]:
+def start_app(
+    gitops: GitOps, self_heal: bool, allow_empty: bool = False, **spec: Any
+) -> tuple[str, App]:
     # The README keeps the folder in git once the Pipeline's file is removed (Argo CD reads
     # only *.yaml, *.yml and *.json there).
     files = {FILE: pipeline(gitops.namespace, **spec), "manifests/README.md": "Pipelines"}
     sha = gitops.repo.commit("orders", files)
-    gitops.create_app(self_heal=self_heal)
+    gitops.create_app(self_heal=self_heal, allow_empty=allow_empty)
     want = "Healthy" if spec.get("desired", "Running") == "Running" else "Suspended"
     return sha, gitops.wait(f"Synced and {want}", lambda app: settled(app, sha, want))
 
@@ -310,8 +312,10 @@ def settled_sync(app: App, sha: str) -> bool:
 def test_removing_the_pipeline_from_git_prunes_it_and_clears_its_storage(
     gitops: GitOps, api_client: client.ApiClient, kubectl: Kubectl, live_operator: Operator
 ) -> None:
+    """The Pipeline is the app's only resource: Argo CD's automated sync refuses to prune the
+    last one ("auto-sync will wipe out all resources", a SyncError) unless allowEmpty."""
     ns = gitops.namespace
-    start_app(gitops, self_heal=True)
+    start_app(gitops, self_heal=True, allow_empty=True)
     assert claim_names(api_client, ns)
 
     sha = gitops.commit("remove orders", {FILE: None})
