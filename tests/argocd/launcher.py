@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -239,6 +240,27 @@ class ArgoCD:
                     proc.wait()
         self.procs.clear()
         self._uninstall()
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """(process, local address) of every TCP listener in this (the host's) network
+        namespace that belongs to a process started here or to one of its children."""
+        groups = {proc.pid for proc in self.procs.values()}
+        ours = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in groups:  # the process group: start_new_session made one each
+                ours.add(int(stat.parent.name))
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
+        found = []
+        for line in out.stdout.splitlines():
+            columns = line.split()
+            for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+                if int(pid) in ours:
+                    found.append((name, columns[3]))
+        return found
 
     # ---- the cluster side ---------------------------------------------------------------
 

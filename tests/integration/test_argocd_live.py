@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from argocd.fixtures import App, GitOps
+from argocd.launcher import ArgoCD
 from kubernetes import client
 from localkube.cluster import CSI_CLASS, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
@@ -131,6 +132,20 @@ def start_app(
     gitops.create_app(self_heal=self_heal, allow_empty=allow_empty)
     want = "Healthy" if spec.get("desired", "Running") == "Running" else "Suspended"
     return sha, gitops.wait(f"Synced and {want}", lambda app: settled(app, sha, want))
+
+
+# ---- the launcher ---------------------------------------------------------------------------
+
+
+def test_nothing_argo_cd_runs_listens_beyond_loopback(argocd: ArgoCD) -> None:
+    """redis, repo-server and argocd-server on 127.0.0.1; the application-controller, whose
+    metrics listener binds 0.0.0.0, has no listener in this network namespace at all."""
+    found = argocd.listeners()
+    assert {name for name, _ in found} == {"redis-server", "argocd-repo-ser", "argocd-server"}
+    assert all(address.startswith("127.0.0.1:") for _, address in found), found
+    ports = {int(address.rsplit(":", 1)[1]) for _, address in found}
+    assert argocd.controller_metrics_port not in ports
+    assert {argocd.redis_port, argocd.repo_port, argocd.server_port} <= ports
 
 
 # ---- git alone ----------------------------------------------------------------------------
