@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.api.v1alpha1 import DeploymentStatus, StorageStatus
+from sluice.api.v1alpha1 import DeploymentStatus, StorageSpec, StorageState, StorageStatus
 from sluice.core import decide as d
 from sluice.core.labels import DETACHED_FROM_UID, FINALIZER, claim_name
 from sluice.core.manifests import mounted_claim
@@ -428,8 +428,8 @@ def test_handled_requests_of_both_kinds_are_no_requests() -> None:
     plan = d.decide(Observed(obj, claims=[claim()]), NOW)
     assert plan.status.storage.status == StorageStatus.IN_USE
     assert d.pending_requests(
-        d.api.StorageSpec.model_validate(obj["spec"]["storage"]),
-        d.api.StorageState.model_validate(status["storage"]),
+        StorageSpec.model_validate(obj["spec"]["storage"]),
+        StorageState.model_validate(status["storage"]),
     ) == (None, None)
 
 
