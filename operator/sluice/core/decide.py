@@ -158,8 +158,10 @@ def decide(observed: Observed, now: str) -> Plan:
     first_sight = old.observed_generation is None
     if first_sight and not observed.associated_claims:
         # A new pipeline's storage is already Cleared: a request is a no-op (rule 7).
-        status.storage.last_clear_request = spec.storage.clear_request or None
-        status.storage.last_action_clear_request = spec.storage.action_clear_request or None
+        if spec.storage.clear_request:
+            status.storage.last_clear_request = spec.storage.clear_request
+        if spec.storage.action_clear_request:
+            status.storage.last_action_clear_request = spec.storage.action_clear_request
     request, action_request = pending_requests(spec.storage, status.storage)
     pending = bool(request or action_request)
     if not spec.storage.restore_from:
