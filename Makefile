@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
+.PHONY: all venv kube-bins argocd feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
 
 all: test
 
@@ -28,6 +28,17 @@ kube-bins:
 	@tests/localkube/build.sh $(KUBE_BIN)
 	@tests/csi/build.sh $(KUBE_BIN)
 	@tests/tools/build.sh $(KUBE_BIN)
+
+# Argo CD for the GitOps tests (tests/argocd): its multi-call binary at the version pinned by
+# tests/tools/argocd/go.mod (rebuilt only when the pins change; cold ~10 min), and Debian's
+# redis-server, which Argo CD needs as its cache, installed when missing.
+argocd:
+	@tests/tools/build-argocd.sh $(KUBE_BIN)
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian) for Argo CD" >&2; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q --no-install-recommends redis-server >/dev/null || \
+	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; }
 
 # Feldera's OpenAPI document (the schema of every REST API response), from the crates.io crate
 # feldera-rest-api at the version pinned in tests/feldera_schema/Cargo.toml, fetched with
@@ -61,7 +72,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 
-test: venv kube-bins feldera-schema lint
+test: venv kube-bins argocd feldera-schema lint
 	$(PY) -m pytest
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.

@@ -1,1 +1,1 @@
-pytest_plugins = ["localkube.fixtures", "sluice_fixtures"]
+pytest_plugins = ["localkube.fixtures", "sluice_fixtures", "argocd.fixtures"]

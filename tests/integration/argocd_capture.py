@@ -274,8 +274,8 @@ def _spec_change(**changes: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def change(obj: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(obj)
         for key, value in changes.items():
-            if key == "clearRequest":
-                out["spec"]["storage"]["clearRequest"] = value
+            if key in ("clearRequest", "actionClearRequest"):
+                out["spec"]["storage"][key] = value
             else:
                 out["spec"][key] = value
         return out
@@ -289,13 +289,13 @@ ACTION_TESTS: list[tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any
         "clear-storage",
         "running",
         "running_clear_storage",
-        _spec_change(desiredState="Stopped", clearRequest=FROZEN_STAMP),
+        _spec_change(desiredState="Stopped", actionClearRequest=FROZEN_STAMP),
     ),
     (
         "clear-storage",
         "stopped",
         "stopped_clear_storage",
-        _spec_change(desiredState="Stopped", clearRequest=FROZEN_STAMP),
+        _spec_change(desiredState="Stopped", actionClearRequest=FROZEN_STAMP),
     ),
     ("stop", "running", "running_stop", _spec_change(desiredState="Stopped")),
     ("start", "stopped", "stopped_start", _spec_change(desiredState="Running")),

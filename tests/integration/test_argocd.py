@@ -41,7 +41,15 @@ from .argocd_capture import (
     write_testdata,
 )
 from .conftest import Operator
-from .pipelines import apply, get, manifest, wait_condition, wait_jsonpath
+from .pipelines import (
+    apply,
+    get,
+    manifest,
+    patch,
+    reasons_once,
+    wait_condition,
+    wait_jsonpath,
+)
 
 CAPTURE = os.environ.get("SLUICE_CAPTURE_ARGOCD") == "1"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -239,16 +247,20 @@ def test_action_lua_on_testdata(test: dict[str, Any]) -> None:
 
 
 def test_clear_storage_always_makes_a_new_request() -> None:
+    """In actionClearRequest, never in git's clearRequest (which it leaves as it is)."""
     obj = _load(ACTIONS / "testdata/running.yaml")
+    obj["spec"]["storage"]["clearRequest"] = "from-git"
     lua = ArgoLua(frozen_time=FROZEN_TIME)
-    first = lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    first = lua.act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
     assert TIMESTAMP.match(first)
-    obj["status"]["storage"]["lastClearRequest"] = first
-    second = lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    assert lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"] == "from-git"
+    obj["status"]["storage"]["lastActionClearRequest"] = first
+    second = lua.act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
     assert second == f"{first}-2"
-    obj["spec"]["storage"]["clearRequest"] = second
-    assert lua.act("clear-storage", obj)["spec"]["storage"]["clearRequest"] == f"{first}-3"
-    now = ArgoLua().act("clear-storage", obj)["spec"]["storage"]["clearRequest"]
+    obj["spec"]["storage"]["actionClearRequest"] = second
+    third = lua.act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
+    assert third == f"{first}-3"
+    now = ArgoLua().act("clear-storage", obj)["spec"]["storage"]["actionClearRequest"]
     assert TIMESTAMP.match(now)
 
 
@@ -367,8 +379,8 @@ def test_actions_applied_to_the_cluster_are_acted_on(
     assert ArgoLua().health(get(kubectl, namespace, "orders"))["status"] == "Healthy"
 
     sent = _run_action(kubectl, namespace, "orders", "clear-storage")
-    request = sent["spec"]["storage"]["clearRequest"]
-    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastClearRequest", request)
+    request = sent["spec"]["storage"]["actionClearRequest"]
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastActionClearRequest", request)
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["deploymentStatus"] == "Stopped"
     assert obj["status"]["storage"]["status"] == "Cleared"
@@ -394,3 +406,33 @@ def test_actions_applied_to_the_cluster_are_acted_on(
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["storage"]["status"] == "InUse"
     assert ArgoLua().health(obj)["status"] == "Suspended"
+
+
+def test_the_actions_request_needs_stopped_and_outlives_gits_desired_state_put_back(
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+) -> None:
+    """actionClearRequest keeps rule 4 (refused at apply time unless Stopped) and rule 8
+    (accepted, it completes although selfHeal puts git's Running back), and git's older
+    clearRequest, untouched by the action, is never taken for a second request."""
+    apply(kubectl, manifest("orders", namespace, clear_request="c1"))
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "InUse")
+    (first,) = get(kubectl, namespace, "orders")["status"]["storage"]["claims"]
+
+    refused = patch(
+        kubectl, namespace, "orders", {"spec": {"storage": {"actionClearRequest": "a1"}}}, False
+    )
+    assert refused.returncode != 0
+    assert "a new spec.storage.actionClearRequest needs desiredState: Stopped" in refused.stderr
+    assert "actionClearRequest" not in get(kubectl, namespace, "orders")["spec"]["storage"]
+
+    stop_and_clear = {"desiredState": "Stopped", "storage": {"actionClearRequest": "a1"}}
+    patch(kubectl, namespace, "orders", {"spec": stop_and_clear})
+    patch(kubectl, namespace, "orders", {"spec": {"desiredState": "Running"}})  # selfHeal
+    wait_jsonpath(kubectl, namespace, "orders", ".status.storage.lastActionClearRequest", "a1")
+    wait_condition(kubectl, namespace, "orders", "Ready")
+    obj = get(kubectl, namespace, "orders")
+    assert obj["status"]["deploymentStatus"] == "Running"
+    assert obj["status"]["storage"]["lastClearRequest"] == "c1"
+    assert first not in obj["status"]["storage"]["claims"]
+    assert reasons_once(api_client, namespace, "orders").count("StorageCleared") == 1

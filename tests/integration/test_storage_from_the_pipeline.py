@@ -234,8 +234,10 @@ def test_a_forced_stop_does_not_wait_for_the_grace_period(
     set_desired(kubectl, ns, "orders", "Running")
     wait_running(kubectl, ns, "orders")
     wait_for(
-        lambda: "sluice.dev/force-stop"
-        not in (get(kubectl, ns, "orders")["metadata"].get("annotations") or {}),
+        lambda: (
+            "sluice.dev/force-stop"
+            not in (get(kubectl, ns, "orders")["metadata"].get("annotations") or {})
+        ),
         timeout=30,
         what="the force-stop mark to be removed",
     )

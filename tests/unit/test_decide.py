@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.api.v1alpha1 import DeploymentStatus, StorageStatus
+from sluice.api.v1alpha1 import DeploymentStatus, StorageSpec, StorageState, StorageStatus
 from sluice.core import decide as d
 from sluice.core.labels import DETACHED_FROM_UID, FINALIZER, claim_name
 from sluice.core.manifests import mounted_claim
@@ -393,3 +393,87 @@ def test_a_new_pipeline_created_with_a_request_treats_it_as_handled() -> None:
     plan = d.decide(Observed(pipeline("Running", "r0", status={})), NOW)
     assert plan.status.storage.last_clear_request == "r0"
     assert plan.status.error is None
+
+
+# ---- Argo CD's clear-storage action: spec.storage.actionClearRequest (rule 22) -------------
+
+
+def with_action(obj: dict[str, Any], action: str) -> dict[str, Any]:
+    obj["spec"]["storage"]["actionClearRequest"] = action
+    return obj
+
+
+def test_an_action_request_next_to_gits_handled_request_clears_once() -> None:
+    """git's clearRequest r1 was handled; the action's a1 is new: one clear, recorded apart."""
+    status = settled_status(lastClearRequest="r1")
+    obj = with_action(pipeline("Stopped", "r1", status=status), "a1")
+    plan = d.decide(Observed(obj, claims=[claim()]), NOW)
+    assert plan.status.storage.status == StorageStatus.CLEARING
+    assert plan.status.storage.clearing_action_request == "a1"
+    assert plan.status.storage.clearing_request is None
+    assert [e.message for e in plan.events] == [
+        "Clearing storage (a1): claims orders-storage-abcde will be deleted."
+    ]
+
+    clearing = settled_status("Clearing", lastClearRequest="r1", clearingActionRequest="a1")
+    done = d.decide(Observed(with_action(pipeline("Stopped", "r1", status=clearing), "a1")), NOW)
+    assert done.status.storage.status == StorageStatus.CLEARED
+    assert done.status.storage.last_action_clear_request == "a1"
+    assert done.status.storage.last_clear_request == "r1"
+    assert done.status.storage.clearing_action_request is None
+    assert [e.message for e in done.events] == ["Storage cleared: claims deleted (a1)."]
+
+
+def test_self_heal_putting_gits_desired_state_back_does_not_cancel_the_actions_clear() -> None:
+    """Rule 8 for the action's request: Running again mid-clear waits, as for clearRequest."""
+    clearing = settled_status("Clearing", lastClearRequest="r1", clearingActionRequest="a1")
+    obj = with_action(pipeline("Running", "r1", status=clearing), "a1")
+    plan = d.decide(Observed(obj, claims=[claim()]), NOW)
+    assert not any(isinstance(a, d.Create) for a in plan.actions)
+    assert plan.status.error is not None
+    assert plan.status.error.error_code == "CannotStartWhileClearingStorage"
+
+
+def test_a_pending_action_request_is_kept_when_desired_state_goes_back_to_running() -> None:
+    """Accepted with Stopped, then git's Running put back before the operator saw it: the
+    request still stands (rule 8), so the pipeline stops, clears, and only then starts."""
+    status = settled_status(deployment="Running", lastClearRequest="r1")
+    obj = with_action(pipeline("Running", "r1", status=status), "a1")
+    plan = d.decide(Observed(obj, statefulset=statefulset(), pods=[ready_pod()]), NOW)
+    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet"]
+    assert plan.status.error is not None
+    assert plan.status.error.error_code == "CannotStartWhileClearingStorage"
+
+
+def test_handled_requests_of_both_kinds_are_no_requests() -> None:
+    """After the action's clear, git's older clearRequest (put back by a sync) is not new."""
+    status = settled_status(lastClearRequest="r1", lastActionClearRequest="a1")
+    obj = with_action(pipeline("Running", "r1", status=status), "a1")
+    plan = d.decide(Observed(obj, claims=[claim()]), NOW)
+    assert plan.status.storage.status == StorageStatus.IN_USE
+    assert d.pending_requests(
+        StorageSpec.model_validate(obj["spec"]["storage"]),
+        StorageState.model_validate(status["storage"]),
+    ) == (None, None)
+
+
+def test_an_action_request_on_a_new_pipeline_or_cleared_storage_is_a_recorded_no_op() -> None:
+    new = d.decide(Observed(with_action(pipeline("Stopped", status={}), "a1")), NOW)
+    assert new.status.storage.last_action_clear_request == "a1"
+    obj = with_action(pipeline("Stopped", status=settled_status("Cleared")), "a2")
+    plan = d.decide(Observed(obj), NOW)
+    assert plan.actions == []
+    assert plan.status.storage.last_action_clear_request == "a2"
+    assert [e.reason for e in plan.events] == ["ClearRequestHandled"]
+
+
+def test_both_kinds_pending_at_once_are_one_clear() -> None:
+    obj = with_action(pipeline("Stopped", "r2", status=settled_status()), "a1")
+    plan = d.decide(Observed(obj, claims=[claim()]), NOW)
+    storage = plan.status.storage
+    assert (storage.clearing_request, storage.clearing_action_request) == ("r2", "a1")
+    clearing = settled_status("Clearing", clearingRequest="r2", clearingActionRequest="a1")
+    done = d.decide(Observed(with_action(pipeline("Stopped", "r2", status=clearing), "a1")), NOW)
+    storage = done.status.storage
+    assert (storage.last_clear_request, storage.last_action_clear_request) == ("r2", "a1")
+    assert [e.reason for e in done.events] == ["StorageCleared"]

@@ -418,6 +418,15 @@ class StorageSpec(_Model):
         "storage, like Feldera's POST /clear. Accepted only together with desiredState: "
         "Stopped. A request cannot be cancelled. Empty or unset: no request.",
     )
+    action_clear_request: str | None = Field(
+        default=None,
+        max_length=253,
+        description="A clear request made on the live object by a tool that is not the "
+        "source of truth (Argo CD's clear-storage action): a new value requests one clear, as "
+        "clearRequest does, and is recorded apart (status.storage.lastActionClearRequest), so "
+        "git's clearRequest put back by a sync never counts as new. Never set it in git. "
+        "Accepted only together with desiredState: Stopped; it cannot be cancelled.",
+    )
     snapshot_before_clear: SnapshotBeforeClear | None = Field(
         default=None,
         description="Snapshot each claim (a VolumeSnapshot, kept for retainFor) before a "
@@ -462,7 +471,22 @@ class PipelineSpec(_Model):
                     "(StorageStatusImmutableUnlessStopped): storage can only be cleared "
                     "once the pipeline is stopped; set desiredState: Stopped in the same "
                     "change and the operator stops, then clears",
-                }
+                },
+                {
+                    # Rule 4 for the actions' request too: a selfHeal that puts git's
+                    # desiredState back leaves it unchanged, so it is not refused.
+                    "rule": "self.desiredState == 'Stopped'"
+                    " || !has(self.storage.actionClearRequest)"
+                    " || self.storage.actionClearRequest == ''"
+                    " || (has(oldSelf.storage.actionClearRequest)"
+                    " && oldSelf.storage.actionClearRequest == self.storage.actionClearRequest)",
+                    "fieldPath": ".storage.actionClearRequest",
+                    "reason": "FieldValueForbidden",
+                    "message": "a new spec.storage.actionClearRequest needs desiredState: "
+                    "Stopped (StorageStatusImmutableUnlessStopped): storage can only be "
+                    "cleared once the pipeline is stopped; set desiredState: Stopped in the "
+                    "same change and the operator stops, then clears",
+                },
             ]
         }
     )
@@ -586,6 +610,13 @@ class StorageState(_Model):
     )
     clearing_request: str | None = Field(
         default=None, description="The clearRequest being handled while status is Clearing."
+    )
+    last_action_clear_request: str | None = Field(
+        default=None, description="The last spec.storage.actionClearRequest that was handled."
+    )
+    clearing_action_request: str | None = Field(
+        default=None,
+        description="The actionClearRequest being handled while status is Clearing.",
     )
     clearing_since: str | None = Field(
         default=None,

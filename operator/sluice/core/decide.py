@@ -176,11 +176,14 @@ def decide(observed: Observed, now: str) -> Plan:
         return Plan(actions=[AddFinalizer()], status=old)
 
     first_sight = old.observed_generation is None
-    request = spec.storage.clear_request or None
-    if first_sight and request and not observed.associated_claims:
-        # A new pipeline's storage is already Cleared: the request is a no-op (rule 7).
-        status.storage.last_clear_request = request
-    pending = bool(request) and request != status.storage.last_clear_request
+    if first_sight and not observed.associated_claims:
+        # A new pipeline's storage is already Cleared: a request is a no-op (rule 7).
+        if spec.storage.clear_request:
+            status.storage.last_clear_request = spec.storage.clear_request
+        if spec.storage.action_clear_request:
+            status.storage.last_action_clear_request = spec.storage.action_clear_request
+    request, action_request = pending_requests(spec.storage, status.storage)
+    pending = bool(request or action_request)
     if not spec.storage.restore_from:
         status.storage.last_restore_from = None  # unset: set again, it restores again
     wants_running = spec.desired_state == DesiredState.RUNNING and not observed.deleting
@@ -188,7 +191,7 @@ def decide(observed: Observed, now: str) -> Plan:
     if status.storage.status == StorageStatus.CLEARING:
         _continue_clearing(observed, plan, now)
     elif pending or (observed.deleting and observed.associated_claims):
-        _start_clearing(observed, plan, request if pending else None, now)
+        _start_clearing(observed, plan, request, action_request, now)
     elif observed.deleting:
         _stop(observed, plan)
         if status.deployment_status == DeploymentStatus.STOPPED:
@@ -199,7 +202,7 @@ def decide(observed: Observed, now: str) -> Plan:
         _stop(observed, plan)
 
     # Re-read: finishing a clear above records the request, so it is no longer pending.
-    pending = bool(request) and request != status.storage.last_clear_request
+    pending = any(pending_requests(spec.storage, status.storage))
     clearing = status.storage.status == StorageStatus.CLEARING or pending
     if wants_running and clearing and status.error is None:
         status.error = api.PipelineError(
@@ -222,6 +225,20 @@ def decide(observed: Observed, now: str) -> Plan:
     status.conditions = _conditions(observed, status, pending, now, plan.waiting_for)
     plan.events.extend(_transition_events(old, status))
     return plan
+
+
+def pending_requests(
+    spec: api.StorageSpec, storage: api.StorageState
+) -> tuple[str | None, str | None]:
+    """The clear requests not handled yet: clearRequest (git, kubectl) and
+    actionClearRequest (Argo CD's action on the live object), each against its own record,
+    so a sync that puts git's older clearRequest back next to the action's is no request."""
+    request = spec.clear_request or None
+    action = spec.action_clear_request or None
+    return (
+        request if request != storage.last_clear_request else None,
+        action if action != storage.last_action_clear_request else None,
+    )
 
 
 def _compute_present(observed: Observed) -> bool:
@@ -254,8 +271,11 @@ def stop_grace_period(observed: Observed) -> int | None:
     return observed.spec.termination_grace_period_seconds
 
 
-def _start_clearing(observed: Observed, plan: Plan, request: str | None, now: str) -> None:
-    """Stop first (rule 5); once compute is gone, persist Clearing before touching a claim."""
+def _start_clearing(
+    observed: Observed, plan: Plan, request: str | None, action_request: str | None, now: str
+) -> None:
+    """Stop first (rule 5); once compute is gone, persist Clearing before touching a claim.
+    Both kinds of request pending at once are one clear."""
     _stop(observed, plan)
     if plan.status.deployment_status != DeploymentStatus.STOPPED:
         return
@@ -264,12 +284,21 @@ def _start_clearing(observed: Observed, plan: Plan, request: str | None, now: st
         # Seed 202 on Cleared storage: recorded as handled, nothing else (rule 7).
         if request:
             storage.last_clear_request = request
+        if action_request:
+            storage.last_action_clear_request = action_request
+        if request or action_request:
             plan.events.append(
-                Event("Normal", "ClearRequestHandled", f"Storage already Cleared ({request}).")
+                Event(
+                    "Normal",
+                    "ClearRequestHandled",
+                    f"Storage already Cleared ({request or action_request}).",
+                )
             )
         return
     storage.status = StorageStatus.CLEARING
     storage.clearing_request = request
+    storage.clearing_action_request = action_request
+    request = request or action_request  # the name the messages give this clear
     storage.clearing_since = now
     storage.claims = [c["metadata"]["name"] for c in observed.associated_claims]
     # Persisted with Clearing, before any claim is touched: once a claim is deleted, its
@@ -333,16 +362,20 @@ def _continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     ]
     if _wait_for_volumes(observed, plan, verdicts):
         return
-    done = storage.clearing_request
+    done, done_action = storage.clearing_request, storage.clearing_action_request
     retained = [v.record for v in verdicts if v.fate == volumes.VolumeFate.RETAINED]
     storage.status = StorageStatus.CLEARED
     storage.clearing_request = None
+    storage.clearing_action_request = None
     storage.clearing_since = None
     storage.clearing_volumes = []
     storage.retained_volumes = retained
     storage.claim_generation = (storage.claim_generation or 0) + 1  # the next claim: a new name
     if done:
         storage.last_clear_request = done
+    if done_action:
+        storage.last_action_clear_request = done_action
+    done = done or done_action
     verb = "deleted" if policy == ClearPolicy.DELETE else "detached"
     gone = [v.record for v in verdicts if v.fate == volumes.VolumeFate.GONE]
     message = f"Storage cleared: claims {verb}"
@@ -392,7 +425,7 @@ def _snapshots_taken(
         untouched,
         observed.snapshots,
         settings,
-        storage.clearing_request,
+        storage.clearing_request or storage.clearing_action_request,
         now,
     )
     plan.actions.extend(result.creates)

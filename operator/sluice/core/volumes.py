@@ -189,11 +189,14 @@ def volume_names_to_observe(pipeline: dict[str, Any], claims: list[dict[str, Any
     pipeline is being deleted, or storage is Clearing): a settled pipeline reads no PV."""
     meta, spec = pipeline["metadata"], pipeline.get("spec") or {}
     storage_status = (pipeline.get("status") or {}).get("storage") or {}
-    request = (spec.get("storage") or {}).get("clearRequest")
+    storage_spec = spec.get("storage") or {}
+    request = storage_spec.get("clearRequest")
+    action = storage_spec.get("actionClearRequest")
     may_clear = (
         bool(meta.get("deletionTimestamp"))
         or storage_status.get("status") == api.StorageStatus.CLEARING
         or (bool(request) and request != storage_status.get("lastClearRequest"))
+        or (bool(action) and action != storage_status.get("lastActionClearRequest"))
     )
     if not may_clear:
         return []

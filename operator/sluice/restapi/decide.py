@@ -85,9 +85,14 @@ def _status(obj: dict[str, Any]) -> api.PipelineStatus:
 
 
 def clear_pending(obj: dict[str, Any]) -> bool:
-    """A clearRequest the operator has not handled yet."""
-    request = ((obj.get("spec") or {}).get("storage") or {}).get("clearRequest") or None
-    return bool(request) and request != _status(obj).storage.last_clear_request
+    """A clearRequest (or an Argo CD action's actionClearRequest) not handled yet."""
+    storage = _status(obj).storage
+    spec = ((obj.get("spec") or {}).get("storage")) or {}
+    request = spec.get("clearRequest") or None
+    action = spec.get("actionClearRequest") or None
+    return (bool(request) and request != storage.last_clear_request) or (
+        bool(action) and action != storage.last_action_clear_request
+    )
 
 
 def storage_status(obj: dict[str, Any]) -> str:

@@ -52,7 +52,8 @@ local function pendingSnapshots(storage)
   end
   local names = {}
   for _, s in ipairs(storage.snapshots) do
-    if s.readyToUse ~= true and s.clearRequest == storage.clearingRequest then
+    if s.readyToUse ~= true and (s.clearRequest == storage.clearingRequest
+      or s.clearRequest == storage.clearingActionRequest) then
       table.insert(names, tostring(s.name))
     end
   end
@@ -91,8 +92,16 @@ local storage = status.storage or {}
 local err = status.error
 local clearing = storage.status == "Clearing"
 local request = storageSpec.clearRequest
-local pending = request ~= nil and request ~= "" and request ~= storage.lastClearRequest
-  and not clearing
+if request == nil or request == "" or request == storage.lastClearRequest then
+  -- Not git's (or kubectl's) request: the one Argo CD's clear-storage action made, if any.
+  request = storageSpec.actionClearRequest
+  if request == "" or request == storage.lastActionClearRequest then
+    request = nil
+  end
+end
+local pending = request ~= nil and not clearing
+-- The clear in progress, by the request it handles.
+local clearingName = storage.clearingRequest or storage.clearingActionRequest
 
 -- A restore waiting for its snapshot to become ready (no error from the snapshot
 -- controller) resolves itself: the claim is created once the snapshot is ready.
@@ -140,12 +149,12 @@ if obj.metadata.deletionTimestamp ~= nil then
 end
 
 if clearing then
-  local message = "Clearing storage (" .. tostring(storage.clearingRequest or "deletion")
+  local message = "Clearing storage (" .. tostring(clearingName or "deletion")
     .. "): " .. claims(storage) .. " being deleted or detached."
   local waiting = pendingSnapshots(storage)
   if waiting ~= nil then
     -- Nothing is deleted before each claim has a ready snapshot.
-    message = "Clearing storage (" .. tostring(storage.clearingRequest or "deletion")
+    message = "Clearing storage (" .. tostring(clearingName or "deletion")
       .. "): waiting for snapshots " .. waiting .. " to be ready; " .. claims(storage)
       .. " are deleted or detached after that (spec.storage.snapshotBeforeClear)."
   end

@@ -9,7 +9,9 @@ local desired = spec.desiredState or "Running"
 local deleting = obj.metadata.deletionTimestamp ~= nil
 
 local request = storageSpec.clearRequest
-local clearPending = request ~= nil and request ~= "" and request ~= storage.lastClearRequest
+local actionRequest = storageSpec.actionClearRequest
+local clearPending = (request ~= nil and request ~= "" and request ~= storage.lastClearRequest)
+  or (actionRequest ~= nil and actionRequest ~= "" and actionRequest ~= storage.lastActionClearRequest)
 local clearing = storage.status == "Clearing"
 local nothingToClear = storage.status == "Cleared" and desired == "Stopped"
 

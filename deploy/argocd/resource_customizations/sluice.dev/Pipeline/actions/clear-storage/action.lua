@@ -1,21 +1,24 @@
--- Stop and clear in one step: desiredState Stopped plus a new, unique clearRequest.
+-- Stop and clear in one step: desiredState Stopped plus a new, unique actionClearRequest.
 -- The operator stops the pipeline, waits until it is fully stopped, then clears.
+-- Not spec.storage.clearRequest: that field is git's. Argo CD's diff leaves a field that git
+-- does not set alone, so selfHeal never puts an older value back over this one (which
+-- would be refused, or count as a second request); the operator records it apart.
 local os = require("os")
 
 if obj.spec.storage == nil then
   obj.spec.storage = {}
 end
 local used = {}
-if obj.spec.storage.clearRequest ~= nil then
-  used[obj.spec.storage.clearRequest] = true
+if obj.spec.storage.actionClearRequest ~= nil then
+  used[obj.spec.storage.actionClearRequest] = true
 end
 if obj.status ~= nil and obj.status.storage ~= nil then
   local storage = obj.status.storage
-  if storage.lastClearRequest ~= nil then
-    used[storage.lastClearRequest] = true
+  if storage.lastActionClearRequest ~= nil then
+    used[storage.lastActionClearRequest] = true
   end
-  if storage.clearingRequest ~= nil then
-    used[storage.clearingRequest] = true
+  if storage.clearingActionRequest ~= nil then
+    used[storage.clearingActionRequest] = true
   end
 end
 
@@ -28,5 +31,5 @@ while used[request] do
 end
 
 obj.spec.desiredState = "Stopped"
-obj.spec.storage.clearRequest = request
+obj.spec.storage.actionClearRequest = request
 return obj
