@@ -23,7 +23,7 @@ from localkube.fixtures import Kubectl, wait_for
 from pipeline import report
 
 from .conftest import Operator
-from .pipelines import apply, get, patch, wait_jsonpath
+from .pipelines import apply, claim_names, get, patch, wait_jsonpath, wait_storage
 from .volumes import volume, volume_dir
 
 ENGINE = "localhost/sluice/engine-pipeline:0.1.0"
@@ -96,11 +96,6 @@ def restart(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     return started(kubectl, namespace, name)
 
 
-def claim_names(api: client.ApiClient, namespace: str) -> list[str]:
-    claims = client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
-    return sorted(c.metadata.name for c in claims)
-
-
 @pytest.mark.parametrize("storage_class", CLASSES)
 def test_a_stop_checkpoints_and_after_a_clear_the_pipeline_starts_with_nothing(
     kubectl: Kubectl, real_namespace: str, live_operator: Operator, storage_class: str
@@ -122,7 +117,7 @@ def test_a_stop_checkpoints_and_after_a_clear_the_pipeline_starts_with_nothing(
     # Rule 20: after Cleared, the restarted pipeline finds no checkpoint.
     wait_checkpointed(kubectl, ns, "orders")
     stop(kubectl, ns, "orders", clearRequest="r1")
-    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    wait_storage(kubectl, ns, "orders", "Cleared", timeout=120)
     fresh = restart(kubectl, ns, "orders")
     assert fresh["resumed_from"] is None, fresh
 
@@ -143,7 +138,7 @@ def test_a_detached_claim_keeps_the_checkpoint_and_the_next_start_has_none(
     [claim] = claim_names(api_client, ns)
     pv_name = client.CoreV1Api(api_client).read_namespaced_persistent_volume_claim(claim, ns)
     stop(kubectl, ns, "orders", clearRequest="detach-1")
-    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    wait_storage(kubectl, ns, "orders", "Cleared", timeout=120)
 
     # The detached claim (and its volume) still holds the engine's checkpoint catalog.
     pv = volume(api_client, pv_name.spec.volume_name)
@@ -152,7 +147,8 @@ def test_a_detached_claim_keeps_the_checkpoint_and_the_next_start_has_none(
     assert catalog.is_file() and catalog.stat().st_size > 0, catalog
     fresh = restart(kubectl, ns, "orders")
     assert fresh["resumed_from"] is None, fresh
-    assert claim in claim_names(api_client, ns) and len(claim_names(api_client, ns)) == 2
+    claims = claim_names(api_client, ns)
+    assert claim in claims and len(claims) == 2  # the detached one, and a fresh one
 
 
 def test_a_restored_claim_resumes_from_the_checkpoint_taken_before_the_clear(
@@ -165,7 +161,7 @@ def test_a_restored_claim_resumes_from_the_checkpoint_taken_before_the_clear(
     wait_running(kubectl, ns, "orders")
     before_clear = wait_checkpointed(kubectl, ns, "orders")
     stop(kubectl, ns, "orders", clearRequest="oops")
-    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    wait_storage(kubectl, ns, "orders", "Cleared", timeout=120)
     [snapshot] = get(kubectl, ns, "orders")["status"]["storage"]["snapshots"]
 
     patch(kubectl, ns, "orders", {"spec": {"storage": {"restoreFrom": snapshot["name"]}}})
@@ -208,7 +204,7 @@ def test_a_clear_waits_for_a_pod_that_ignores_sigterm_and_never_deletes_its_clai
     gone_after = time.monotonic() - asked
     assert seen_running > 0
     assert gone_after >= grace - 1, f"the pod was gone after {gone_after:.1f}s, grace {grace}s"
-    wait_jsonpath(kubectl, ns, "orders", ".status.storage.status", "Cleared", timeout=120)
+    wait_storage(kubectl, ns, "orders", "Cleared", timeout=120)
     assert claim not in claim_names(api_client, ns)
 
 
