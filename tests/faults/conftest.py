@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client, config
-from localkube.cluster import LocalCluster
+from localkube.cluster import KWOK_NAMESPACE_ANNOTATIONS, LocalCluster
 from localkube.fixtures import TEST_STATE_DIR, Kubectl, kubectl_for, wait_for
 from sluice_fixtures import CRD_DIR, Operator
 
@@ -70,7 +70,8 @@ def environment(
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
+    # Control-plane faults with pipelines whose image cannot run: their pods stay on kwok.
+    core.create_namespace({"metadata": {"name": name, "annotations": KWOK_NAMESPACE_ANNOTATIONS}})
     wait_for(
         lambda: core.read_namespaced_service_account("default", name),
         timeout=60,

@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 import pytest
 from kubernetes import client, config
 
-from localkube.cluster import REPO, LocalCluster
+from localkube.cluster import KWOK_NAMESPACE_ANNOTATIONS, REPO, LocalCluster
 
 TEST_STATE_DIR = REPO / ".cache/localkube/test"
 
@@ -110,11 +110,27 @@ def kubectl_for(cluster: LocalCluster, kubeconfig: Path | None = None) -> Kubect
 
 @pytest.fixture
 def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards."""
+    """A fresh namespace for one test, deleted afterwards; its pods run on the real node."""
+    yield from fresh_namespace(api_client, request, on_kwok=False)
+
+
+@pytest.fixture
+def kwok_namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace whose pods all go to the kwok node (no containers): for tests that
+    need hundreds of pods (scale, soak) or images that cannot run."""
+    yield from fresh_namespace(api_client, request, on_kwok=True)
+
+
+def fresh_namespace(
+    api_client: client.ApiClient, request: pytest.FixtureRequest, on_kwok: bool
+) -> Iterator[str]:
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    annotations = KWOK_NAMESPACE_ANNOTATIONS if on_kwok else None
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, annotations=annotations))
+    )
     # The ServiceAccount controller populates each namespace; wait so tests can create pods.
     wait_for(
         lambda: core.read_namespaced_service_account("default", name),
