@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,17 @@ def _provision_csi_volume(local: LocalCluster, name: str) -> Path:
         return wait_for(bound, timeout=60, what=f"claim {name} Bound on {CSI_CLASS}")
 
 
+def _real_node_ready(local: LocalCluster) -> bool:
+    api: Any = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(local.kubeconfig), persist_config=False
+    )
+    with contextlib.closing(api):
+        found: Any = client.CoreV1Api(api).read_node(node.REAL_NODE_NAME)
+        heartbeat = max(c.last_heartbeat_time for c in found.status.conditions)
+        ready = any(c.type == "Ready" and c.status == "True" for c in found.status.conditions)
+        return ready and heartbeat.timestamp() > time.time() - 10
+
+
 def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     first = LocalCluster(state_dir)
@@ -121,6 +133,10 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
     for name in ("csi-local", "csi-provisioner"):
         second.restart(name)
     csi_volumes.append(_provision_csi_volume(second, "csi-1"))
+    # So do the real node's daemons; the node is Ready again after.
+    for name in ("containerd", "kubelet"):
+        second.restart(name)
+    wait_for(lambda: _real_node_ready(second), timeout=60, what="the real node Ready again")
     assert all(p.is_dir() for p in csi_volumes), csi_volumes
     # Another cluster's volume (the provisioner's directory is shared machine-wide).
     theirs = Path(f"/tmp/hostpath_pv/{uuid.uuid4()}")
@@ -219,7 +235,7 @@ def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
         text=True,
         check=True,
     ).stdout
-    assert "overlay" in inside and "hostpath_pv" in inside, inside
+    assert "overlay" in inside and "kube-api-access" in inside, inside
     return pids
 
 

@@ -158,11 +158,10 @@ def create_cgroups(root: str) -> None:
 def _cgroup_dirs(root: str) -> Iterator[Path]:
     """Every cgroup of this node, deepest first."""
     for hierarchy in cgroup_hierarchies():
-        top = hierarchy / root.lstrip("/")
-        if top.is_dir():
-            below = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            yield from below
-            yield top
+        # os.walk, bottom-up, ignores cgroups that vanish while it walks (the kubelet
+        # removes a pod's as it goes).
+        for directory, _, _ in os.walk(hierarchy / root.lstrip("/"), topdown=False):
+            yield Path(directory)
 
 
 def cgroup_pids(root: str) -> set[int]:
@@ -396,7 +395,10 @@ def kubelet_config(paths: NodePaths, pki: NodePki, ca_cert: Path, port: int) -> 
             "nodefs.inodesFree": "1%",
             "imagefs.available": "1%",
         },
-        "resolvConf": "",  # no DNS in the local cluster
+        # No DNS in the local cluster; an address, so that pods get no MissingClusterDNS
+        # warning events (nothing answers there; nothing here looks names up).
+        "resolvConf": "",
+        "clusterDNS": ["10.96.0.10"],
         "clusterDomain": "cluster.local",
         "serializeImagePulls": False,
         "registerNode": True,
@@ -517,6 +519,8 @@ def stop(
     trusted only while one of them is still in it (a dead namespace's id may be reused)."""
     paths = NodePaths(state_dir)
     root = cgroup_root(state_dir)
+    if namespace is None and "node" in pids:
+        namespace = mount_namespace(pids["node"])  # state.json lost: the holder knows it
     live_namespace = namespace if any(mount_namespace(p) == namespace for p in alive) else None
 
     def kill(group: set[int], sig: signal.Signals, wait: float) -> None:
