@@ -806,12 +806,7 @@ class LocalCluster:
         )
 
         self._wait("containerd's socket", "containerd", self._containerd_serving, deadline)
-        try:
-            node.import_images(
-                holder, paths, node.image_archives(self.bin_dir), deadline - time.monotonic()
-            )
-        except node.NodeError as err:
-            raise ClusterError(str(err)) from err
+        images = node.import_images(holder, paths, node.image_archives(self.bin_dir))
         csi_node = node.csi_node_commands(self.bin_dir, paths, self.csi_dir)
         for name, args in (csi_node or {}).items():
             self._spawn(name, node.in_namespace(holder, args, sd), env=node.daemon_env())
@@ -842,6 +837,9 @@ class LocalCluster:
                 api.default_service_account,
                 deadline,
             )
+            images.wait(deadline - time.monotonic())
+        except node.NodeError as err:
+            raise ClusterError(str(err)) from err
         finally:
             api.close()
 

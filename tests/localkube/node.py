@@ -483,9 +483,28 @@ def image_archives(bin_dir: Path) -> list[Path]:
     return sorted((bin_dir / "images").glob("*.oci.tar"))
 
 
-def import_images(holder: int, paths: NodePaths, archives: Iterable[Path], timeout: float) -> None:
+@dataclass
+class ImageImport:
+    """`ctr images import` of every archive, running while `up` waits for other things."""
+
+    procs: list[tuple[list[str], subprocess.Popen[bytes]]]
+
+    def wait(self, timeout: float) -> None:
+        for cmd, proc in self.procs:
+            try:
+                _, err = proc.communicate(timeout=max(timeout, 1.0))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise NodeError(f"{' '.join(cmd)} took longer than {timeout:.0f}s") from None
+            if proc.returncode != 0:
+                raise NodeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.decode()}")
+
+
+def import_images(holder: int, paths: NodePaths, archives: Iterable[Path]) -> ImageImport:
     """Into containerd's k8s.io namespace (the CRI's), from inside the node's namespace
-    (the unpacked layers are mounted there)."""
+    (the unpacked layers are mounted there); all at once."""
+    procs = []
     for archive in archives:
         cmd = in_namespace(
             holder,
@@ -495,13 +514,13 @@ def import_images(holder: int, paths: NodePaths, archives: Iterable[Path], timeo
                 "--namespace=k8s.io",
                 "images",
                 "import",
-                "--no-unpack=false",
                 str(archive),
             ],
         )
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise NodeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+        procs.append(
+            (cmd, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        )
+    return ImageImport(procs)
 
 
 def stop(
