@@ -443,7 +443,9 @@ class LocalCluster:
         return self._procs[name].pid
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace: float = 30.0) -> None:
-        """Stop one component (SIGKILL: a crash; SIGTERM: a clean stop) and wait for it."""
+        """Stop one component (SIGKILL: a crash; SIGTERM: a clean stop) and wait for it.
+        The real node's are "containerd" and "kubelet" (its containers keep running, as on a
+        real node whose kubelet or runtime restarts)."""
         proc = self._procs[name]
         if proc.poll() is None:
             if sig != signal.SIGKILL:
@@ -466,6 +468,10 @@ class LocalCluster:
         """Start a stopped component again with its own flags and ports; wait until it
         serves (etcd, kube-apiserver, csi-local)."""
         assert self._procs[name].poll() is not None, f"{name} is running"
+        if name == "node":
+            # A new holder would be a new namespace, without the mounts containerd and the
+            # kubelet work in: kill and restart those instead (or the whole cluster).
+            raise ClusterError("the node's namespace holder cannot restart alone")
         args, env = self._commands[name]
         if name == "csi-local":
             self.csi_socket.unlink(missing_ok=True)  # a killed driver leaves it behind
