@@ -269,6 +269,8 @@ def prepare(paths: NodePaths, bin_dir: Path) -> None:
     for sub in ("log", "kubelet", "pod-logs", "containerd", "volume-plugins", "sysctl", "cni"):
         (paths.dir / sub).mkdir(parents=True, exist_ok=True)
     (paths.cni_dir / "net.d").mkdir(exist_ok=True)
+    # Where the CSI node plugin's socket goes (the registrar tells the kubelet this path).
+    (paths.dir / "kubelet" / "plugins" / CSI_DRIVER).mkdir(parents=True, exist_ok=True)
     for sysctl in KUBELET_SYSCTLS:
         host = Path("/proc/sys") / sysctl
         (paths.sysctl_dir / sysctl.replace("/", ".")).write_text(host.read_text())
