@@ -27,7 +27,8 @@ if [ "$(cat "$out/.pins" 2>/dev/null)" != "$pins" ] || [ ! -x "$bin/pause" ]; th
 fi
 pipeline_build="$here/../pipeline/build.sh"
 if [ -x "$pipeline_build" ]; then
-  pipeline_out="$bin/engine-pipeline"
+  # Where that build puts the binary and its .libs by default (the bin dir).
+  pipeline_out="$bin"
   "$pipeline_build" "$pipeline_out"
   stamp="$(cat "$pipeline_out/engine-pipeline" "$pipeline_out/engine-pipeline.libs" "$here"/*.py | sha256sum | cut -c1-16)"
   if [ "$(cat "$out/.engine-pipeline-pins" 2>/dev/null)" != "$stamp" ]; then

@@ -458,10 +458,12 @@ def kubelet_command(kubelet: Path, paths: NodePaths) -> list[str]:
 def csi_node_commands(
     bin_dir: Path, paths: NodePaths, csi_state_dir: Path
 ) -> dict[str, list[str]] | None:
-    """csi-local's Node service and the upstream node-driver-registrar that tells the
-    kubelet about it; None until both are built (node-driver-registrar in the bin dir)."""
-    registrar = bin_dir / "node-driver-registrar"
-    if not registrar.exists():
+    """csi-local's Node service and the registrar that tells the kubelet about it
+    (upstream's node-driver-registrar, or the project's csi-local-registrar with the same
+    flags); None until one is built into the bin dir."""
+    registrars = [bin_dir / name for name in ("node-driver-registrar", "csi-local-registrar")]
+    registrar = next((path for path in registrars if path.exists()), None)
+    if registrar is None:
         return None
     socket = str(paths.csi_socket)
     return {
