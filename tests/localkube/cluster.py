@@ -518,6 +518,7 @@ class LocalCluster:
         owned += [(name, pid) for name, pid in self._strays() if pid not in dict(owned).values()]
         node_names = (*node.NODE_COMPONENTS, *node.CSI_NODE_COMPONENTS)
         node_pids = {name: pid for name, pid in owned if name in node_names}
+        node_error: Exception | None = None
         try:
             node.stop(
                 self.state_dir,
@@ -525,8 +526,8 @@ class LocalCluster:
                 self._read_state().get("node_namespace") or self._node_namespace,
                 alive=node_pids.values(),
             )
-        except node.NodeError as err:
-            raise ClusterError(str(err)) from err
+        except Exception as err:  # the control plane still stops; the error is raised after
+            node_error = err
         # Clients first, then the apiserver, then etcd: an apiserver whose etcd is
         # gone takes ~10 s to shut down.
         for stage in STOP_ORDER:
@@ -542,6 +543,8 @@ class LocalCluster:
         alive = [f"{name} (pid {pid})" for name, pid in owned if _alive(pid)]
         if alive:
             raise ClusterError(f"could not stop {', '.join(alive)}")
+        if node_error is not None:
+            raise ClusterError(f"stopping the real node: {node_error}") from node_error
         deadline = time.monotonic() + 10
         while any(port_in_use(p) for p in ports) and time.monotonic() < deadline:
             time.sleep(0.05)
