@@ -51,7 +51,7 @@ def engine_pipeline_images(binary: Path, libs_file: Path) -> list[ImageSpec]:
         "files": files,
         "entrypoint": ["/engine-pipeline"],
         "dirs": [STORAGE],
-        "env": {"PATH": "/", "STORAGE": str(STORAGE)},
+        "env": {"PATH": "/", "STORAGE_DIR": str(STORAGE)},
     }
     return [
         ImageSpec(name=ENGINE_PIPELINE_IMAGE, **common),  # type: ignore[arg-type]
