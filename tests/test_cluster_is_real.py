@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from localkube.cluster import NODE_NAME as KWOK_NODE_NAME
 from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 from localkube.node import PAUSE_IMAGE, REAL_NODE_NAME
@@ -458,6 +459,28 @@ def test_a_pod_on_the_real_node_writes_into_its_claim_and_answers_logs_and_exec(
     wait_for(
         lambda: _gone(core.read_namespaced_pod, "probe", namespace), timeout=30, what="pod gone"
     )
+
+
+@pytest.mark.cluster
+def test_pods_of_a_kwok_namespace_land_on_the_kwok_node(
+    api_client: client.ApiClient, kwok_namespace: str
+) -> None:
+    """Scale tests' namespaces: every pod tolerates the kwok node's taint and is bound to it
+    (admission plugins add both), and runs there without its image."""
+    core = client.CoreV1Api(api_client)
+    pod = client.V1Pod.model_validate(
+        {
+            "metadata": {"name": "fake"},
+            "spec": {"containers": [{"name": "fake", "image": "registry.example/none:1"}]},
+        }
+    )
+    core.create_namespaced_pod(kwok_namespace, pod)
+    wait_for(
+        lambda: _pod_running_ready(core, "fake", kwok_namespace), timeout=60, what="pod on kwok"
+    )
+    placed: Any = core.read_namespaced_pod("fake", kwok_namespace)
+    assert placed.spec.node_name == KWOK_NODE_NAME
+    assert placed.spec.node_selector == {"type": "kwok"}
 
 
 def _kubelet_get(port: int, path: str, context: ssl.SSLContext) -> int:
