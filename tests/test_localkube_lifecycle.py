@@ -156,6 +156,19 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
 
 # What the kubelet would rewrite host-wide, and what a bridge CNI plugin would turn on.
 SYSCTLS = (*node.KUBELET_SYSCTLS, "net/ipv4/ip_forward")
+# Where containerd, the CRI, CNI and the kubelet put things by default.
+HOST_PATHS = (
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/var/lib/kubelet",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/run/netns",
+    "/etc/cni",
+    "/opt/cni",
+    "/var/lib/cni",
+    "/opt/containerd",
+)
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,7 @@ class Machine:
     iptables: tuple[str, ...]
     sysctls: tuple[tuple[str, str], ...]
     cgroups: frozenset[str]
+    paths: frozenset[str]
 
 
 def _machine() -> Machine:
@@ -184,6 +198,7 @@ def _machine() -> Machine:
         cgroups=frozenset(
             str(p) for h in node.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()
         ),
+        paths=frozenset(p for p in HOST_PATHS if Path(p).exists()),
     )
 
 
@@ -261,3 +276,4 @@ def test_down_leaves_the_machine_as_it_was(tmp_path: Path) -> None:
     assert after.iptables == before.iptables
     assert after.sysctls == before.sysctls
     assert sorted(after.cgroups - before.cgroups) == []
+    assert after.paths == before.paths
