@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
-from localkube import node
+from localkube import cgroups, node
 from localkube.cluster import COMPONENTS, CSI_CLASS, LocalCluster, port_in_use, running_pids
 from localkube.fixtures import wait_for
 
@@ -196,7 +196,7 @@ def _machine() -> Machine:
         iptables=rules,
         sysctls=tuple((s, (Path("/proc/sys") / s).read_text().strip()) for s in SYSCTLS),
         cgroups=frozenset(
-            str(p) for h in node.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()
+            str(p) for h in cgroups.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()
         ),
         paths=frozenset(p for p in HOST_PATHS if Path(p).exists()),
     )
@@ -242,7 +242,8 @@ def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
     holder = local.node_namespace_pid()
     namespace = node.mount_namespace(holder)
     assert namespace and namespace != node.mount_namespace(os.getpid())
-    pids = node.namespace_pids(namespace) | node.cgroup_pids(node.cgroup_root(local.state_dir))
+    in_cgroups = cgroups.cgroup_pids(cgroups.cgroup_root(local.state_dir))
+    pids = node.namespace_pids(namespace) | in_cgroups
     # Containers, shims and the pod's mounts are there, inside the namespace only.
     inside = subprocess.run(
         node.in_namespace(holder, ["cat", "/proc/self/mounts"]),
@@ -260,8 +261,8 @@ def test_down_leaves_the_machine_as_it_was(tmp_path: Path) -> None:
     local = LocalCluster(state_dir)
     local.up()
     try:
-        root = node.cgroup_root(state_dir)
-        assert all((h / root.lstrip("/")).is_dir() for h in node.cgroup_hierarchies())
+        root = cgroups.cgroup_root(state_dir)
+        assert all((h / root.lstrip("/")).is_dir() for h in cgroups.cgroup_hierarchies())
         node_pids = _run_a_pod_with_a_claim(local)
         assert len(node_pids) >= 5, node_pids  # holder, containerd, kubelet, shims, containers
         # The kubelet set its sysctls, on the node's own files only.

@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from localkube import node
+from localkube import cgroups, node, node_config
 from localkube.node import REAL_NODE_NAME, NodePaths
 from localkube.pki import (
     KUBELET_CLIENT_USER,
@@ -645,12 +645,12 @@ class LocalCluster:
 
         # The node's namespace, containerd and certificates while etcd starts.
         paths = self.node_paths
-        node.prepare(paths, self.bin_dir)
-        node.create_cgroups(node.cgroup_root(sd))
+        node_config.prepare(paths, self.bin_dir)
+        cgroups.create_cgroups(cgroups.cgroup_root(sd))
         self._spawn("node", node.holder_command(paths, binaries["pause"]))
         pki = write_pki(self.pki_dir)
         node_pki = write_node_pki(pki, paths.cert_dir, REAL_NODE_NAME)
-        node.write_configs(
+        node_config.write_configs(
             paths, self.bin_dir, node_pki, pki.ca_cert, api_port, kubelet_port, stream_port
         )
         self.kubeconfig.write_text(admin_kubeconfig(pki, api_port))
@@ -666,8 +666,8 @@ class LocalCluster:
         self._node_namespace = node.mount_namespace(holder)
         self._spawn(
             "containerd",
-            node.in_namespace(holder, node.containerd_command(paths), sd),
-            env=node.daemon_env(),
+            node.in_namespace(holder, node_config.containerd_command(paths), sd),
+            env=node_config.daemon_env(),
         )
 
         self._wait("etcd /health", "etcd", lambda: _etcd_healthy(etcd_port), deadline)
@@ -714,8 +714,8 @@ class LocalCluster:
         kubeconfig = str(self.kubeconfig)
         self._spawn(
             "kubelet",
-            node.in_namespace(holder, node.kubelet_command(binaries["kubelet"], paths), sd),
-            env=node.daemon_env(),
+            node.in_namespace(holder, node_config.kubelet_command(binaries["kubelet"], paths), sd),
+            env=node_config.daemon_env(),
         )
         api = _Api(self)
         try:
@@ -816,9 +816,9 @@ class LocalCluster:
 
         self._wait("containerd's socket", "containerd", self._containerd_serving, deadline)
         images = node.import_images(holder, paths, node.image_archives(self.bin_dir))
-        csi_node = node.csi_node_commands(self.bin_dir, paths, self.csi_dir)
+        csi_node = node_config.csi_node_commands(self.bin_dir, paths, self.csi_dir)
         for name, args in (csi_node or {}).items():
-            self._spawn(name, node.in_namespace(holder, args, sd), env=node.daemon_env())
+            self._spawn(name, node.in_namespace(holder, args, sd), env=node_config.daemon_env())
 
         api = _Api(self)
         try:
