@@ -21,6 +21,7 @@ from sluice.cache import SNAPSHOTS, Cache
 from sluice.core import decide as d
 from sluice.core import manifests, snapshots, volumes
 from sluice.core.labels import (
+    FORCE_STOP,
     PIPELINE_LABEL,
     PIPELINE_UID_LABEL,
     SNAPSHOT_API_GROUP,
@@ -308,6 +309,21 @@ class Kube:
                     namespace,
                     uid,
                 )
+            case d.DeletePod(pod, uid, grace):
+                self._delete(
+                    "pods", self.core.delete_namespaced_pod, pod, namespace, uid, grace=grace
+                )
+            case d.RemoveForceStop():
+                unmarked = self.custom.patch_namespaced_custom_object(
+                    api.GROUP,
+                    api.VERSION,
+                    namespace,
+                    api.PLURAL,
+                    observed.name,
+                    {"metadata": {"annotations": {FORCE_STOP: None}}},
+                    _preload_content=False,
+                )
+                self._remember("pipelines", unmarked)
             case d.DeleteClaim(claim, uid):
                 self._delete(
                     "persistentvolumeclaims",
@@ -376,9 +392,19 @@ class Kube:
             if error.status != 409:  # already there: the next observation will see it
                 raise
 
-    def _delete(self, kind: str, delete: Any, name: str, namespace: str, uid: str) -> None:
+    def _delete(
+        self,
+        kind: str,
+        delete: Any,
+        name: str,
+        namespace: str,
+        uid: str,
+        grace: int | None = None,
+    ) -> None:
         options = client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"
+            preconditions=client.V1Preconditions(uid=uid),
+            propagation_policy="Background",
+            grace_period_seconds=grace,
         )
         try:
             answer = _json(delete(name, namespace, body=options, _preload_content=False))

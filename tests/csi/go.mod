@@ -1,5 +1,8 @@
 // Builds the upstream CSI sidecars (csi-provisioner, snapshot-controller,
-// csi-snapshotter), csi-sanity and the project's own driver (./driver).
+// csi-snapshotter), csi-sanity and the project's own driver (./driver), its
+// registrar (./registrar) and csi-call (./csicall). Upstream's node-driver-registrar
+// is not in the tool block: its module path has no /v2 for its v2 tags, so Go can
+// fetch it only as a pseudo-version, and the module proxy used here serves none.
 // A module apart from ../localkube: the sidecars move Kubernetes v1.36.3's own
 // dependencies (cel-go, etcd's client, otel, x/net, ...) when MVS joins them, so
 // one module would rebuild the whole control plane on newer libraries than it
@@ -19,8 +22,11 @@ tool (
 
 require (
 	github.com/container-storage-interface/spec v1.12.0
+	golang.org/x/sys v0.45.0
 	google.golang.org/grpc v1.81.1
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
+	k8s.io/kubelet v0.36.1
+	k8s.io/mount-utils v0.36.1
 )
 
 require (
@@ -78,6 +84,7 @@ require (
 	github.com/kubernetes-csi/external-snapshotter/v8 v8.6.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/miekg/dns v1.1.72 // indirect
+	github.com/moby/sys/mountinfo v0.7.2 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
 	github.com/modern-go/reflect2 v1.0.3-0.20250322232337-35a7c28c31ee // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
@@ -115,7 +122,6 @@ require (
 	golang.org/x/net v0.55.0 // indirect
 	golang.org/x/oauth2 v0.36.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
-	golang.org/x/sys v0.45.0 // indirect
 	golang.org/x/term v0.43.0 // indirect
 	golang.org/x/text v0.37.0 // indirect
 	golang.org/x/time v0.15.0 // indirect

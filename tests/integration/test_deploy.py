@@ -250,6 +250,7 @@ ALLOWED = [
     *((verb, "services") for verb in ("get", "list", "watch", "create")),
     ("list", "pods"),
     ("watch", "pods"),
+    ("delete", "pods"),  # a stopping pipeline's pod, with the grace period its spec asks for
     *((verb, "persistentvolumeclaims") for verb in ("list", "watch", "create", "patch", "delete")),
     *((verb, "persistentvolumes") for verb in ("get", "list", "watch")),
     ("create", "events"),
@@ -268,7 +269,6 @@ DENIED = [
     ("update", "statefulsets.apps"),
     ("get", "pods"),
     ("create", "pods"),
-    ("delete", "pods"),
     ("create", "pods/exec"),
     ("delete", "services"),
     ("update", "persistentvolumeclaims"),

@@ -294,7 +294,10 @@ def test_get_list_start_stop(kubectl: Kubectl, namespace: str, api: ApiServer, w
     assert get(kubectl, namespace, "a-orders")["spec"]["desiredState"] == "Running"
     stop = api.request("POST", "/v0/pipelines/a-orders/stop?force=true", writer)
     assert stop.status_code == 202
-    assert get(kubectl, namespace, "a-orders")["spec"]["desiredState"] == "Stopped"
+    stopped = get(kubectl, namespace, "a-orders")
+    assert stopped["spec"]["desiredState"] == "Stopped"
+    # Forced: the operator gives the pod 1 s instead of its grace period (README).
+    assert stopped["metadata"]["annotations"]["sluice.dev/force-stop"] == "true"
     assert api.request("POST", "/v0/pipelines/a-orders/stop", writer).status_code == 202
 
     config = api.request("GET", "/v0/config", writer).json()

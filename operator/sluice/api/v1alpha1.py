@@ -38,6 +38,8 @@ LONG_EXPONENT = "[eE][-+]?[0-9]{4}"
 # overflow silently beyond ~9.2e15; amounts above 2^53 - 1 are refused rather than judged
 # by wrapped-around arithmetic (and so that a double holds them exactly).
 LARGEST_COUNTED = 2**53 - 1
+# The pod's terminationGracePeriodSeconds is an int64; kept where a double holds it exactly.
+MAX_GRACE_PERIOD_SECONDS = LARGEST_COUNTED
 # DNS-1123 subdomain, as the API server checks a claim's storageClassName.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # DNS-1035 label, as the API server checks a Service name: the pipeline's name becomes one.
@@ -492,6 +494,17 @@ class PipelineSpec(_Model):
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="Compute resources of the pipeline's container."
+    )
+    termination_grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GRACE_PERIOD_SECONDS,
+        description="Seconds a stopping pipeline gets between SIGTERM and SIGKILL to take its "
+        "last checkpoint and exit (Feldera's stop with a checkpoint); the pod's "
+        "terminationGracePeriodSeconds, 30 when unset. A stop waits for the pod to exit "
+        "within it; a forced stop (the REST API's stop?force=true, or the annotation "
+        "sluice.dev/force-stop) gives 1 second. At least 1: a pod deleted with 0 leaves the "
+        "API before its process has exited.",
     )
     storage: StorageSpec = Field(description="The pipeline's persistent storage.")
 

@@ -27,6 +27,8 @@ from sluice.core.labels import (
     DETACHED_FROM_UID,
     DETACHED_LABEL,
     FINALIZER,
+    FORCE_STOP,
+    FORCE_STOP_GRACE_SECONDS,
 )
 from sluice.core.observed import Observed
 
@@ -76,6 +78,22 @@ class DeleteStatefulSet:
 
 
 @dataclass(frozen=True)
+class DeletePod:
+    """Delete a stopping pipeline's pod with the grace period the Pipeline asks for now (the
+    StatefulSet's garbage collection would use the one its template had when it started).
+    Kubernetes only ever shortens a deletion's grace period, so this is safe to repeat."""
+
+    name: str
+    uid: str
+    grace_period_seconds: int
+
+
+@dataclass(frozen=True)
+class RemoveForceStop:
+    """Drop the force-stop mark once the pipeline runs again: it was for one stop."""
+
+
+@dataclass(frozen=True)
 class DeleteClaim:
     name: str
     uid: str
@@ -99,6 +117,8 @@ Action = (
     | Create
     | UpdateContainer
     | DeleteStatefulSet
+    | DeletePod
+    | RemoveForceStop
     | DeleteClaim
     | DetachClaim
     | snapshots.CreateSnapshot
@@ -209,12 +229,29 @@ def _compute_present(observed: Observed) -> bool:
 
 
 def _stop(observed: Observed, plan: Plan) -> None:
+    """Remove compute, giving each pod its grace period to checkpoint and exit (rule 21):
+    stopped means the pods are gone, so a claim is never cleared under a running process."""
     sts = observed.owned_statefulset
     if sts is not None and not sts["metadata"].get("deletionTimestamp"):
         plan.actions.append(DeleteStatefulSet(sts["metadata"]["name"], sts["metadata"]["uid"]))
+    grace = stop_grace_period(observed)
+    for pod in observed.owned_pods:
+        meta = pod["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if grace is not None and (not meta.get("deletionTimestamp") or (current or 0) > grace):
+            plan.actions.append(DeletePod(meta["name"], meta["uid"], grace))
     plan.status.deployment_status = (
         DeploymentStatus.STOPPING if _compute_present(observed) else DeploymentStatus.STOPPED
     )
+
+
+def stop_grace_period(observed: Observed) -> int | None:
+    """The grace period a stop gives the pipeline's pod: 1 s when forced, else the Pipeline's
+    terminationGracePeriodSeconds; None leaves the pod's own (its template's)."""
+    annotations = observed.pipeline["metadata"].get("annotations") or {}
+    if FORCE_STOP in annotations:
+        return FORCE_STOP_GRACE_SECONDS
+    return observed.spec.termination_grace_period_seconds
 
 
 def _start_clearing(observed: Observed, plan: Plan, request: str | None, now: str) -> None:
@@ -466,6 +503,8 @@ def _run(observed: Observed, plan: Plan) -> None:
     if sts is not None and sts["metadata"].get("deletionTimestamp"):
         plan.status.deployment_status = DeploymentStatus.STOPPING  # a stop is finishing
         return
+    if FORCE_STOP in (observed.pipeline["metadata"].get("annotations") or {}):
+        plan.actions.append(RemoveForceStop())
     claims = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
     if not claims:
         plan.status.deployment_status = DeploymentStatus.PROVISIONING

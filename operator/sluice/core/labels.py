@@ -17,6 +17,15 @@ DETACHED_AT = "sluice.dev/detached-at"
 
 STORAGE_MOUNT_PATH = "/storage"
 
+# Feldera's `stop?force=true`: stop without waiting for the pipeline's last checkpoint. Set by
+# the REST API (or a user) beside desiredState: Stopped; the operator then shortens the pod's
+# grace period to FORCE_STOP_GRACE_SECONDS and drops the mark when the pipeline starts again.
+# An annotation, not spec: a GitOps tool leaves a field that git does not set alone.
+FORCE_STOP = "sluice.dev/force-stop"
+# Not 0: a pod deleted with 0 is removed from the API at once, before its process has
+# exited, and pvc-protection would then let its claim go under a running process (rule 21).
+FORCE_STOP_GRACE_SECONDS = 1
+
 # VolumeSnapshots (external-snapshotter's CRDs).
 SNAPSHOT_API_GROUP = "snapshot.storage.k8s.io"
 SNAPSHOT_API_VERSION = "v1"

@@ -113,6 +113,12 @@ def stateful_set(name: str, uid: str, spec: api.PipelineSpec, claim: str) -> dic
     """One replica mounting the claim the operator owns (no volumeClaimTemplate on purpose:
     its fixed claim name would re-adopt a detached claim on the next start)."""
     labels = selector_labels(name, uid)
+    pod_spec: dict[str, Any] = {
+        "containers": [container(spec)],
+        "volumes": [{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}}],
+    }
+    if spec.termination_grace_period_seconds is not None:
+        pod_spec["terminationGracePeriodSeconds"] = spec.termination_grace_period_seconds
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -123,12 +129,7 @@ def stateful_set(name: str, uid: str, spec: api.PipelineSpec, claim: str) -> dic
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [container(spec)],
-                    "volumes": [
-                        {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}}
-                    ],
-                },
+                "spec": pod_spec,
             },
         },
     }

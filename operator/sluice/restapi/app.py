@@ -161,7 +161,8 @@ async def start(ctx: Context, call: Call) -> web.Response:
 
 
 async def stop(ctx: Context, call: Call) -> web.Response:
-    return await _act(ctx, call, "stop", d.decide_stop)
+    force = call.query["force"] == "true"
+    return await _act(ctx, call, "stop", lambda obj: d.decide_stop(obj, force))
 
 
 async def delete_pipeline(ctx: Context, call: Call) -> web.Response:
@@ -310,12 +311,14 @@ ROUTES: list[Route] = [
         f"{_PIPELINE}/stop",
         "post_pipeline_stop",
         "Stop the pipeline",
-        "Sets spec.desiredState to Stopped; storage is kept. force=true and force=false "
-        "both stop (there is no checkpoint to take first).",
+        "Sets spec.desiredState to Stopped; storage is kept. The pipeline's pod gets its "
+        "grace period (spec.terminationGracePeriodSeconds) to take its last checkpoint and "
+        "exit; force=true also sets the annotation sluice.dev/force-stop, and the pod gets "
+        "1 second (no checkpoint).",
         "patch",
         Success(202, "Action is accepted and is being performed"),
         stop,
-        query=(QueryParam("force", _BOOL, "false", "Stop without checkpointing."),),
+        query=(QueryParam("force", _BOOL, "false", "Stop without waiting for a checkpoint."),),
         not_found=True,
     ),
     Route(

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from sluice.api import v1alpha1 as api
 from sluice.core.decide import CANNOT_START_WHILE_CLEARING
+from sluice.core.labels import FORCE_STOP
 from sluice.restapi import feldera_types
 from sluice.restapi.models import (
     ErrorResponse,
@@ -260,11 +261,23 @@ def decide_start(obj: dict[str, Any]) -> dict[str, Any] | None:
     return {"metadata": _precondition(obj), "spec": {"desiredState": "Running"}}
 
 
-def decide_stop(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """/stop and /stop?force=true both stop: Sluice has no checkpoint to take first."""
-    if desired_state(obj) == api.DesiredState.STOPPED:
+def decide_stop(obj: dict[str, Any], force: bool = False) -> dict[str, Any] | None:
+    """/stop lets the pipeline take its last checkpoint within its grace period; with
+    force=true the operator gives the pod 1 s (the force-stop mark), also to a stop already
+    under way. None when there is nothing to change."""
+    stopped = desired_state(obj) == api.DesiredState.STOPPED
+    if not force:
+        return None if stopped else {"metadata": _precondition(obj), "spec": _STOPPED}
+    marked = FORCE_STOP in (obj["metadata"].get("annotations") or {})
+    if stopped and (marked or deployment_status(obj) == api.DeploymentStatus.STOPPED):
         return None
-    return {"metadata": _precondition(obj), "spec": {"desiredState": "Stopped"}}
+    return {
+        "metadata": {**_precondition(obj), "annotations": {FORCE_STOP: "true"}},
+        "spec": _STOPPED,
+    }
+
+
+_STOPPED = {"desiredState": "Stopped"}
 
 
 def decide_delete(obj: dict[str, Any]) -> tuple[str, str]:

@@ -1,9 +1,10 @@
 // csi-local: a small CSI driver for the local test cluster. It serves the CSI
 // identity and controller services on a unix socket and keeps volumes as
-// directories under a state directory. It mounts nothing: kwok fakes the node
-// and no kubelet ever calls a node plugin. The node service it answers is the
-// least csi-sanity's clean-up needs (NodeGetCapabilities: none; NodeUnpublish of
-// a volume never published: done); NodePublishVolume is Unimplemented.
+// directories under a state directory. With --node-id it serves the node service
+// too (node.go: volumes staged and published as bind mounts): that is the instance
+// the kubelet of a real node calls, run in the node's mount namespace on the same
+// --state-dir as the controller instance, which runs without --node-id and mounts
+// nothing.
 //
 // Layout under --state-dir:
 //
@@ -47,6 +48,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	mount "k8s.io/mount-utils"
 )
 
 const (
@@ -72,8 +74,9 @@ type driver struct {
 	csi.UnimplementedIdentityServer
 	csi.UnimplementedControllerServer
 	csi.UnimplementedNodeServer
-	nodeID string
-	root   string
+	nodeID  string
+	root    string
+	mounter mount.Interface
 	// One lock for every call: the sidecars retry and race each other, and the
 	// driver's work is small.
 	mu sync.Mutex
@@ -510,21 +513,23 @@ func (d *driver) ListSnapshots(_ context.Context, req *csi.ListSnapshotsRequest)
 	return resp, nil
 }
 
-// --- node: nothing is ever mounted -----------------------------------------------------
+// noNode is the controller instance's node service, as it was before the node
+// service: the least csi-sanity's clean-up needs (NodeGetCapabilities: none;
+// NodeUnpublishVolume of a volume never published: done).
+type noNode struct {
+	csi.UnimplementedNodeServer
+	d *driver
+}
 
-func (d *driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+func (noNode) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	return &csi.NodeGetCapabilitiesResponse{}, nil
 }
 
-func (d *driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
-	return &csi.NodeGetInfoResponse{NodeId: d.nodeID}, nil
-}
-
-func (d *driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+func (n noNode) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" || req.GetTargetPath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume id and target path are required")
 	}
-	if !validID(req.GetVolumeId()) || !isDir(d.volumeDir(req.GetVolumeId())) {
+	if !validID(req.GetVolumeId()) || !isDir(n.d.volumeDir(req.GetVolumeId())) {
 		return nil, status.Errorf(codes.NotFound, "volume %q not found", req.GetVolumeId())
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil // never published: nothing to undo
@@ -634,13 +639,17 @@ func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler 
 func main() {
 	endpoint := flag.String("endpoint", "", "unix socket to serve on (unix:///path or /path)")
 	stateDir := flag.String("state-dir", "", "directory holding the volumes and snapshots")
-	nodeID := flag.String("node-id", "kwok-node-0", "what NodeGetInfo answers")
+	nodeID := flag.String("node-id", "",
+		"serve the node service too, as this node (NodeGetInfo's node id); without it, controller only")
 	flag.Parse()
 	if *endpoint == "" || *stateDir == "" {
 		log.Fatal("--endpoint and --state-dir are required")
 	}
 	socket := strings.TrimPrefix(*endpoint, "unix://")
 	d := &driver{root: *stateDir, nodeID: *nodeID}
+	if d.nodeID != "" {
+		d.mounter = newMounter()
+	}
 	for _, sub := range []string{"volumes", "snapshots", "fail-delete", "fail-snapshot"} {
 		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o755); err != nil {
 			log.Fatal(err)
@@ -656,14 +665,18 @@ func main() {
 	server := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
 	csi.RegisterIdentityServer(server, d)
 	csi.RegisterControllerServer(server, d)
-	csi.RegisterNodeServer(server, d)
+	if d.nodeID != "" {
+		csi.RegisterNodeServer(server, d)
+	} else {
+		csi.RegisterNodeServer(server, noNode{d: d})
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-stop
 		server.GracefulStop()
 	}()
-	log.Printf("%s %s serving on %s, state in %s", driverName, driverVersion, socket, d.root)
+	log.Printf("%s %s serving on %s, state in %s, node service: %q", driverName, driverVersion, socket, d.root, d.nodeID)
 	if err := server.Serve(listener); err != nil {
 		log.Fatal(err)
 	}
