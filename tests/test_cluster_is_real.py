@@ -421,13 +421,18 @@ def claim(name: str, storage_class: str = "standard") -> dict[str, Any]:
 
 
 @pytest.mark.cluster
+@pytest.mark.parametrize("storage_class", ["standard", "csi-local"])
 def test_a_pod_on_the_real_node_writes_into_its_claim_and_answers_logs_and_exec(
-    api_client: client.ApiClient, kubectl: Kubectl, namespace: str
+    api_client: client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    cluster: LocalCluster,
+    storage_class: str,
 ) -> None:
     core = client.CoreV1Api(api_client)
     text = f"hello {uuid.uuid4().hex}"
     core.create_namespaced_persistent_volume_claim(
-        namespace, client.V1PersistentVolumeClaim.model_validate(claim("data"))
+        namespace, client.V1PersistentVolumeClaim.model_validate(claim("data", storage_class))
     )
     core.create_namespaced_pod(
         namespace, client.V1Pod.model_validate(probe_pod("probe", "data", text))
@@ -439,10 +444,14 @@ def test_a_pod_on_the_real_node_writes_into_its_claim_and_answers_logs_and_exec(
     assert pod.spec.node_name == REAL_NODE_NAME
     assert pod.status.pod_ip and pod.status.pod_ip != "127.0.0.1", pod.status.pod_ip
 
-    # The container really wrote into the hostPath volume behind the claim.
+    # The container really wrote into the volume behind the claim: the hostPath directory,
+    # or csi-local's, bind-mounted by its node service (staged and published by the kubelet).
     pvc: Any = core.read_namespaced_persistent_volume_claim("data", namespace)
     pv: Any = core.read_persistent_volume(pvc.spec.volume_name)
-    written = Path(pv.spec.host_path.path) / "hello"
+    if storage_class == "standard":
+        written = Path(pv.spec.host_path.path) / "hello"
+    else:
+        written = cluster.csi_volume_dir(pv.spec.csi.volume_handle) / "hello"
     wait_for(written.exists, timeout=30, what=f"{written}")
     assert written.read_text() == text
 

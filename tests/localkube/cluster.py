@@ -19,7 +19,10 @@ operator that creates them (nothing in ``operator/``) know which node is real.
 Beside them runs a CSI stack (``tests/csi/build.sh``): the project's driver
 csi-local (identity and controller services; it mounts nothing; volumes are
 directories under ``<state_dir>/csi``) with the upstream csi-provisioner, snapshot-controller and
-csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``.
+csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``; and, inside the
+real node's mount namespace, csi-local's node service (``csi-local-node``, bind mounts)
+registered with the kubelet by ``node-driver-registrar`` (csi-local-registrar), so real pods
+mount csi-local volumes.
 
 Every ``up`` creates fresh certificates, picks free ports and wipes etcd. The
 pids and ports are recorded in ``<state_dir>/state.json`` so ``down`` (or the
@@ -966,8 +969,8 @@ class _Api:
             reclaim_policy="Delete",
             volume_binding_mode="Immediate",
         )
-        # attachRequired false: no VolumeAttachment to wait for (no node plugin would
-        # answer one); podInfoOnMount false: nothing mounts.
+        # attachRequired false: csi-local has no ControllerPublish, the kubelet stages and
+        # publishes (bind mounts) through the node service without a VolumeAttachment.
         csi_driver = client.V1CSIDriver(
             metadata=client.V1ObjectMeta(name=CSI_DRIVER),
             spec=client.V1CSIDriverSpec(attach_required=False, pod_info_on_mount=False),
