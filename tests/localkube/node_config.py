@@ -147,6 +147,8 @@ def kubelet_config(paths: NodePaths, pki: NodePki, ca_cert: Path, port: int) -> 
         "authorization": {"mode": "Webhook"},
         "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
         "podLogsDir": str(paths.dir / "pod-logs"),
+        # Its flexvolume dir: by default the kubelet creates /usr/libexec/kubernetes/...
+        "volumePluginDir": str(paths.dir / "volume-plugins"),
         # Imported images can never be pulled again: never collect them.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
@@ -207,9 +209,6 @@ def kubelet_command(kubelet: Path, paths: NodePaths) -> list[str]:
         f"--kubeconfig={paths.kubelet_kubeconfig}",
         f"--root-dir={paths.kubelet_root}",
         f"--cert-dir={paths.cert_dir}",
-        # A flag, not a config field: by default the kubelet creates its flexvolume dir in
-        # /usr/libexec on the host.
-        f"--volume-plugin-dir={paths.dir / 'volume-plugins'}",
         # No --node-ip: the kubelet refuses a loopback one. The API server reaches it by
         # this name (its Hostname address), which resolves to 127.0.0.1.
         f"--hostname-override={REAL_NODE_NAME}",
