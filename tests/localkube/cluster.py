@@ -287,9 +287,7 @@ class LocalCluster:
         if name == "etcd" and not path.exists():
             path = self.bin_dir / "server"  # go install names etcd "server"
         if not path.exists():
-            raise ClusterError(
-                f"{path} is missing: build the binaries with tests/localkube/build.sh"
-            )
+            raise ClusterError(f"{path} is missing: build the binaries with `make kube-bins`")
         return path
 
     def token_kubeconfig(self, user: str, token: str, path: Path) -> Path:
@@ -610,6 +608,10 @@ class LocalCluster:
         deadline = time.monotonic() + self.timeout
         sd = self.state_dir
         binaries = {name: self.binary(name) for name in (*CONTROL_COMPONENTS, "kubelet", "pause")}
+        env_path = node_config.daemon_env()["PATH"]
+        missing = [t for t in node.RUNTIME_TOOLS if shutil.which(t, path=env_path) is None]
+        if missing:
+            raise ClusterError(f"{', '.join(missing)} missing: `make node-runtime` installs them")
         if any(sd.is_relative_to(hidden) for hidden in (Path("/run"), Path("/var/lib"))):
             # The node's namespace mounts tmpfs over both: its daemons would not see it.
             raise ClusterError(f"{sd}: a state dir may not be under /run or /var/lib")

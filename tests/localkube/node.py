@@ -66,6 +66,8 @@ KUBELET_SYSCTLS = (
 NODE_COMPONENTS = ("node", "containerd", "kubelet")
 CSI_NODE_COMPONENTS = ("csi-local-node", "node-driver-registrar")
 CSI_DRIVER = "csi-local.sluice.dev"
+# What the node needs from the machine (Debian's containerd and runc; util-linux).
+RUNTIME_TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "unshare", "nsenter")
 CGROUP_FS = "/sys/fs/cgroup"
 
 
