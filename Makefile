@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins argocd feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
+.PHONY: all venv kube-bins node-runtime argocd feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
 
 all: test
 
@@ -23,11 +23,28 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # Rebuilds only when the pins in tests/localkube change (build.sh checks); likewise the CSI
-# stack (tests/csi/build.sh), helm and the kstatus judge (tests/tools/build.sh).
+# stack (tests/csi/build.sh), helm and the kstatus judge (tests/tools/build.sh), the real
+# node's CNI plugins (tests/cni/build.sh) and its images (tests/images/build.sh: pause, the
+# tests' probe, and the engine pipeline's once tests/pipeline/build.sh exists).
 kube-bins:
 	@tests/localkube/build.sh $(KUBE_BIN)
 	@tests/csi/build.sh $(KUBE_BIN)
 	@tests/tools/build.sh $(KUBE_BIN)
+	@tests/cni/build.sh $(KUBE_BIN)
+	@tests/images/build.sh $(KUBE_BIN)
+
+# The real node's container runtime, from Debian: containerd 1.6.20 and runc 1.1.5, which
+# kubelet 1.36 supports. Chosen over containerd v2 + runc from the Go module proxy (which
+# work the same) because they install in seconds, where those build in ~2.5 min and need
+# libseccomp-dev. containerd 1.x support ends with Kubernetes 1.38: switch to v2 before the
+# pin in tests/localkube/go.mod gets there. Nothing starts them as a service (no systemd):
+# the launcher runs containerd with a config of its own. Quick when already installed.
+node-runtime:
+	@command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null \
+	  && command -v containerd-shim-runc-v2 >/dev/null || { \
+	  echo "installing containerd and runc (Debian packages)" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends containerd runc >/dev/null; }
 
 # Argo CD for the GitOps tests (tests/argocd): its multi-call binary at the version pinned by
 # tests/tools/argocd/go.mod (rebuilt only when the pins change; cold ~10 min), and Debian's
@@ -53,7 +70,7 @@ helm:
 	@tests/tools/build.sh $(KUBE_BIN)
 	@echo $(CURDIR)/$(KUBE_BIN)/helm
 
-cluster-up: venv kube-bins
+cluster-up: venv kube-bins node-runtime
 	$(PY) -m localkube up
 
 cluster-down: venv
@@ -72,14 +89,14 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 
-test: venv kube-bins argocd feldera-schema lint
+test: venv kube-bins node-runtime argocd feldera-schema lint
 	$(PY) -m pytest
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.
 # Quiet start: right after the CRD is installed the API server answers 429 "storage is
 # (re)initializing" for a moment; the operator starts only once pipelines are served from
 # the watch cache (resourceVersion=0 reads it, as the operator's watches do).
-run: venv kube-bins
+run: venv kube-bins node-runtime
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
 	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
 	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
@@ -95,7 +112,7 @@ $(KUBE_BIN)/hey:
 	@if command -v go >/dev/null; then GOBIN=$(CURDIR)/$(KUBE_BIN) go install github.com/rakyll/hey@v0.1.5; \
 	else echo "no Go toolchain: bench_rest_api.py uses its Python load generator"; fi
 
-bench: venv kube-bins $(KUBE_BIN)/hey
+bench: venv kube-bins node-runtime $(KUBE_BIN)/hey
 	$(PY) -m pytest tests/bench/bench_clear.py -s -q
 	$(PY) -m pytest tests/bench/bench_rest_api.py -s -q
 	$(PY) -m pytest tests/bench/bench_scale.py -s -q
@@ -105,13 +122,13 @@ bench: venv kube-bins $(KUBE_BIN)/hey
 
 # Every control-plane fault case (make test runs two: the API server restarted, and frozen),
 # on a cluster of their own; prints one line per case. About 6 minutes.
-faults: venv kube-bins
+faults: venv kube-bins node-runtime
 	$(PY) -m pytest tests/faults -m "faults or not faults" -s -q
 
 # Churn over 200 pipelines with two elected operators and forced failovers; SOAK_MINUTES long
 # (not in CI). Prints RSS, asyncio tasks and clears requested/completed over time.
 SOAK_MINUTES ?= 30
-soak: venv kube-bins
+soak: venv kube-bins node-runtime
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m pytest tests/soak -m soak -s -q
 
 clean: cluster-down

@@ -4,26 +4,35 @@ Every test relies on behaviour only the real apiserver and controllers have:
 structural-schema pruning and CEL validation, the StatefulSet, PV binder,
 pvc-protection and garbage-collector controllers, the scheduler plus kwok,
 ServiceAccount tokens with RBAC, and the version the binaries were built at.
+Pods run on the real node (a kubelet with containerd): their containers run, write into
+their volumes, answer `kubectl logs` and `exec`; the kubelet answers no anonymous request.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from localkube.cluster import REPO
+from localkube.cluster import NODE_NAME as KWOK_NODE_NAME
+from localkube.cluster import REPO, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
+from localkube.node import PAUSE_IMAGE, REAL_NODE_NAME
 
 KUBERNETES_VERSION = "v1.36.3"
-PAUSE = "registry.k8s.io/pause:3.10"
+# Built and imported by the launcher (tests/images): no registry is reachable.
+PAUSE = PAUSE_IMAGE
+PROBE = "localhost/sluice/probe:0.1.0"
 
 GROUP = "localkube.sluice.dev"
 WIDGET_CRD = {
@@ -196,7 +205,7 @@ def test_statefulset_gets_bound_pvc_and_ready_pod(
         what="pod web-0 Running and Ready",
     )
     pod: Any = core.read_namespaced_pod("web-0", namespace)
-    assert pod.spec.node_name == "kwok-node-0"
+    assert pod.spec.node_name == REAL_NODE_NAME
 
     def ready_replicas() -> int:
         statefulset: Any = apps.read_namespaced_stateful_set("web", namespace)
@@ -271,7 +280,7 @@ def test_pvc_in_use_is_protected_until_its_pod_is_deleted(
     assert "kubernetes.io/pvc-protection" in still.metadata.finalizers
 
     core.delete_namespaced_pod("user", namespace)
-    # kwok's pod-delete stage finishes the deletion (no kubelet here).
+    # The kubelet stops the container (pause exits on SIGTERM) and finishes the deletion.
     wait_for(
         lambda: _gone(core.read_namespaced_pod, "user", namespace), timeout=30, what="pod gone"
     )
@@ -366,6 +375,145 @@ def test_kubectl_and_server_are_the_built_version(kubectl: Kubectl) -> None:
     versions = json.loads(kubectl("version", "--output=json").stdout)
     assert versions["clientVersion"]["gitVersion"] == KUBERNETES_VERSION
     assert versions["serverVersion"]["gitVersion"] == KUBERNETES_VERSION
+
+
+@pytest.mark.cluster
+def test_the_real_node_is_a_kubelet_on_containerd(api_client: client.ApiClient) -> None:
+    node: Any = client.CoreV1Api(api_client).read_node(REAL_NODE_NAME)
+    info = node.status.node_info
+    assert info.kubelet_version == KUBERNETES_VERSION
+    assert info.container_runtime_version.startswith("containerd://"), info
+    # The API server reaches the kubelet by this name (127.0.0.1), its only listen address.
+    addresses = {a.type: a.address for a in node.status.addresses}
+    assert addresses["Hostname"] == "localhost"
+    assert node.metadata.labels["type"] == "real"
+
+
+def probe_pod(name: str, claim: str, text: str) -> dict[str, Any]:
+    """A pod of the probe image that writes `text` into its claim at /data/hello."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": PROBE,
+                    "imagePullPolicy": "Never",
+                    "args": ["write", "/data/hello", text],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+
+
+def claim(name: str, storage_class: str = "standard") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "storageClassName": storage_class,
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    }
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("storage_class", ["standard", "csi-local"])
+def test_a_pod_on_the_real_node_writes_into_its_claim_and_answers_logs_and_exec(
+    api_client: client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    cluster: LocalCluster,
+    storage_class: str,
+) -> None:
+    core = client.CoreV1Api(api_client)
+    text = f"hello {uuid.uuid4().hex}"
+    core.create_namespaced_persistent_volume_claim(
+        namespace, client.V1PersistentVolumeClaim.model_validate(claim("data", storage_class))
+    )
+    core.create_namespaced_pod(
+        namespace, client.V1Pod.model_validate(probe_pod("probe", "data", text))
+    )
+    wait_for(
+        lambda: _pod_running_ready(core, "probe", namespace), timeout=60, what="pod probe Ready"
+    )
+    pod: Any = core.read_namespaced_pod("probe", namespace)
+    assert pod.spec.node_name == REAL_NODE_NAME
+    assert pod.status.pod_ip and pod.status.pod_ip != "127.0.0.1", pod.status.pod_ip
+
+    # The container really wrote into the volume behind the claim: the hostPath directory,
+    # or csi-local's, bind-mounted by its node service (staged and published by the kubelet).
+    pvc: Any = core.read_namespaced_persistent_volume_claim("data", namespace)
+    pv: Any = core.read_persistent_volume(pvc.spec.volume_name)
+    if storage_class == "standard":
+        written = Path(pv.spec.host_path.path) / "hello"
+    else:
+        written = cluster.csi_volume_dir(pv.spec.csi.volume_handle) / "hello"
+    wait_for(written.exists, timeout=30, what=f"{written}")
+    assert written.read_text() == text
+
+    logs = wait_for(
+        lambda: kubectl("-n", namespace, "logs", "probe").stdout, timeout=30, what="logs"
+    )
+    assert "probe: wrote" in logs and "/data/hello" in logs, logs
+    # exec: through the API server, the kubelet and containerd's stream server.
+    out = kubectl("-n", namespace, "exec", "probe", "--", "/probe", "cat", "/data/hello").stdout
+    assert out == text
+
+    # Deleting the pod stops its container (SIGTERM), well inside the grace period.
+    core.delete_namespaced_pod("probe", namespace)
+    wait_for(
+        lambda: _gone(core.read_namespaced_pod, "probe", namespace), timeout=30, what="pod gone"
+    )
+
+
+@pytest.mark.cluster
+def test_pods_of_a_kwok_namespace_land_on_the_kwok_node(
+    api_client: client.ApiClient, kwok_namespace: str
+) -> None:
+    """Scale tests' namespaces: every pod tolerates the kwok node's taint and is bound to it
+    (admission plugins add both), and runs there without its image."""
+    core = client.CoreV1Api(api_client)
+    pod = client.V1Pod.model_validate(
+        {
+            "metadata": {"name": "fake"},
+            "spec": {"containers": [{"name": "fake", "image": "registry.example/none:1"}]},
+        }
+    )
+    core.create_namespaced_pod(kwok_namespace, pod)
+    wait_for(
+        lambda: _pod_running_ready(core, "fake", kwok_namespace), timeout=60, what="pod on kwok"
+    )
+    placed: Any = core.read_namespaced_pod("fake", kwok_namespace)
+    assert placed.spec.node_name == KWOK_NODE_NAME
+    assert placed.spec.node_selector == {"type": "kwok"}
+
+
+def _kubelet_get(port: int, path: str, context: ssl.SSLContext) -> int:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.cluster
+def test_the_kubelet_refuses_anonymous_requests(cluster: LocalCluster) -> None:
+    # The kubelet's serving certificate is signed by the cluster CA, for 127.0.0.1.
+    anonymous = ssl.create_default_context(cafile=str(cluster.pki_dir / "ca.crt"))
+    for path in ("/pods", "/healthz", "/metrics", "/logs/"):
+        assert _kubelet_get(cluster.kubelet_port, path, anonymous) == 401, path
+    # The API server's own client certificate is let in (RBAC: system:kubelet-api-admin).
+    apiserver = ssl.create_default_context(cafile=str(cluster.pki_dir / "ca.crt"))
+    apiserver.load_cert_chain(
+        str(cluster.pki_dir / "apiserver-kubelet-client.crt"),
+        str(cluster.pki_dir / "apiserver-kubelet-client.key"),
+    )
+    assert _kubelet_get(cluster.kubelet_port, "/pods", apiserver) == 200
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="needs the go tool")

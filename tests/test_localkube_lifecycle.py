@@ -1,7 +1,9 @@
 """The launcher's promises (issue 2): stopping leaves no process behind and frees the
 ports, and a crashed previous run is cleaned up by the next start; `down` removes the hostPath
 volume directories its own run provisioned, and nothing else (issue 11), and the CSI
-driver's state (issue 18); the CSI components restart one by one.
+driver's state (issue 18); the CSI components restart one by one. The real node (issue 23)
+leaves the machine as it was: no process, cgroup, mount, network link, iptables rule or
+changed sysctl after `down`, though a pod ran on it with a volume.
 
 Uses its own state directory, so the session's cluster is not touched.
 """
@@ -13,11 +15,15 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from localkube import cgroups, node
 from localkube.cluster import COMPONENTS, CSI_CLASS, LocalCluster, port_in_use, running_pids
 from localkube.fixtures import wait_for
 
@@ -90,12 +96,23 @@ def _provision_csi_volume(local: LocalCluster, name: str) -> Path:
         return wait_for(bound, timeout=60, what=f"claim {name} Bound on {CSI_CLASS}")
 
 
+def _real_node_ready(local: LocalCluster) -> bool:
+    api: Any = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(local.kubeconfig), persist_config=False
+    )
+    with contextlib.closing(api):
+        found: Any = client.CoreV1Api(api).read_node(node.REAL_NODE_NAME)
+        heartbeat = max(c.last_heartbeat_time for c in found.status.conditions)
+        ready = any(c.type == "Ready" and c.status == "True" for c in found.status.conditions)
+        return ready and heartbeat.timestamp() > time.time() - 10
+
+
 def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     first = LocalCluster(state_dir)
     first.up()
     crashed = _state(state_dir)
-    assert set(crashed["pids"]) == set(COMPONENTS)
+    assert set(COMPONENTS) <= set(crashed["pids"])
     assert all(_alive(pid) for pid in crashed["pids"].values())
 
     # A crash: the apiserver dies with SIGKILL and the launcher that started it is gone.
@@ -116,6 +133,10 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
     for name in ("csi-local", "csi-provisioner"):
         second.restart(name)
     csi_volumes.append(_provision_csi_volume(second, "csi-1"))
+    # So do the real node's daemons; the node is Ready again after.
+    for name in ("containerd", "kubelet"):
+        second.restart(name)
+    wait_for(lambda: _real_node_ready(second), timeout=60, what="the real node Ready again")
     assert all(p.is_dir() for p in csi_volumes), csi_volumes
     # Another cluster's volume (the provisioner's directory is shared machine-wide).
     theirs = Path(f"/tmp/hostpath_pv/{uuid.uuid4()}")
@@ -131,3 +152,129 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
     assert list(running_pids(state_dir)) == []
     assert not any(port_in_use(port) for port in fresh["ports"].values()), fresh["ports"]
     assert not (state_dir / "state.json").exists()
+
+
+# What the kubelet would rewrite host-wide, and what a bridge CNI plugin would turn on.
+SYSCTLS = (*node.KUBELET_SYSCTLS, "net/ipv4/ip_forward")
+# Where containerd, the CRI, CNI and the kubelet put things by default.
+HOST_PATHS = (
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/var/lib/kubelet",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/run/netns",
+    "/etc/cni",
+    "/opt/cni",
+    "/var/lib/cni",
+    "/opt/containerd",
+)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the real node could leave behind on the host."""
+
+    mounts: frozenset[str]
+    links: frozenset[str]
+    iptables: tuple[str, ...]
+    sysctls: tuple[tuple[str, str], ...]
+    cgroups: frozenset[str]
+    paths: frozenset[str]
+
+
+def _machine() -> Machine:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    rules: tuple[str, ...] = ()
+    if shutil.which("iptables-save"):
+        saved = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        # Counters and the dump's timestamps change by themselves.
+        rules = tuple(line for line in saved.splitlines() if line[:1] not in ("#", ":"))
+    return Machine(
+        mounts=frozenset(Path("/proc/self/mounts").read_text().splitlines()),
+        links=frozenset(line.split(":")[1].strip() for line in links.stdout.splitlines()),
+        iptables=rules,
+        sysctls=tuple((s, (Path("/proc/sys") / s).read_text().strip()) for s in SYSCTLS),
+        cgroups=frozenset(
+            str(p) for h in cgroups.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()
+        ),
+        paths=frozenset(p for p in HOST_PATHS if Path(p).exists()),
+    )
+
+
+def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
+    """A probe pod on the real node with a hostPath claim; the node's processes then."""
+    api: Any = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(local.kubeconfig), persist_config=False
+    )
+    with contextlib.closing(api):
+        core = client.CoreV1Api(api)
+        wait_for(lambda: core.read_namespaced_service_account("default", "default"))
+        claim: Any = {
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        }
+        core.create_namespaced_persistent_volume_claim("default", claim)
+        pod: Any = {
+            "metadata": {"name": "probe"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "probe",
+                        "image": "localhost/sluice/probe:0.1.0",
+                        "args": ["write", "/data/hello", "hello"],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            },
+        }
+        core.create_namespaced_pod("default", pod)
+
+        def running() -> bool:
+            status: Any = core.read_namespaced_pod("probe", "default").status
+            return bool(status.container_statuses and status.container_statuses[0].ready)
+
+        wait_for(running, timeout=90, what="pod probe Ready on the real node")
+    holder = local.node_namespace_pid()
+    namespace = node.mount_namespace(holder)
+    assert namespace and namespace != node.mount_namespace(os.getpid())
+    in_cgroups = cgroups.cgroup_pids(cgroups.cgroup_root(local.state_dir))
+    pids = node.namespace_pids(namespace) | in_cgroups
+    # Containers, shims and the pod's mounts are there, inside the namespace only.
+    inside = subprocess.run(
+        node.in_namespace(holder, ["cat", "/proc/self/mounts"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "overlay" in inside and "kube-api-access" in inside, inside
+    return pids
+
+
+def test_down_leaves_the_machine_as_it_was(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    before = _machine()
+    local = LocalCluster(state_dir)
+    local.up()
+    try:
+        root = cgroups.cgroup_root(state_dir)
+        assert all((h / root.lstrip("/")).is_dir() for h in cgroups.cgroup_hierarchies())
+        node_pids = _run_a_pod_with_a_claim(local)
+        assert len(node_pids) >= 5, node_pids  # holder, containerd, kubelet, shims, containers
+        # The kubelet set its sysctls, on the node's own files only.
+        assert (local.node_paths.sysctl_dir / "vm.overcommit_memory").read_text().strip() == "1"
+    finally:
+        local.down()
+    after = _machine()
+    assert not [p for p in node_pids if _alive(p)], "the node's processes outlived down"
+    assert list(running_pids(state_dir)) == []
+    assert sorted(after.mounts - before.mounts) == []
+    assert after.links == before.links
+    assert after.iptables == before.iptables
+    assert after.sysctls == before.sysctls
+    assert sorted(after.cgroups - before.cgroups) == []
+    assert after.paths == before.paths

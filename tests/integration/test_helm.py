@@ -15,7 +15,7 @@ import pytest
 import sluice.api.crd as generated
 import yaml
 from kubernetes import client
-from localkube.cluster import REPO, LocalCluster
+from localkube.cluster import KWOK_NAMESPACE_ANNOTATIONS, REPO, LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
@@ -63,6 +63,10 @@ def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
 def release_namespace(kubectl: Kubectl) -> Iterator[str]:
     name = f"sluice-helm-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", name)
+    # The chart's operator Deployment runs an image no node can pull: its pod stays on kwok.
+    kubectl(
+        "annotate", "namespace", name, *(f"{k}={v}" for k, v in KWOK_NAMESPACE_ANNOTATIONS.items())
+    )
     try:
         yield name
     finally:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from localkube.cluster import CSI_CLASS, STORAGE_CLASS
+from localkube.cluster import CSI_CLASS, KWOK_NAMESPACE_ANNOTATIONS, STORAGE_CLASS
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
@@ -477,7 +477,8 @@ def test_other_namespaces_are_never_touched(
 ) -> None:
     core = client.CoreV1Api(api_client)
     other = f"{namespace[:50]}-other"
-    core.create_namespace({"metadata": {"name": other}})
+    # On kwok like `namespace` (see conftest.py): this pipeline's image cannot be pulled.
+    core.create_namespace({"metadata": {"name": other, "annotations": KWOK_NAMESPACE_ANNOTATIONS}})
     try:
         run_and_wait(kubectl, other, "orders")
         run_and_wait(kubectl, namespace, "orders")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
 # and kwok (plus kwok's default stages) from the modules pinned in go.mod into
 # $1 (default .cache/localkube/bin).
 # Skips the build when the pins (go.mod, go.sum, this script) are unchanged.

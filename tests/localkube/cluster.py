@@ -1,14 +1,28 @@
 """Start a real local Kubernetes control plane as processes on loopback.
 
 The binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-kubectl, kwok) are built from upstream Go modules by ``build.sh``. kwok plays
-the kubelet for one fake node, so pods are scheduled, become Running and Ready,
-and are really deleted, without containers.
+kubectl, kubelet, kwok) are built from upstream Go modules by ``build.sh``.
+
+Two nodes. ``localhost`` is real (``node.py``): a kubelet with containerd and runc in a
+mount namespace of its own, running pods from images the build made and ``up`` imports
+(``<bin dir>/images/*.oci.tar``; no registry is reachable). ``kwok-node-0`` is kwok's:
+pods are scheduled, become Running and Ready, and are really deleted, without containers,
+so hundreds of them cost nothing.
+
+Scheduling: real pods land on the real node, because the kwok node is tainted
+(``KWOK_TAINT``, NoSchedule). A namespace whose pods belong on kwok (scale and soak tests)
+carries ``KWOK_NAMESPACE_ANNOTATIONS``: the API server's PodTolerationRestriction and
+PodNodeSelector admission plugins give each of its pods the toleration and a node selector
+``type=kwok``. So the choice is made per namespace, by the test; neither the pods nor the
+operator that creates them (nothing in ``operator/``) know which node is real.
 
 Beside them runs a CSI stack (``tests/csi/build.sh``): the project's driver
 csi-local (identity and controller services; it mounts nothing; volumes are
 directories under ``<state_dir>/csi``) with the upstream csi-provisioner, snapshot-controller and
-csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``.
+csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``; and, inside the
+real node's mount namespace, csi-local's node service (``csi-local-node``, bind mounts)
+registered with the kubelet by ``node-driver-registrar`` (csi-local-registrar), so real pods
+mount csi-local volumes.
 
 Every ``up`` creates fresh certificates, picks free ports and wipes etcd. The
 pids and ports are recorded in ``<state_dir>/state.json`` so ``down`` (or the
@@ -17,12 +31,9 @@ next ``up``) can stop a cluster started by another process.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -33,26 +44,42 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from localkube import cgroups, node, node_config
+from localkube.node import REAL_NODE_NAME, NodePaths
+from localkube.pki import (
+    KUBELET_CLIENT_USER,
+    SERVICE_CIDR,
+    admin_kubeconfig,
+    write_node_pki,
+    write_pki,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".cache/localkube/run"
 DEFAULT_BIN_DIR = REPO / ".cache/localkube/bin"
 
-SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# Real pods land on the real node: the kwok node carries this taint. A namespace whose pods
+# belong on kwok (hundreds of pods: scale, soak) says so with KWOK_NAMESPACE_ANNOTATIONS.
+KWOK_TAINT = {"key": "localkube.sluice.dev/kwok", "value": "true", "effect": "NoSchedule"}
+# Read by the API server's PodTolerationRestriction and PodNodeSelector admission plugins:
+# every pod created in such a namespace tolerates the taint and is bound to the kwok node,
+# with nothing in the pod (nor in the operator that creates it) knowing.
+KWOK_NAMESPACE_ANNOTATIONS = {
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"key": KWOK_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+    ),
+    "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+}
 STORAGE_CLASS = "standard"
 # The CSI stack: driver name (csi-local's GetPluginInfo), its StorageClass and VolumeSnapshotClass.
 CSI_DRIVER = "csi-local.sluice.dev"
@@ -64,8 +91,8 @@ _MAX_SOCKET_PATH = 100
 HOSTPATH_PV = re.compile(r"^/tmp/hostpath_pv/[0-9a-f-]{36}$")
 
 CSI_COMPONENTS = ("csi-local", "csi-provisioner", "snapshot-controller", "csi-snapshotter")
-# Order of start.
-COMPONENTS = (
+# Order of start; each is a binary in the bin dir.
+CONTROL_COMPONENTS = (
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -73,6 +100,10 @@ COMPONENTS = (
     "kwok",
     *CSI_COMPONENTS,
 )
+# Every process `up` starts (the real node's CSI plugin too, once it is built).
+COMPONENTS = (*CONTROL_COMPONENTS, *node.NODE_COMPONENTS)
+# The real node (node.NODE_COMPONENTS and its CSI plugin) stops first, on its own terms
+# (node.stop); then the rest in these stages.
 STOP_ORDER = (
     ("kwok", "kube-scheduler", "kube-controller-manager", *CSI_COMPONENTS),
     ("kube-apiserver",),
@@ -90,18 +121,6 @@ KWOK_STAGES_FILE = "kwok-stages.yaml"
 
 class ClusterError(RuntimeError):
     """The local control plane could not be started or stopped."""
-
-
-@dataclass(frozen=True)
-class _Pki:
-    ca_cert: Path
-    ca_key: Path
-    apiserver_cert: Path
-    apiserver_key: Path
-    admin_cert: Path
-    admin_key: Path
-    sa_key: Path
-    sa_pub: Path
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -170,162 +189,6 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-# --- certificates -------------------------------------------------------------------------------
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    usages: list[x509.ObjectIdentifier] | None = None,
-    sans: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=not ca,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    if usages:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write_pki(pki_dir: Path) -> _Pki:
-    pki_dir.mkdir(parents=True, exist_ok=True)
-    pki = _Pki(
-        ca_cert=pki_dir / "ca.crt",
-        ca_key=pki_dir / "ca.key",
-        apiserver_cert=pki_dir / "apiserver.crt",
-        apiserver_key=pki_dir / "apiserver.key",
-        admin_cert=pki_dir / "admin.crt",
-        admin_key=pki_dir / "admin.key",
-        sa_key=pki_dir / "sa.key",
-        sa_pub=pki_dir / "sa.pub",
-    )
-    pem = serialization.Encoding.PEM
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localkube-ca")])
-    ca_cert = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
-    pki.ca_key.write_bytes(_pem_key(ca_key))
-    pki.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-
-    service_ip = ipaddress.IPv4Network(SERVICE_CIDR).network_address + 1  # 10.96.0.1
-    dns = [
-        "localhost",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-    ]
-    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
-    sans += [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(service_ip),
-    ]
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _cert(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        server_key,
-        ca_name,
-        ca_key,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        sans=sans,
-    )
-    pki.apiserver_key.write_bytes(_pem_key(server_key))
-    pki.apiserver_cert.write_bytes(server_cert.public_bytes(pem))
-
-    admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin_cert = _cert(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
-            ]
-        ),
-        admin_key,
-        ca_name,
-        ca_key,
-        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-    pki.admin_key.write_bytes(_pem_key(admin_key))
-    pki.admin_cert.write_bytes(admin_cert.public_bytes(pem))
-
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pki.sa_key.write_bytes(_pem_key(sa_key))
-    pki.sa_pub.write_bytes(
-        sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    for path in (pki.ca_key, pki.apiserver_key, pki.admin_key, pki.sa_key):
-        path.chmod(0o600)
-    return pki
-
-
-def _kubeconfig(pki: _Pki, port: int) -> str:
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "localkube",
-                "cluster": {
-                    "server": f"https://127.0.0.1:{port}",
-                    "certificate-authority-data": b64(pki.ca_cert),
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": "admin",
-                "user": {
-                    "client-certificate-data": b64(pki.admin_cert),
-                    "client-key-data": b64(pki.admin_key),
-                },
-            }
-        ],
-        "contexts": [{"name": "localkube", "context": {"cluster": "localkube", "user": "admin"}}],
-        "current-context": "localkube",
-        "preferences": {},
-    }
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 # --- the cluster ----------------------------------------------------------------------------
 
 
@@ -358,6 +221,7 @@ class LocalCluster:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: dict[str, int] = {}
         self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
+        self._node_namespace: str | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -392,6 +256,16 @@ class LocalCluster:
         digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
         return Path(f"/tmp/localkube-csi-{digest}.sock")
 
+    @property
+    def node_paths(self) -> NodePaths:
+        """The real node's files (configs, containerd's root, the kubelet's root)."""
+        return NodePaths(self.state_dir)
+
+    def node_namespace_pid(self) -> int:
+        """The process holding the real node's mount namespace: `nsenter -t PID -m` runs a
+        command where the node's containers, mounts and sockets are."""
+        return self._procs["node"].pid
+
     def csi_volume_dir(self, volume_handle: str) -> Path:
         """Where csi-local keeps a volume's data (a PV's spec.csi.volumeHandle)."""
         return self.csi_dir / "volumes" / volume_handle
@@ -399,6 +273,11 @@ class LocalCluster:
     @property
     def apiserver_port(self) -> int:
         return int(self._read_state().get("ports", {}).get("apiserver", 0))
+
+    @property
+    def kubelet_port(self) -> int:
+        """The real node's kubelet API (HTTPS on 127.0.0.1; no anonymous requests)."""
+        return int(self._read_state().get("ports", {}).get("kubelet", 0))
 
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -408,9 +287,7 @@ class LocalCluster:
         if name == "etcd" and not path.exists():
             path = self.bin_dir / "server"  # go install names etcd "server"
         if not path.exists():
-            raise ClusterError(
-                f"{path} is missing: build the binaries with tests/localkube/build.sh"
-            )
+            raise ClusterError(f"{path} is missing: build the binaries with `make kube-bins`")
         return path
 
     def token_kubeconfig(self, user: str, token: str, path: Path) -> Path:
@@ -459,14 +336,24 @@ class LocalCluster:
             "pids": {name: proc.pid for name, proc in self._procs.items()},
             "ports": self._ports,
             "kubeconfig": str(self.kubeconfig),
+            # The real node's mount namespace, so that a later `down` finds its processes.
+            "node_namespace": self._node_namespace,
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.state_file)
 
     def _owned(self, pid: int) -> bool:
-        """True if pid is alive and its command line references this state dir."""
-        return _alive(pid) and f"{self.state_dir}/" in _cmdline(pid)
+        """True if pid is alive and its command line references this state dir, or it works
+        in it (the launcher starts every process there; some have no path of ours to name)."""
+        if not _alive(pid):
+            return False
+        if f"{self.state_dir}/" in _cmdline(pid):
+            return True
+        try:
+            return Path(os.readlink(f"/proc/{pid}/cwd")) == self.state_dir
+        except OSError:
+            return False
 
     def _recorded_pids(self) -> dict[str, int]:
         pids = self._read_state().get("pids", {})
@@ -492,6 +379,9 @@ class LocalCluster:
         finally:
             conn.close()
 
+    def _containerd_serving(self) -> bool:
+        return self.node_paths.containerd_socket_on_host.exists()
+
     def _apiserver_ready(self, port: int | None = None) -> bool:
         try:
             status, body = self._get("/readyz", port)
@@ -502,7 +392,7 @@ class LocalCluster:
     def is_running(self) -> bool:
         """All recorded processes are alive and ours, and the apiserver is ready."""
         pids = self._recorded_pids()
-        if set(pids) != set(COMPONENTS) or not self.kubeconfig.exists():
+        if not set(COMPONENTS) <= set(pids) or not self.kubeconfig.exists():
             return False
         if not all(self._owned(pid) for pid in pids.values()):
             return False
@@ -542,8 +432,10 @@ class LocalCluster:
                 exe = Path(os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)"))
             except OSError:
                 continue
-            if exe.parent == self.bin_dir:
-                found.append(("etcd" if exe.name == "server" else exe.name, pid))
+            if exe.parent == self.bin_dir or exe.name == "containerd":
+                # etcd installs as "server"; the node's holder is the pause binary.
+                name = {"server": "etcd", "pause": "node"}.get(exe.name, exe.name)
+                found.append((name, pid))
         return found
 
     # -- faults: one component at a time (tests that do this use a cluster of their own) --------
@@ -552,7 +444,9 @@ class LocalCluster:
         return self._procs[name].pid
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace: float = 30.0) -> None:
-        """Stop one component (SIGKILL: a crash; SIGTERM: a clean stop) and wait for it."""
+        """Stop one component (SIGKILL: a crash; SIGTERM: a clean stop) and wait for it.
+        The real node's are "containerd" and "kubelet" (its containers keep running, as on a
+        real node whose kubelet or runtime restarts)."""
         proc = self._procs[name]
         if proc.poll() is None:
             if sig != signal.SIGKILL:
@@ -575,9 +469,15 @@ class LocalCluster:
         """Start a stopped component again with its own flags and ports; wait until it
         serves (etcd, kube-apiserver, csi-local)."""
         assert self._procs[name].poll() is not None, f"{name} is running"
+        if name == "node":
+            # A new holder would be a new namespace, without the mounts containerd and the
+            # kubelet work in: kill and restart those instead (or the whole cluster).
+            raise ClusterError("the node's namespace holder cannot restart alone")
         args, env = self._commands[name]
         if name == "csi-local":
             self.csi_socket.unlink(missing_ok=True)  # a killed driver leaves it behind
+        if name == "containerd":
+            self.node_paths.containerd_socket_on_host.unlink(missing_ok=True)
         self._spawn(name, args, env, append=True)
         deadline = time.monotonic() + self.timeout
         if name == "etcd":
@@ -587,6 +487,8 @@ class LocalCluster:
             self._wait("kube-apiserver /readyz", name, self._apiserver_ready, deadline)
         elif name == "csi-local":
             self._wait("csi-local's socket", name, self.csi_socket.exists, deadline)
+        elif name == "containerd":
+            self._wait("containerd's socket", name, self._containerd_serving, deadline)
 
     def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         self.kill(name, sig)
@@ -615,6 +517,18 @@ class LocalCluster:
         # Only processes whose command line references this state dir are ours.
         owned = [(name, pid) for name, pid in pids.items() if self._owned(pid)]
         owned += [(name, pid) for name, pid in self._strays() if pid not in dict(owned).values()]
+        node_names = (*node.NODE_COMPONENTS, *node.CSI_NODE_COMPONENTS)
+        node_pids = {name: pid for name, pid in owned if name in node_names}
+        node_error: Exception | None = None
+        try:
+            node.stop(
+                self.state_dir,
+                node_pids,
+                self._read_state().get("node_namespace") or self._node_namespace,
+                alive=node_pids.values(),
+            )
+        except Exception as err:  # the control plane still stops; the error is raised after
+            node_error = err
         # Clients first, then the apiserver, then etcd: an apiserver whose etcd is
         # gone takes ~10 s to shut down.
         for stage in STOP_ORDER:
@@ -630,11 +544,14 @@ class LocalCluster:
         alive = [f"{name} (pid {pid})" for name, pid in owned if _alive(pid)]
         if alive:
             raise ClusterError(f"could not stop {', '.join(alive)}")
+        if node_error is not None:
+            raise ClusterError(f"stopping the real node: {node_error}") from node_error
         deadline = time.monotonic() + 10
         while any(port_in_use(p) for p in ports) and time.monotonic() < deadline:
             time.sleep(0.05)
         self._procs.clear()
         self._ports = {}
+        self._node_namespace = None
         self.state_file.unlink(missing_ok=True)
         # Volumes still provisioned when the cluster stops: no controller deletes them now.
         for path in provisioned:
@@ -690,18 +607,27 @@ class LocalCluster:
     def _start(self) -> None:
         deadline = time.monotonic() + self.timeout
         sd = self.state_dir
-        binaries = {name: self.binary(name) for name in COMPONENTS}
+        binaries = {name: self.binary(name) for name in (*CONTROL_COMPONENTS, "kubelet", "pause")}
+        env_path = node_config.daemon_env()["PATH"]
+        missing = [t for t in node.RUNTIME_TOOLS if shutil.which(t, path=env_path) is None]
+        if missing:
+            raise ClusterError(f"{', '.join(missing)} missing: `make node-runtime` installs them")
+        if any(sd.is_relative_to(hidden) for hidden in (Path("/run"), Path("/var/lib"))):
+            # The node's namespace mounts tmpfs over both: its daemons would not see it.
+            raise ClusterError(f"{sd}: a state dir may not be under /run or /var/lib")
         sd.mkdir(parents=True, exist_ok=True)
-        for sub in ("etcd", "logs", "pki", "kwok", "csi"):
+        for sub in ("etcd", "logs", "pki", "kwok", "csi", "node"):
             shutil.rmtree(sd / sub, ignore_errors=True)
         self.csi_socket.unlink(missing_ok=True)
         self.log_dir.mkdir()
         self.state_file.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
 
-        etcd_port, peer_port, api_port, kwok_port = free_ports(4)
+        etcd_port, peer_port, api_port, kwok_port, kubelet_port, stream_port = free_ports(6)
         self._ports = {"etcd": etcd_port, "etcd-peer": peer_port, "apiserver": api_port}
         self._ports["kwok"] = kwok_port
+        self._ports["kubelet"] = kubelet_port
+        self._ports["containerd-stream"] = stream_port
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
@@ -722,11 +648,32 @@ class LocalCluster:
             ],
         )
 
-        # Certificates are generated while etcd starts.
-        pki = _write_pki(self.pki_dir)
-        self.kubeconfig.write_text(_kubeconfig(pki, api_port))
+        # The node's namespace, containerd and certificates while etcd starts.
+        paths = self.node_paths
+        node_config.prepare(paths, self.bin_dir)
+        cgroups.create_cgroups(cgroups.cgroup_root(sd))
+        self._spawn("node", node.holder_command(paths, binaries["pause"]))
+        pki = write_pki(self.pki_dir)
+        node_pki = write_node_pki(pki, paths.cert_dir, REAL_NODE_NAME)
+        node_config.write_configs(
+            paths, self.bin_dir, node_pki, pki.ca_cert, api_port, kubelet_port, stream_port
+        )
+        self.kubeconfig.write_text(admin_kubeconfig(pki, api_port))
         self.kubeconfig.chmod(0o600)
         shutil.copyfile(self.binary(KWOK_STAGES_FILE), sd / "kwok.yaml")
+        holder = self._procs["node"].pid
+        self._wait(
+            "the node's mount namespace",
+            "node",
+            lambda: node.holder_ready(holder, binaries["pause"]),
+            deadline,
+        )
+        self._node_namespace = node.mount_namespace(holder)
+        self._spawn(
+            "containerd",
+            node.in_namespace(holder, node_config.containerd_command(paths), sd),
+            env=node_config.daemon_env(),
+        )
 
         self._wait("etcd /health", "etcd", lambda: _etcd_healthy(etcd_port), deadline)
         self._spawn(
@@ -743,6 +690,16 @@ class LocalCluster:
                 f"--tls-cert-file={pki.apiserver_cert}",
                 f"--tls-private-key-file={pki.apiserver_key}",
                 f"--client-ca-file={pki.ca_cert}",
+                # logs/exec/port-forward: the API server is a client of the kubelet's, with a
+                # certificate of its own, and checks the kubelet's against the cluster CA.
+                f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+                f"--kubelet-client-key={pki.kubelet_client_key}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                # The real node's name (localhost): its InternalIP is the machine's address,
+                # where the kubelet (on 127.0.0.1 only) does not listen.
+                "--kubelet-preferred-address-types=Hostname",
+                # Namespaces whose pods belong on the kwok node (KWOK_NAMESPACE_ANNOTATIONS).
+                "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
                 "--authorization-mode=Node,RBAC",
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
@@ -760,10 +717,16 @@ class LocalCluster:
         )
 
         kubeconfig = str(self.kubeconfig)
+        self._spawn(
+            "kubelet",
+            node.in_namespace(holder, node_config.kubelet_command(binaries["kubelet"], paths), sd),
+            env=node_config.daemon_env(),
+        )
         api = _Api(self)
         try:
             # Early, so the CRDs are established by the time snapshot-controller lists them.
             api.create_snapshot_crds(self.binary(CSI_SNAPSHOT_CRDS_FILE))
+            api.allow_apiserver_on_kubelet()
         finally:
             api.close()
         socket_path = str(self.csi_socket)
@@ -856,6 +819,12 @@ class LocalCluster:
             env={"KUBECONFIG": kubeconfig},
         )
 
+        self._wait("containerd's socket", "containerd", self._containerd_serving, deadline)
+        images = node.import_images(holder, paths, node.image_archives(self.bin_dir))
+        csi_node = node_config.csi_node_commands(self.bin_dir, paths, self.csi_dir)
+        for name, args in (csi_node or {}).items():
+            self._spawn(name, node.in_namespace(holder, args, sd), env=node_config.daemon_env())
+
         api = _Api(self)
         try:
             api.create_defaults()
@@ -869,12 +838,22 @@ class LocalCluster:
             self._wait(
                 "node to be untainted", "kube-controller-manager", api.node_untainted, deadline
             )
+            self._wait("the real node to be Ready", "kubelet", api.real_node_ready, deadline)
+            self._wait(
+                "the real node to be untainted",
+                "kube-controller-manager",
+                api.real_node_untainted,
+                deadline,
+            )
             self._wait(
                 "ServiceAccount default/default",
                 "kube-controller-manager",
                 api.default_service_account,
                 deadline,
             )
+            images.wait(deadline - time.monotonic())
+        except node.NodeError as err:
+            raise ClusterError(str(err)) from err
         finally:
             api.close()
 
@@ -911,6 +890,7 @@ class _Api:
         self.core = client.CoreV1Api(self.api_client)
         self.storage = client.StorageV1Api(self.api_client)
         self.extensions = client.ApiextensionsV1Api(self.api_client)
+        self.rbac = client.RbacAuthorizationV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
 
     def close(self) -> None:
@@ -928,6 +908,26 @@ class _Api:
         except self._client.ApiException as err:
             if err.status != 409:
                 raise
+
+    def allow_apiserver_on_kubelet(self) -> None:
+        """The API server's kubelet client may use the kubelet's API (logs, exec, ...): the
+        kubelet asks the API server (webhook authorization), RBAC answers."""
+        body = {
+            "metadata": {"name": "localkube:apiserver-kubelet-client"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": KUBELET_CLIENT_USER,
+                }
+            ],
+        }
+        self._create(self.rbac.create_cluster_role_binding, body)
 
     def create_snapshot_class(self) -> bool:
         """The VolumeSnapshotClass; False while its CRD is not served yet."""
@@ -971,8 +971,8 @@ class _Api:
             reclaim_policy="Delete",
             volume_binding_mode="Immediate",
         )
-        # attachRequired false: no VolumeAttachment to wait for (no node plugin would
-        # answer one); podInfoOnMount false: nothing mounts.
+        # attachRequired false: csi-local has no ControllerPublish, the kubelet stages and
+        # publishes (bind mounts) through the node service without a VolumeAttachment.
         csi_driver = client.V1CSIDriver(
             metadata=client.V1ObjectMeta(name=CSI_DRIVER),
             spec=client.V1CSIDriverSpec(attach_required=False, pod_info_on_mount=False),
@@ -989,7 +989,7 @@ class _Api:
                     "kubernetes.io/arch": "amd64",
                 },
             ),
-            spec=client.V1NodeSpec(),
+            spec=client.V1NodeSpec(taints=[client.V1Taint(**KWOK_TAINT)]),
             status=client.V1NodeStatus(capacity=resources, allocatable=resources),
         )
         for create, body in (
@@ -1000,19 +1000,33 @@ class _Api:
         ):
             self._create(create, body)
 
-    def _node(self) -> Any:
-        return self.core.read_node(NODE_NAME)
+    def _node(self, name: str = NODE_NAME) -> Any:
+        return self.core.read_node(name)
 
-    def node_ready(self) -> bool:
-        conditions = self._node().status.conditions or []
+    def node_ready(self, name: str = NODE_NAME) -> bool:
+        conditions = self._node(name).status.conditions or []
         return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    def real_node_ready(self) -> bool:
+        try:
+            return self.node_ready(REAL_NODE_NAME)
+        except self._client.ApiException as err:
+            if err.status == 404:
+                return False  # not registered yet
+            raise
+
+    def real_node_untainted(self) -> bool:
+        """The controller-manager has lifted node.kubernetes.io/not-ready: pods schedule."""
+        return not self._node(REAL_NODE_NAME).spec.taints
 
     def provisioned_host_paths(self) -> list[str]:
         volumes: Any = self.core.list_persistent_volume().items
         return [v.spec.host_path.path for v in volumes if v.spec and v.spec.host_path]
 
     def node_untainted(self) -> bool:
-        return not self._node().spec.taints
+        """Only our own taint is left on the kwok node (not-ready is lifted)."""
+        taints = self._node().spec.taints or []
+        return [t.key for t in taints] == [KWOK_TAINT["key"]]
 
     def default_service_account(self) -> bool:
         try:

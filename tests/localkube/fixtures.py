@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 import pytest
 from kubernetes import client, config
 
-from localkube.cluster import REPO, LocalCluster
+from localkube.cluster import KWOK_NAMESPACE_ANNOTATIONS, REPO, LocalCluster
 
 TEST_STATE_DIR = REPO / ".cache/localkube/test"
 
@@ -109,14 +109,22 @@ def kubectl_for(cluster: LocalCluster, kubeconfig: Path | None = None) -> Kubect
 
 
 def fresh_namespace(
-    api: client.ApiClient, request: pytest.FixtureRequest, timeout: float = 30
+    api: client.ApiClient,
+    request: pytest.FixtureRequest,
+    timeout: float = 30,
+    on_kwok: bool = False,
 ) -> str:
     """A fresh namespace named after the test, once its ServiceAccount `default` exists (the
-    ServiceAccount controller populates each namespace; pods need it)."""
+    ServiceAccount controller populates each namespace; pods need it). Its pods run on the
+    real node, or with `on_kwok` on the kwok node (no containers: for tests that need
+    hundreds of pods, or images that cannot run)."""
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    annotations = KWOK_NAMESPACE_ANNOTATIONS if on_kwok else None
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, annotations=annotations))
+    )
     wait_for(
         lambda: core.read_namespaced_service_account("default", name),
         timeout=timeout,
@@ -125,15 +133,28 @@ def fresh_namespace(
     return name
 
 
-@pytest.fixture
-def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards."""
-    name = fresh_namespace(api_client, request)
+def namespace_for_test(
+    api: client.ApiClient, request: pytest.FixtureRequest, on_kwok: bool = False
+) -> Iterator[str]:
+    """A fresh namespace for one test (`fresh_namespace`), deleted afterwards."""
+    name = fresh_namespace(api, request, on_kwok=on_kwok)
     try:
         yield name
     finally:
         try:
-            client.CoreV1Api(api_client).delete_namespace(name)
+            client.CoreV1Api(api).delete_namespace(name)
         except client.ApiException as err:
             if err.status != 404:
                 raise
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards; its pods run on the real node."""
+    yield from namespace_for_test(api_client, request)
+
+
+@pytest.fixture
+def kwok_namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace whose pods all go to the kwok node, deleted afterwards."""
+    yield from namespace_for_test(api_client, request, on_kwok=True)
