@@ -129,6 +129,8 @@ def checkpointed_and_stopped(start: Callable[..., Pipeline], storage: Path) -> E
     assert run.stop(signal.SIGTERM) == 0, run.lines
     stopped = run.wait_report("stopped")
     final: Event = stopped["final_checkpoint"]
+    # Taken after the last step: nothing the pipeline computed is lost.
+    assert final["steps"] == run.wait_report("stopping")["steps"] == stopped["steps"]
     return final
 
 
