@@ -23,6 +23,7 @@ import pytest
 from localkube.cluster import REPO, free_ports
 from localkube.fixtures import wait_for
 
+from pipeline import report
 from pipeline.report import Event, of_kind, parse_events
 
 BUILD = REPO / "tests/pipeline/build.sh"
@@ -243,3 +244,32 @@ def test_ignore_sigterm_keeps_running(start: Callable[..., Pipeline], tmp_path: 
     assert run.process.poll() is None
     assert not of_kind(run.reports, "stopping")
     assert run.stop(signal.SIGKILL) == -signal.SIGKILL
+
+
+def test_report_reads_logs_and_status_through_kubectl(
+    start: Callable[..., Pipeline], tmp_path: Path
+) -> None:
+    """pipeline.report as other tests use it, with `kubectl logs`/`exec` played by the
+    local process: the log's JSON lines among others, and `status` run as exec runs it."""
+    run = start(tmp_path)
+    run.wait_report("checkpoint")
+    calls: list[tuple[str, ...]] = []
+
+    def kubectl(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        if args[0] == "logs":
+            log = "a line from something else\n" + "".join(run.lines) + "{not json\n"
+            return subprocess.CompletedProcess(args, 0, log, "")
+        command = list(args[args.index("--") + 1 :])
+        assert command[0] == report.BINARY
+        command[0] = str(run.binary)
+        return subprocess.run(command, capture_output=True, text=True, check=check)
+
+    reports = report.events(kubectl, "pod", "ns")
+    assert reports[0]["event"] == "started"
+    assert report.of_kind(reports, "checkpoint")
+    status = report.status(kubectl, "pod", "ns", port=run.port)
+    assert status["total"] == expected_total(status["steps"])
+    assert calls[1][:4] == ("exec", "pod", "-n", "ns")
