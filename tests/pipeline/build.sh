@@ -18,6 +18,11 @@ fi
 command -v cargo >/dev/null || { echo "cargo is needed to build the engine pipeline" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/pipeline-target}"
 echo "building the engine pipeline into $out (Rust build cache: $CARGO_TARGET_DIR; the first build takes ~15 min)" >&2
+mkdir -p "$CARGO_TARGET_DIR"
+# Checkouts share the target directory and its one release/engine-pipeline: hold a lock
+# from the build until the copy, so another checkout's build cannot swap the binary between.
+exec 9>"$CARGO_TARGET_DIR/.engine-pipeline.lock"
+flock 9
 # Two jobs at most: the machine has two cores, and dbsp's biggest crates peak at ~2.5 GB.
 cargo build --release --locked --jobs 2 --manifest-path "$here/Cargo.toml"
 cp "$CARGO_TARGET_DIR/release/engine-pipeline" "$out/engine-pipeline.tmp"
@@ -25,7 +30,8 @@ mv -f "$out/engine-pipeline.tmp" "$out/engine-pipeline"
 # `ldd` lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and, for the loader,
 # "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no file and is left out. The
 # loader is listed by the path the binary names (PT_INTERP), which is where the image
-# must have it.
+# must have it. Some of these paths are symlinks (/lib64/ld-linux-x86-64.so.2, and /lib
+# itself on a merged-/usr system): copy them dereferenced (cp -L) to the same paths.
 ldd "$out/engine-pipeline" \
   | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' \
   | sort -u > "$out/engine-pipeline.libs"
