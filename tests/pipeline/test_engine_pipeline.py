@@ -161,6 +161,7 @@ def test_sigterm_checkpoints_and_restart_resumes(
 
     assert run.stop(signal.SIGTERM) == 0, run.lines
     stopping, stopped = run.wait_report("stopping"), run.wait_report("stopped")
+    assert stopping["signal"] == "SIGTERM"
     final = stopped["final_checkpoint"]
     assert final["steps"] == stopping["steps"] >= checkpoints[1]["steps"]
     assert final["checkpoint"] not in {cp["checkpoint"] for cp in checkpoints}

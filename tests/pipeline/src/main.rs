@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,10 +144,11 @@ impl Status {
 
 // SIGTERM (and SIGINT, for a person at a terminal) only sets a flag: the main loop decides
 // what to do between steps, where a checkpoint is allowed.
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+// Holds the signal's number, 0 while none has come.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
 }
 
 fn install_stop_handler() -> Result<()> {
@@ -251,7 +252,9 @@ fn run(options: Options) -> Result<()> {
     let data_dir = data_dir.to_str().context("storage dir is not UTF-8")?.to_string();
 
     let (handle, input, sums, resume) = start_engine(&data_dir)?;
-    // After init_circuit: before it, a SIGTERM would wait behind the engine's storage lock.
+    // Only now, after init_circuit: a flag set during it would go unseen until init ends,
+    // which can be 60 s (the wait for the engine's storage lock); until now SIGTERM keeps
+    // its default action and ends the process at once (nothing is written yet).
     if options.ignore_sigterm {
         // A test variant: a pipeline that outlives its grace period.
         // SAFETY: setting a signal's disposition to "ignore".
@@ -286,7 +289,7 @@ fn run(options: Options) -> Result<()> {
 
     let mut next_step = Instant::now() + options.step_interval;
     let mut next_checkpoint = Instant::now() + options.checkpoint_interval;
-    while !STOP_REQUESTED.load(Ordering::SeqCst) {
+    while STOP_SIGNAL.load(Ordering::SeqCst) == 0 {
         let now = Instant::now();
         if now >= next_step {
             pipeline.step()?;
@@ -306,7 +309,11 @@ fn run(options: Options) -> Result<()> {
         std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(20)));
     }
 
-    emit(json!({"event": "stopping", "signal": "SIGTERM", "steps": pipeline.steps,
+    let signal = match STOP_SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGINT => "SIGINT",
+        _ => "SIGTERM",
+    };
+    emit(json!({"event": "stopping", "signal": signal, "steps": pipeline.steps,
                 "total": pipeline.total()}));
     let last = pipeline.checkpoint()?;
     let (steps, total) = (pipeline.steps, pipeline.total());
