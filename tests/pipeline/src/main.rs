@@ -76,7 +76,10 @@ fn parse_args() -> Result<Command> {
     let mut port = env_or("PORT", "8080");
     let mut ignore_sigterm = matches!(env_or("IGNORE_SIGTERM", "").as_str(), "1" | "true");
     while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| anyhow!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--port" => port = value()?,
             "--storage-dir" if !status => storage_dir = value()?,
@@ -94,7 +97,9 @@ fn parse_args() -> Result<Command> {
     if status {
         return Ok(Command::Status { port });
     }
-    let checkpoint_secs: f64 = checkpoint_interval.parse().context("--checkpoint-interval")?;
+    let checkpoint_secs: f64 = checkpoint_interval
+        .parse()
+        .context("--checkpoint-interval")?;
     let step_ms: u64 = step_interval_ms.parse().context("--step-interval-ms")?;
     Ok(Command::Run(Options {
         storage_dir: PathBuf::from(storage_dir),
@@ -142,9 +147,8 @@ impl Status {
     }
 }
 
-// SIGTERM (and SIGINT, for a person at a terminal) only sets a flag: the main loop decides
-// what to do between steps, where a checkpoint is allowed.
-// Holds the signal's number, 0 while none has come.
+// SIGTERM (and SIGINT, for a person at a terminal) only records the signal's number (0 while
+// none has come): the main loop acts on it between steps, where a checkpoint is allowed.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_stop_signal(signal: libc::c_int) {
@@ -170,7 +174,10 @@ type Sums = OutputHandle<OrdIndexedZSet<u64, i64>>;
 /// resumes. Returns that checkpoint and its step count, or None for a fresh start.
 fn start_engine(data_dir: &str) -> Result<(DBSPHandle, Input, Sums, Option<(Uuid, u64)>)> {
     let storage = CircuitStorageConfig::for_config(
-        StorageConfig { path: data_dir.to_string(), cache: StorageCacheConfig::default() },
+        StorageConfig {
+            path: data_dir.to_string(),
+            cache: StorageCacheConfig::default(),
+        },
         StorageOptions::default(),
     )
     .map_err(|e| anyhow!("opening storage in {data_dir}: {e}"))?;
@@ -207,7 +214,9 @@ impl Pipeline {
         for key in 0..EVENTS_PER_STEP {
             self.input.push(key, (step as i64, 1));
         }
-        self.handle.transaction().map_err(|e| anyhow!("step {step}: {e}"))?;
+        self.handle
+            .transaction()
+            .map_err(|e| anyhow!("step {step}: {e}"))?;
         for (key, sum, weight) in self.sums.consolidate().iter() {
             // An update is a retraction of the old sum (-1) and an insertion of the new (+1).
             if weight > 0 {
@@ -248,13 +257,18 @@ fn run(options: Options) -> Result<()> {
     // The engine deletes directories at its storage root that no checkpoint uses, so it
     // gets a subdirectory of the mount, never the mount itself (`lost+found`).
     let data_dir = options.storage_dir.join("data");
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let data_dir = data_dir.to_str().context("storage dir is not UTF-8")?.to_string();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .to_str()
+        .context("storage dir is not UTF-8")?
+        .to_string();
 
     let (handle, input, sums, resume) = start_engine(&data_dir)?;
     // Only now, after init_circuit: a flag set during it would go unseen until init ends,
-    // which can be 60 s (the wait for the engine's storage lock); until now SIGTERM keeps
-    // its default action and ends the process at once (nothing is written yet).
+    // which can be 60 s (the wait for the engine's storage lock). Until now SIGTERM keeps its
+    // default action: the process ends at once, or, as a container's PID 1, ignores it until
+    // the kubelet's SIGKILL.
     if options.ignore_sigterm {
         // A test variant: a pipeline that outlives its grace period.
         // SAFETY: setting a signal's disposition to "ignore".
@@ -263,8 +277,10 @@ fn run(options: Options) -> Result<()> {
         install_stop_handler()?;
     }
     let resumed_from = resume.map_or(Value::Null, |(uuid, steps)| checkpoint_ref(uuid, steps));
-    emit(json!({"event": "started", "resumed_from": resumed_from, "storage_dir": data_dir,
-                "ignore_sigterm": options.ignore_sigterm}));
+    emit(
+        json!({"event": "started", "resumed_from": resumed_from, "storage_dir": data_dir,
+                "ignore_sigterm": options.ignore_sigterm}),
+    );
 
     let steps = resume.map_or(0, |(_, steps)| steps);
     let status = Arc::new(Mutex::new(Status {
@@ -299,37 +315,47 @@ fn run(options: Options) -> Result<()> {
         }
         if now >= next_checkpoint {
             let taken = pipeline.checkpoint()?;
-            emit(json!({"event": "checkpoint", "checkpoint": taken["checkpoint"],
+            emit(
+                json!({"event": "checkpoint", "checkpoint": taken["checkpoint"],
                         "steps": pipeline.steps, "total": pipeline.total(),
-                        "expected_total": expected_total(pipeline.steps)}));
+                        "expected_total": expected_total(pipeline.steps)}),
+            );
             next_checkpoint = Instant::now() + options.checkpoint_interval;
         }
         // Short sleeps so a SIGTERM is seen within ~20 ms, yet the process stays idle.
         let wake = next_step.min(next_checkpoint);
-        std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(20)));
+        std::thread::sleep(
+            wake.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20)),
+        );
     }
 
     let signal = match STOP_SIGNAL.load(Ordering::SeqCst) {
         libc::SIGINT => "SIGINT",
         _ => "SIGTERM",
     };
-    emit(json!({"event": "stopping", "signal": signal, "steps": pipeline.steps,
-                "total": pipeline.total()}));
+    emit(
+        json!({"event": "stopping", "signal": signal, "steps": pipeline.steps,
+                "total": pipeline.total()}),
+    );
     let last = pipeline.checkpoint()?;
     let (steps, total) = (pipeline.steps, pipeline.total());
     pipeline
         .handle
         .kill()
         .map_err(|_| anyhow!("an engine worker panicked while stopping"))?;
-    emit(json!({"event": "stopped", "final_checkpoint": last, "steps": steps, "total": total,
-                "expected_total": expected_total(steps)}));
+    emit(
+        json!({"event": "stopped", "final_checkpoint": last, "steps": steps, "total": total,
+                "expected_total": expected_total(steps)}),
+    );
     Ok(())
 }
 
 /// Serves `GET /status` on 0.0.0.0:`port` from a thread: one short request per connection,
 /// enough for `engine-pipeline status` and a probe.
 fn serve_status(port: u16, status: Arc<Mutex<Status>>) -> Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = answer(stream, &status);
@@ -353,7 +379,10 @@ fn answer(mut stream: TcpStream, status: &Mutex<Status>) -> std::io::Result<()> 
     let head = String::from_utf8_lossy(&request);
     let (code, body) = match head.split_whitespace().take(2).collect::<Vec<_>>()[..] {
         ["GET", "/status"] => ("200 OK", status.lock().unwrap().to_json().to_string()),
-        _ => ("404 Not Found", json!({"error": "only GET /status"}).to_string()),
+        _ => (
+            "404 Not Found",
+            json!({"error": "only GET /status"}).to_string(),
+        ),
     };
     write!(
         stream,
@@ -368,10 +397,15 @@ fn print_status(port: u16) -> Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
         bail!("GET /status: {}", head.lines().next().unwrap_or(""));
     }
