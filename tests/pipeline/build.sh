@@ -5,7 +5,7 @@
 # lists, the dynamic loader included), one a line, for the image's rootfs.
 # Rust's build output goes to a per-user cache that every checkout shares
 # (CARGO_TARGET_DIR, default ${XDG_CACHE_HOME:-~/.cache}/sluice/pipeline-target), as Go's
-# build cache is: dbsp's 373 crates take ~15 min cold, and CI's fresh clone then rebuilds
+# build cache is: dbsp and its 368 dependencies take ~10 min cold, and CI's fresh clone rebuilds
 # only this program. Skips the build when the pins (Cargo.toml, Cargo.lock, sources, this
 # script) are unchanged.
 set -euo pipefail
@@ -17,7 +17,7 @@ if [ "$(cat "$out/.engine-pipeline-pins" 2>/dev/null)" = "$pins" ] && [ -x "$out
 fi
 command -v cargo >/dev/null || { echo "cargo is needed to build the engine pipeline" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/pipeline-target}"
-echo "building the engine pipeline into $out (Rust build cache: $CARGO_TARGET_DIR; the first build takes ~15 min)" >&2
+echo "building the engine pipeline into $out (Rust build cache: $CARGO_TARGET_DIR; the first build takes ~10 min or more)" >&2
 mkdir -p "$CARGO_TARGET_DIR"
 # Checkouts share the target directory and its one release/engine-pipeline: hold a lock
 # from the build until the copy, so another checkout's build cannot swap the binary between.
