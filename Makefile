@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins node-runtime argocd feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
+.PHONY: all venv kube-bins node-runtime pipeline argocd feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
 
 all: test
 
@@ -57,6 +57,13 @@ argocd:
 	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
 	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; }
 
+# The engine pipeline (tests/pipeline: a program on Feldera's engine that real pods run), built
+# with Rust's output in a per-user cache shared by every checkout; rebuilt only when its pins
+# or sources change. Also writes engine-pipeline.libs, the shared libraries it needs.
+export SLUICE_ENGINE_PIPELINE := $(CURDIR)/$(KUBE_BIN)/engine-pipeline
+pipeline:
+	@tests/pipeline/build.sh $(KUBE_BIN)
+
 # Feldera's OpenAPI document (the schema of every REST API response), from the crates.io crate
 # feldera-rest-api at the version pinned in tests/feldera_schema/Cargo.toml, fetched with
 # cargo into .cache/feldera; refetched only when the pin changes.
@@ -89,7 +96,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 
-test: venv kube-bins node-runtime argocd feldera-schema lint
+test: venv kube-bins node-runtime pipeline argocd feldera-schema lint
 	$(PY) -m pytest
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.

@@ -19,6 +19,7 @@ PAUSE_IMAGE = "localhost/sluice/pause:0.1.0"
 PROBE_IMAGE = "localhost/sluice/probe:0.1.0"
 ENGINE_PIPELINE_IMAGE = "localhost/sluice/engine-pipeline:0.1.0"
 ENGINE_PIPELINE_IGNORES_SIGTERM_IMAGE = f"{ENGINE_PIPELINE_IMAGE}-ignores-sigterm"
+ENGINE_PIPELINE_BINARY = "/usr/local/bin/engine-pipeline"  # pipeline.report.BINARY
 # Where a pipeline's claim is mounted (Sluice's pods mount the volume there).
 STORAGE = PurePosixPath("/storage")
 
@@ -38,9 +39,10 @@ def probe_image(binary: Path) -> ImageSpec:
 
 
 def engine_pipeline_images(binary: Path, libs_file: Path) -> list[ImageSpec]:
-    """The binary at /engine-pipeline plus each library at its own path (the loader and
+    """The binary at /usr/local/bin/engine-pipeline (where `pipeline.report` runs it) plus
+    each library at its own path (the loader and
     the RPATH-free binary find them where the build machine has them)."""
-    files: dict[Path, PurePosixPath] = {binary: PurePosixPath("/engine-pipeline")}
+    files: dict[Path, PurePosixPath] = {binary: PurePosixPath(ENGINE_PIPELINE_BINARY)}
     for line in libs_file.read_text().splitlines():
         if line.strip():
             path = PurePosixPath(line.strip())
@@ -49,9 +51,9 @@ def engine_pipeline_images(binary: Path, libs_file: Path) -> list[ImageSpec]:
             files[Path(path)] = path
     common = {
         "files": files,
-        "entrypoint": ["/engine-pipeline"],
+        "entrypoint": [ENGINE_PIPELINE_BINARY],
         "dirs": [STORAGE],
-        "env": {"PATH": "/", "STORAGE_DIR": str(STORAGE)},
+        "env": {"PATH": "/usr/local/bin:/", "STORAGE_DIR": str(STORAGE)},
     }
     return [
         ImageSpec(name=ENGINE_PIPELINE_IMAGE, **common),  # type: ignore[arg-type]
