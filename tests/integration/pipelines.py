@@ -15,7 +15,10 @@ from kubernetes import client, watch
 from localkube.cluster import CSI_CLASS, STORAGE_CLASS
 from localkube.fixtures import Kubectl, wait_for
 
-IMAGE = "registry.example/orders:1"
+# The engine pipeline (tests/pipeline: Feldera's engine), imported into the real node's
+# containerd by localkube; the variant ignores SIGTERM (a pod that holds its grace period).
+IMAGE = "localhost/sluice/engine-pipeline:0.1.0"
+IMAGE_IGNORING_SIGTERM = f"{IMAGE}-ignores-sigterm"
 # Both of the local cluster's classes: `standard` (the in-tree hostPath provisioner) and
 # `csi-local` (CSI: the upstream external-provisioner over csi-local's directories).
 both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])

@@ -8,6 +8,7 @@ from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
 from .pipelines import (
+    IMAGE_IGNORING_SIGTERM,
     apply,
     condition,
     get,
@@ -62,11 +63,11 @@ def test_image_change_reaches_the_statefulset(
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
     run_and_wait(kubectl, namespace, "orders")
-    patch(kubectl, namespace, "orders", {"spec": {"image": "registry.example/orders:2"}})
+    patch(kubectl, namespace, "orders", {"spec": {"image": IMAGE_IGNORING_SIGTERM}})
 
     def image() -> str:
         sts = client.AppsV1Api(api_client).read_namespaced_stateful_set("orders", namespace)
         return str(sts.spec.template.spec.containers[0].image)
 
-    wait_for(lambda: image() == "registry.example/orders:2", what="the new image")
+    wait_for(lambda: image() == IMAGE_IGNORING_SIGTERM, what="the new image")
     wait_jsonpath(kubectl, namespace, "orders", ".status.deploymentStatus", "Running")

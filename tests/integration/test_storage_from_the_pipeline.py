@@ -23,11 +23,19 @@ from localkube.fixtures import Kubectl, wait_for
 from pipeline import report
 
 from .conftest import Operator
-from .pipelines import apply, claim_names, get, patch, wait_jsonpath, wait_storage
+from .pipelines import (
+    IMAGE,
+    IMAGE_IGNORING_SIGTERM,
+    apply,
+    claim_names,
+    get,
+    patch,
+    wait_jsonpath,
+    wait_storage,
+)
 from .volumes import volume, volume_dir
 
-ENGINE = "localhost/sluice/engine-pipeline:0.1.0"
-IGNORES_SIGTERM = f"{ENGINE}-ignores-sigterm"
+ENGINE, IGNORES_SIGTERM = IMAGE, IMAGE_IGNORING_SIGTERM
 CLASSES = [STORAGE_CLASS, CSI_CLASS]
 
 
@@ -98,9 +106,9 @@ def restart(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("storage_class", CLASSES)
 def test_a_stop_checkpoints_and_after_a_clear_the_pipeline_starts_with_nothing(
-    kubectl: Kubectl, real_namespace: str, live_operator: Operator, storage_class: str
+    kubectl: Kubectl, namespace: str, live_operator: Operator, storage_class: str
 ) -> None:
-    ns = real_namespace
+    ns = namespace
     apply(kubectl, engine_pipeline("orders", ns, storage_class))
     wait_running(kubectl, ns, "orders")
     first = started(kubectl, ns, "orders")
@@ -127,11 +135,11 @@ def test_a_detached_claim_keeps_the_checkpoint_and_the_next_start_has_none(
     kubectl: Kubectl,
     api_client: client.ApiClient,
     cluster: LocalCluster,
-    real_namespace: str,
+    namespace: str,
     live_operator: Operator,
     storage_class: str,
 ) -> None:
-    ns = real_namespace
+    ns = namespace
     apply(kubectl, engine_pipeline("orders", ns, storage_class, storage={"clearPolicy": "Detach"}))
     wait_running(kubectl, ns, "orders")
     wait_checkpointed(kubectl, ns, "orders")
@@ -152,10 +160,10 @@ def test_a_detached_claim_keeps_the_checkpoint_and_the_next_start_has_none(
 
 
 def test_a_restored_claim_resumes_from_the_checkpoint_taken_before_the_clear(
-    kubectl: Kubectl, real_namespace: str, live_operator: Operator
+    kubectl: Kubectl, namespace: str, live_operator: Operator
 ) -> None:
     """The safety net (rule 18) from the pipeline's side: snapshots need CSI (csi-local)."""
-    ns = real_namespace
+    ns = namespace
     safety_net = {"snapshotBeforeClear": {"volumeSnapshotClassName": CSI_CLASS, "retainFor": "1h"}}
     apply(kubectl, engine_pipeline("orders", ns, CSI_CLASS, storage=safety_net))
     wait_running(kubectl, ns, "orders")
@@ -173,9 +181,9 @@ def test_a_restored_claim_resumes_from_the_checkpoint_taken_before_the_clear(
 
 
 def test_a_clear_waits_for_a_pod_that_ignores_sigterm_and_never_deletes_its_claim_under_it(
-    kubectl: Kubectl, api_client: client.ApiClient, real_namespace: str, live_operator: Operator
+    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
-    ns, grace = real_namespace, 8
+    ns, grace = namespace, 8
     apply(
         kubectl,
         engine_pipeline(
@@ -209,9 +217,9 @@ def test_a_clear_waits_for_a_pod_that_ignores_sigterm_and_never_deletes_its_clai
 
 
 def test_a_forced_stop_does_not_wait_for_the_grace_period(
-    kubectl: Kubectl, real_namespace: str, live_operator: Operator
+    kubectl: Kubectl, namespace: str, live_operator: Operator
 ) -> None:
-    ns, grace = real_namespace, 600
+    ns, grace = namespace, 600
     apply(
         kubectl,
         engine_pipeline(
