@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sluice.api.crd as generated
 from kubernetes import client
-from localkube.cluster import REPO, LocalCluster
+from localkube.cluster import KWOK_NAMESPACE_ANNOTATIONS, REPO, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
@@ -64,6 +64,13 @@ def installed(
     kubectl: Kubectl, crd: None, cluster_objects: None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """`kubectl apply -k deploy/`, and the REST API's TLS Secret, as a user installs."""
+    # The operator's image (deploy/Dockerfile) is not built here (no image builder for it):
+    # its namespace gets the annotations that send its pods to kwok before any pod exists.
+    kubectl("apply", "-f", str(DEPLOY / "namespace.yaml"))
+    kubectl(
+        *("annotate", "--overwrite", "namespace", SYSTEM),
+        *(f"{k}={v}" for k, v in KWOK_NAMESPACE_ANNOTATIONS.items()),
+    )
     kubectl("apply", "--server-side", "--force-conflicts", "-k", str(DEPLOY))
     cert, key = self_signed(tmp_path_factory.mktemp("tls"))
     kubectl(
