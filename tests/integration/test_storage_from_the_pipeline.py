@@ -104,6 +104,15 @@ def restart(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     return started(kubectl, namespace, name)
 
 
+def run_ignoring_sigterm(kubectl: Kubectl, namespace: str, name: str, grace: int) -> None:
+    """A running pipeline whose process ignores SIGTERM, with this grace period."""
+    text = engine_pipeline(
+        name, namespace, STORAGE_CLASS, IGNORES_SIGTERM, terminationGracePeriodSeconds=grace
+    )
+    apply(kubectl, text)
+    wait_running(kubectl, namespace, name)
+
+
 @pytest.mark.parametrize("storage_class", CLASSES)
 def test_a_stop_checkpoints_and_after_a_clear_the_pipeline_starts_with_nothing(
     kubectl: Kubectl, namespace: str, live_operator: Operator, storage_class: str
@@ -184,13 +193,7 @@ def test_a_clear_waits_for_a_pod_that_ignores_sigterm_and_never_deletes_its_clai
     kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
 ) -> None:
     ns, grace = namespace, 8
-    apply(
-        kubectl,
-        engine_pipeline(
-            "orders", ns, STORAGE_CLASS, IGNORES_SIGTERM, terminationGracePeriodSeconds=grace
-        ),
-    )
-    wait_running(kubectl, ns, "orders")
+    run_ignoring_sigterm(kubectl, ns, "orders", grace)
     wait_checkpointed(kubectl, ns, "orders")
     [claim] = claim_names(api_client, ns)
     core = client.CoreV1Api(api_client)
@@ -220,13 +223,7 @@ def test_a_forced_stop_does_not_wait_for_the_grace_period(
     kubectl: Kubectl, namespace: str, live_operator: Operator
 ) -> None:
     ns, grace = namespace, 600
-    apply(
-        kubectl,
-        engine_pipeline(
-            "orders", ns, STORAGE_CLASS, IGNORES_SIGTERM, terminationGracePeriodSeconds=grace
-        ),
-    )
-    wait_running(kubectl, ns, "orders")
+    run_ignoring_sigterm(kubectl, ns, "orders", grace)
     set_desired(kubectl, ns, "orders", "Stopped")
     wait_jsonpath(kubectl, ns, "orders", ".status.deploymentStatus", "Stopping")
     # Feldera's stop?force=true, as kubectl users say it: the stop under way is shortened.
