@@ -1,4 +1,5 @@
-"""`make bench`: clears side by side with kube-controller-manager (KCM) in the same cluster.
+"""`make bench`: clears side by side with kube-controller-manager (KCM) in the same cluster,
+on the real node (the engine pipeline as real pods) and on kwok.
 
 Sluice: one request sets `desiredState: Stopped` and a new `clearRequest` on a running
 pipeline; timed until `Cleared` (which Sluice writes only once the claim's Delete volume is
@@ -22,14 +23,15 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import yaml
 from integration.pipelines import IMAGE
 from kubernetes import client
-from localkube.fixtures import Kubectl
+from localkube.fixtures import Kubectl, namespace_for_test
 from sluice.api import v1alpha1 as api
 from sluice.core.labels import PIPELINE_LABEL
 from sluice_fixtures import Operator
@@ -340,8 +342,21 @@ def report_many(results: dict[str, Timing], many: int) -> None:
         )
 
 
+@pytest.fixture(params=["real", "kwok"])
+def node_namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Both sides on the real node (the engine pipeline's pods take their SIGTERM and exit),
+    then both on kwok (pods go at once): where the time goes differs."""
+    yield from namespace_for_test(api_client, request, on_kwok=request.param == "kwok")
+
+
 def test_clears_side_by_side_with_the_controller_manager(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    node_namespace: str,
+    live_operator: Operator,
+    request: pytest.FixtureRequest,
 ) -> None:
-    report_one(one_clear(api_client, kubectl, namespace, RUNS))
-    report_many(many_at_once(api_client, kubectl, namespace, MANY), MANY)
+    node = request.node.callspec.params["node_namespace"]
+    print(f"\n=== on the {node} node ===")
+    report_one(one_clear(api_client, kubectl, node_namespace, RUNS))
+    report_many(many_at_once(api_client, kubectl, node_namespace, MANY), MANY)
