@@ -101,6 +101,13 @@ class Operator:
             if key.split("{", 1)[0] == name and all(w in key for w in wanted)
         )
 
+    def writes(self) -> float:
+        """The writes this operator has sent to the API server (its own request counter)."""
+        return sum(
+            self.total("sluice_kube_requests_total", method=verb)
+            for verb in ("POST", "PUT", "PATCH", "DELETE")
+        )
+
     def by_label(self, name: str, label: str) -> dict[str, float]:
         """`name`'s samples summed by the value of one label, e.g. requests by code."""
         out: dict[str, float] = {}

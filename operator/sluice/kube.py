@@ -308,6 +308,7 @@ class Kube:
                     sts_name,
                     namespace,
                     uid,
+                    propagation="Orphan",  # its pod is deleted by DeletePod, with our grace
                 )
             case d.DeletePod(pod, uid, grace):
                 self._delete(
@@ -400,10 +401,11 @@ class Kube:
         namespace: str,
         uid: str,
         grace: int | None = None,
+        propagation: str = "Background",
     ) -> None:
         options = client.V1DeleteOptions(
             preconditions=client.V1Preconditions(uid=uid),
-            propagation_policy="Background",
+            propagation_policy=propagation,
             grace_period_seconds=grace,
         )
         try:

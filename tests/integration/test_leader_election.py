@@ -81,13 +81,6 @@ def logged(operator: Operator, line: str) -> None:
     wait_for(lambda: line in operator.log(), timeout=30, what=line)
 
 
-def _writes(operator: Operator) -> float:
-    return sum(
-        operator.total("sluice_kube_requests_total", method=verb)
-        for verb in ("POST", "PATCH", "DELETE")
-    )
-
-
 def _acted(operator: Operator, namespace: str) -> bool:
     return f"{namespace}/p0: DeploymentRunning" in operator.log()
 
@@ -156,7 +149,7 @@ def test_two_operators_without_election_create_each_object_once(
         assert len(apps.list_namespaced_stateful_set(namespace).items) == 20
         assert len(core.list_namespaced_service(namespace).items) == 20
         # Both act (the point of the case): each has sent writes for these pipelines.
-        writes = [_writes(op) for op in operators]
+        writes = [op.writes() for op in operators]
         conflicts = sum(op.total("sluice_kube_requests_total", code="409") for op in operators)
         print(f"writes by each operator: {writes}; 409 conflicts: {conflicts:.0f}")
         assert all(n > 0 for n in writes), writes

@@ -88,7 +88,11 @@ def statefulset(deleting: bool = False) -> dict[str, Any]:
 
 def ready_pod() -> dict[str, Any]:
     return {
-        "metadata": {"name": "orders-0", "labels": {"sluice.dev/pipeline-uid": UID}},
+        "metadata": {
+            "name": "orders-0",
+            "uid": "pod-uid",
+            "labels": {"sluice.dev/pipeline-uid": UID},
+        },
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
     }
 
@@ -147,7 +151,11 @@ def test_ready_pod_means_running_and_a_settled_pipeline_needs_no_action() -> Non
 
 def test_a_pod_that_cannot_run_is_explained_in_the_conditions() -> None:
     unschedulable = {
-        "metadata": {"name": "orders-0", "labels": {"sluice.dev/pipeline-uid": UID}},
+        "metadata": {
+            "name": "orders-0",
+            "uid": "pod-uid",
+            "labels": {"sluice.dev/pipeline-uid": UID},
+        },
         "status": {
             "phase": "Pending",
             "conditions": [
@@ -181,7 +189,11 @@ def test_a_pod_that_cannot_run_is_explained_in_the_conditions() -> None:
 
 def test_a_waiting_container_is_explained_and_a_long_message_is_cut() -> None:
     waiting = {
-        "metadata": {"name": "orders-0", "labels": {"sluice.dev/pipeline-uid": UID}},
+        "metadata": {
+            "name": "orders-0",
+            "uid": "pod-uid",
+            "labels": {"sluice.dev/pipeline-uid": UID},
+        },
         "status": {
             "phase": "Pending",
             "containerStatuses": [
@@ -233,16 +245,18 @@ def test_stop_deletes_the_statefulset_and_keeps_storage_in_use() -> None:
         claims=[claim()],
     )
     plan = d.decide(observed, NOW)
-    assert kinds(plan) == ["DeleteStatefulSet"]
+    assert kinds(plan) == ["DeleteStatefulSet", "DeletePod"]
     assert plan.status.deployment_status == DeploymentStatus.STOPPING
     assert plan.status.storage.status == StorageStatus.IN_USE
 
 
 def test_clear_request_waits_for_the_stop_and_says_so() -> None:
+    terminating = ready_pod()
+    terminating["metadata"]["deletionTimestamp"] = NOW  # taking its grace period
     observed = Observed(
         pipeline("Stopped", "r1", status=settled_status(deployment="Running")),
         statefulset=statefulset(deleting=True),
-        pods=[ready_pod()],
+        pods=[terminating],
         claims=[claim()],
     )
     plan = d.decide(observed, NOW)
@@ -440,7 +454,7 @@ def test_a_pending_action_request_is_kept_when_desired_state_goes_back_to_runnin
     status = settled_status(deployment="Running", lastClearRequest="r1")
     obj = with_action(pipeline("Running", "r1", status=status), "a1")
     plan = d.decide(Observed(obj, statefulset=statefulset(), pods=[ready_pod()]), NOW)
-    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet"]
+    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet", "DeletePod"]
     assert plan.status.error is not None
     assert plan.status.error.error_code == "CannotStartWhileClearingStorage"
 
@@ -477,3 +491,18 @@ def test_both_kinds_pending_at_once_are_one_clear() -> None:
     storage = done.status.storage
     assert (storage.last_clear_request, storage.last_action_clear_request) == ("r2", "a1")
     assert [e.reason for e in done.events] == ["StorageCleared"]
+
+
+def test_a_running_pipeline_without_resources_is_not_rolled_by_the_api_servers_default() -> None:
+    """The API server stores an unset container `resources` as {}; a pod's status change
+    (the kubelet's, on a real node) must not make that look like a change to roll."""
+    sts = statefulset()
+    sts["spec"]["template"]["spec"]["containers"][0]["resources"] = {}
+    observed = Observed(
+        pipeline(status=settled_status(deployment="Running")),
+        statefulset=sts,
+        service={"metadata": {"name": "orders"}},
+        pods=[ready_pod()],
+        claims=[claim()],
+    )
+    assert d.decide(observed, NOW).actions == []

@@ -58,8 +58,10 @@ def test_a_stop_deletes_the_pod_with_the_grace_period_the_pipeline_asks_for_now(
 
 def test_without_a_grace_period_the_pods_own_applies() -> None:
     plan = d.decide(stopping(statefulset=statefulset(), pods=[pod()]), NOW)
-    assert pod_deletions(plan) == []
-    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet"]
+    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet", "DeletePod"]
+    assert pod_deletions(plan) == [d.DeletePod("orders-0", "pod-uid", None)]
+    # Deleting already, with its own grace period: nothing to shorten it to.
+    assert pod_deletions(d.decide(stopping(pods=[pod(deleting_with=30)]), NOW)) == []
 
 
 def test_a_terminating_pod_is_not_deleted_again_unless_the_grace_period_shrinks() -> None:

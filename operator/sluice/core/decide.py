@@ -73,19 +73,24 @@ class UpdateContainer:
 
 @dataclass(frozen=True)
 class DeleteStatefulSet:
+    """Delete the StatefulSet and orphan its pod: the operator deletes the pod itself
+    (DeletePod), so the grace period is the one the Pipeline asks for now, never the one the
+    garbage collector would take from the pod's template in a race with it."""
+
     name: str
     uid: str
 
 
 @dataclass(frozen=True)
 class DeletePod:
-    """Delete a stopping pipeline's pod with the grace period the Pipeline asks for now (the
-    StatefulSet's garbage collection would use the one its template had when it started).
-    Kubernetes only ever shortens a deletion's grace period, so this is safe to repeat."""
+    """Delete a stopping pipeline's pod with the grace period the Pipeline asks for now
+    (None: the pod's own). The API server only ever shortens a deletion's grace period, so
+    this is safe to repeat; but a kubelet keeps the grace period of the first deletion it
+    acted on (kubernetes/kubernetes#83916), so a force must come with the stop itself."""
 
     name: str
     uid: str
-    grace_period_seconds: int
+    grace_period_seconds: int | None
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,8 @@ def _stop(observed: Observed, plan: Plan) -> None:
     for pod in observed.owned_pods:
         meta = pod["metadata"]
         current = meta.get("deletionGracePeriodSeconds")
-        if grace is not None and (not meta.get("deletionTimestamp") or (current or 0) > grace):
+        deleting = bool(meta.get("deletionTimestamp"))
+        if not deleting or (grace is not None and (current or 0) > grace):
             plan.actions.append(DeletePod(meta["name"], meta["uid"], grace))
     plan.status.deployment_status = (
         DeploymentStatus.STOPPING if _compute_present(observed) else DeploymentStatus.STOPPED
@@ -559,7 +565,8 @@ def _run(observed: Observed, plan: Plan) -> None:
         return
     wanted = manifests.container(spec)
     current = manifests.running_container(sts)
-    if any(current.get(k) != wanted.get(k) for k in ("image", "resources")):
+    # The API server stores an unset `resources` as {}: the same as none, not a change.
+    if any((current.get(k) or None) != (wanted.get(k) or None) for k in ("image", "resources")):
         plan.actions.append(UpdateContainer(sts["metadata"]["name"], wanted))
     plan.status.deployment_status = _deployment_status(observed.owned_pods)
 
