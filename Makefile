@@ -104,7 +104,7 @@ test: venv kube-bins node-runtime pipeline argocd feldera-schema lint
 # (re)initializing" for a moment; the operator starts only once pipelines are served from
 # the watch cache (resourceVersion=0 reads it, as the operator's watches do).
 run: venv kube-bins node-runtime
-	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
+	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m localkube up || exit 1; export KUBECONFIG="$$($(PY) -m localkube kubeconfig)"; fi; \
 	$(KUBE_BIN)/kubectl apply --server-side --force-conflicts -f crds/ && \
 	$(KUBE_BIN)/kubectl wait --for=condition=Established crd/pipelines.sluice.dev --timeout=60s && \
 	for i in $$(seq 300); do $(KUBE_BIN)/kubectl get --raw '/apis/sluice.dev/v1alpha1/pipelines?resourceVersion=0&limit=1' --request-timeout=5s >/dev/null 2>&1 && break; sleep 0.2; done && \

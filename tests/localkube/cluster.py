@@ -36,6 +36,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -128,13 +129,29 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (all held open together, so distinct)."""
+    """Ports free on 127.0.0.1 right now (all held open together, so distinct), chosen below
+    the kernel's ephemeral range: a port picked from that range can be taken by any outgoing
+    connection's local end before the component binds it (seen with the kubelet's port while
+    another cluster ran)."""
+    low = 20000
+    high = max(low + 1000, _ephemeral_low())
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(socks) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", random.randrange(low, high)))
+            except OSError:
+                sock.close()
+                continue
             socks.append(sock)
         return [int(s.getsockname()[1]) for s in socks]
     finally:
