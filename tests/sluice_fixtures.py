@@ -22,8 +22,11 @@ CRD_DIR = REPO / "crds"
 class Operator:
     """`sluice run` as a child process, so tests can kill and restart it."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_dir: Path, source: Path | None = None) -> None:
+        """`source`: another release's operator/ folder to run instead of this checkout's
+        (put first on PYTHONPATH), e.g. the previous release in the upgrade test."""
         self.kubeconfig = kubeconfig
+        self.source = source
         (self.metrics_port,) = free_ports(1)
         self.log_dir = log_dir
         self.process: subprocess.Popen[bytes] | None = None
@@ -47,6 +50,8 @@ class Operator:
             "KUBECONFIG": str(kubeconfig or self.kubeconfig),
             "SLUICE_FAILPOINTS": failpoints,
         }
+        if self.source is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(self.source), env.get("PYTHONPATH", "")])
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
             [

@@ -120,3 +120,27 @@ def _schema(old: Schema, new: Schema, path: str) -> list[str]:
             elif after is not True:
                 found.append(f"{path}{suffix}: {key} removed")
     return found
+
+
+def added_properties(old: Schema, new: Schema, version: str = "v1alpha1") -> list[str]:
+    """The property paths (".spec.storage.x") the new CRD has and the old one has not: what
+    an older operator, running against the new CRD after a rollback, does not know."""
+
+    def schema(crd: Schema) -> Schema:
+        (found,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+        root: Schema = found["schema"]["openAPIV3Schema"]
+        return root
+
+    def walk(before: Schema, after: Schema, path: str) -> list[str]:
+        out: list[str] = []
+        known = before.get("properties") or {}
+        for name, prop in (after.get("properties") or {}).items():
+            if name not in known:
+                out.append(f"{path}.{name}")
+            else:
+                out += walk(known[name], prop, f"{path}.{name}")
+        if isinstance(before.get("items"), dict) and isinstance(after.get("items"), dict):
+            out += walk(before["items"], after["items"], f"{path}[]")
+        return out
+
+    return walk(schema(old), schema(new), "")
