@@ -14,6 +14,7 @@ field it does not know set, deletes and detaches nothing.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from integration.pipelines import (
     wait_storage,
 )
 from kubernetes import client, config
-from localkube.cluster import CSI_CLASS, LocalCluster
+from localkube.cluster import CSI_CLASS, REPO, LocalCluster
 from localkube.fixtures import Kubectl, fresh_namespace, kubectl_for, wait_for
 from sluice import failpoints
 from sluice.core.labels import PIPELINE_LABEL
@@ -48,6 +49,7 @@ from upgrade.release import PREVIOUS_VERSION, previous_crd
 # lists them; the test fails when one has no example here): a rolled-back operator sees them.
 NEW_FIELD_EXAMPLES: dict[str, Any] = {}
 
+CHART = REPO / "deploy/helm/sluice"
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1", "volumesnapshots")
 
 
@@ -251,3 +253,47 @@ def test_upgrade_from_the_previous_release_loses_nothing(
 
 
 PIPELINES = ("running", "stopped", "cleared", "detached", "snapshotted", "cut")
+
+
+def helm(local: LocalCluster, *args: str) -> str:
+    cmd = [str(local.bin_dir / "helm"), f"--kubeconfig={local.kubeconfig}", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def deployments(api: client.ApiClient, namespace: str) -> dict[str, tuple[str, Any]]:
+    """Each Deployment's UID and selector (immutable: a changed one fails `helm upgrade`)."""
+    listed = client.AppsV1Api(api).list_namespaced_deployment(namespace)
+    return {
+        d["metadata"]["name"]: (d["metadata"]["uid"], d["spec"]["selector"]) for d in _items(listed)
+    }
+
+
+def test_helm_upgrade_from_the_previous_chart(
+    upgrade_cluster: LocalCluster, previous_release: Path, request: pytest.FixtureRequest
+) -> None:
+    """`helm upgrade` from the previous release's chart to this one, with the new chart's
+    defaults and with the values file a user copied from the previous chart: both succeed,
+    and the Deployments are updated in place (same objects, same selectors)."""
+    local = upgrade_cluster
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(local.kubeconfig), persist_config=False
+    )
+    # The operator image is not built here: the pods go to the kwok node.
+    namespace = fresh_namespace(api, request, timeout=60, on_kwok=True)
+    old_chart = previous_release / "deploy/helm/sluice"
+    release = "sluice"
+    helm(local, "install", release, str(old_chart), "--namespace", namespace)
+    before = deployments(api, namespace)
+    assert len(before) == 2, before  # the operator and the REST API
+    helm(local, "upgrade", release, str(CHART), "--namespace", namespace)
+    assert deployments(api, namespace) == before
+    values = str(old_chart / "values.yaml")
+    helm(local, "upgrade", release, str(CHART), "--namespace", namespace, "-f", values)
+    assert deployments(api, namespace) == before
+    history = yaml.safe_load(helm(local, "history", release, "-n", namespace, "-o", "yaml"))
+    assert [h["status"] for h in history] == ["superseded", "superseded", "deployed"]
+    helm(local, "uninstall", release, "--namespace", namespace, "--wait")
+    client.CoreV1Api(api).delete_namespace(namespace)
+    api.close()  # type: ignore[no-untyped-call]
