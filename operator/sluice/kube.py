@@ -307,8 +307,7 @@ class Kube:
                     self.apps.delete_namespaced_stateful_set,
                     sts_name,
                     namespace,
-                    uid,
-                    propagation="Orphan",  # its pod is deleted by DeletePod, with our grace
+                    uid,  # background: its pod was deleted first, by DeletePod, with our grace
                 )
             case d.DeletePod(pod, uid, grace):
                 self._delete(

@@ -245,7 +245,7 @@ def test_stop_deletes_the_statefulset_and_keeps_storage_in_use() -> None:
         claims=[claim()],
     )
     plan = d.decide(observed, NOW)
-    assert kinds(plan) == ["DeleteStatefulSet", "DeletePod"]
+    assert kinds(plan) == ["DeletePod", "DeleteStatefulSet"]
     assert plan.status.deployment_status == DeploymentStatus.STOPPING
     assert plan.status.storage.status == StorageStatus.IN_USE
 
@@ -454,7 +454,7 @@ def test_a_pending_action_request_is_kept_when_desired_state_goes_back_to_runnin
     status = settled_status(deployment="Running", lastClearRequest="r1")
     obj = with_action(pipeline("Running", "r1", status=status), "a1")
     plan = d.decide(Observed(obj, statefulset=statefulset(), pods=[ready_pod()]), NOW)
-    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet", "DeletePod"]
+    assert [type(a).__name__ for a in plan.actions] == ["DeletePod", "DeleteStatefulSet"]
     assert plan.status.error is not None
     assert plan.status.error.error_code == "CannotStartWhileClearingStorage"
 

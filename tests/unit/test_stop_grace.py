@@ -58,7 +58,7 @@ def test_a_stop_deletes_the_pod_with_the_grace_period_the_pipeline_asks_for_now(
 
 def test_without_a_grace_period_the_pods_own_applies() -> None:
     plan = d.decide(stopping(statefulset=statefulset(), pods=[pod()]), NOW)
-    assert [type(a).__name__ for a in plan.actions] == ["DeleteStatefulSet", "DeletePod"]
+    assert [type(a).__name__ for a in plan.actions] == ["DeletePod", "DeleteStatefulSet"]
     assert pod_deletions(plan) == [d.DeletePod("orders-0", "pod-uid", None)]
     # Deleting already, with its own grace period: nothing to shorten it to.
     assert pod_deletions(d.decide(stopping(pods=[pod(deleting_with=30)]), NOW)) == []

@@ -73,9 +73,14 @@ class UpdateContainer:
 
 @dataclass(frozen=True)
 class DeleteStatefulSet:
-    """Delete the StatefulSet and orphan its pod: the operator deletes the pod itself
-    (DeletePod), so the grace period is the one the Pipeline asks for now, never the one the
-    garbage collector would take from the pod's template in a race with it."""
+    """Delete the StatefulSet (background propagation), after its pod was deleted by
+    DeletePod with the grace period the Pipeline asks for now: the garbage collector's own
+    deletion of that pod comes second and changes nothing (a deletion only ever shortens a
+    pending one's grace period, and the collector asks for the template's), and the
+    StatefulSet controller never replaces a terminating pod. Not orphaning the pod also
+    spares the garbage collector two writes per stop (the pod's ownerReference, the orphan
+    finalizer) out of kube-controller-manager's small request budget, which its volume
+    deletions share: with 100 stops at once that was the difference to its own clears."""
 
     name: str
     uid: str
@@ -252,10 +257,8 @@ def _compute_present(observed: Observed) -> bool:
 
 def _stop(observed: Observed, plan: Plan) -> None:
     """Remove compute, giving each pod its grace period to checkpoint and exit (rule 21):
-    stopped means the pods are gone, so a claim is never cleared under a running process."""
-    sts = observed.owned_statefulset
-    if sts is not None and not sts["metadata"].get("deletionTimestamp"):
-        plan.actions.append(DeleteStatefulSet(sts["metadata"]["name"], sts["metadata"]["uid"]))
+    stopped means the pods are gone, so a claim is never cleared under a running process.
+    The pod is deleted before its StatefulSet (see DeleteStatefulSet)."""
     grace = stop_grace_period(observed)
     for pod in observed.owned_pods:
         meta = pod["metadata"]
@@ -263,6 +266,9 @@ def _stop(observed: Observed, plan: Plan) -> None:
         deleting = bool(meta.get("deletionTimestamp"))
         if not deleting or (grace is not None and (current or 0) > grace):
             plan.actions.append(DeletePod(meta["name"], meta["uid"], grace))
+    sts = observed.owned_statefulset
+    if sts is not None and not sts["metadata"].get("deletionTimestamp"):
+        plan.actions.append(DeleteStatefulSet(sts["metadata"]["name"], sts["metadata"]["uid"]))
     plan.status.deployment_status = (
         DeploymentStatus.STOPPING if _compute_present(observed) else DeploymentStatus.STOPPED
     )
