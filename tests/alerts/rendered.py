@@ -104,7 +104,8 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 def metric_names(expr: str) -> set[str]:
     """The metric names an expression reads (strings, label matchers, ranges, grouping
     labels, numbers and Grafana's $variables left out)."""
-    text = _STRING.sub("", expr)
+    text = re.sub(r"label_values\(\s*([^,()]+?)\s*,\s*\w+\s*\)", r"\1", expr)  # Grafana's
+    text = _STRING.sub("", text)
     text = _MATCHERS.sub("", text)
     text = _RANGE.sub("", text)
     text = _GROUPING.sub("", text)
