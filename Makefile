@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins node-runtime pipeline argocd feldera-schema helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
+.PHONY: all venv kube-bins node-runtime pipeline argocd feldera-schema promtool helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
 
 all: test
 
@@ -57,6 +57,15 @@ argocd:
 	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
 	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; }
 
+# Prometheus's promtool and server from Debian (prometheus 2.42), for the tests of the chart's
+# alerts (tests/alerts: promtool check/test rules; tests/integration/test_alerts.py runs a real
+# server on 127.0.0.1). Nothing starts it as a service. Quick when already installed.
+promtool:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing prometheus (Debian) for the alert tests" >&2; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 # The engine pipeline (tests/pipeline: a program on Feldera's engine that real pods run), built
 # with Rust's output in a per-user cache shared by every checkout; rebuilt only when its pins
 # or sources change. Also writes engine-pipeline.libs, the shared libraries it needs.
@@ -96,7 +105,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 
-test: venv kube-bins node-runtime pipeline argocd feldera-schema lint
+test: venv kube-bins node-runtime pipeline argocd feldera-schema promtool lint
 	$(PY) -m pytest
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,9 +89,15 @@ class Controller:
         observed = self.kube.observe(namespace, name)
         if observed is None:
             metrics.CENSUS.forget((namespace, name))
+            metrics.ALARMS.forget((namespace, name))
             # Deleted; owned objects follow by garbage collection. Its snapshots have no
             # owner (they outlive it, rule 18): they are expired here, on time.
             return self._expire_orphaned_snapshots(namespace, name)
+        # What is persisted now: also a new leader whose first step fails exports it.
+        self._export(observed, observed.status)
+        metrics.ALARMS.record_snapshots(
+            (namespace, name), snapshots.oldest_expiry(observed.snapshots)
+        )
         plan = d.decide(observed, utc_now())
         try:
             self._act(observed, plan)
@@ -115,6 +122,7 @@ class Controller:
         Event on each VolumeSnapshot, as there is no Pipeline to put it on) and come back
         when the next one expires."""
         taken = self.kube.pipeline_snapshots(namespace, name)
+        metrics.ALARMS.record_snapshots((namespace, name), snapshots.oldest_expiry(taken))
         now = utc_now()
         for delete in snapshots.expired(taken, now):
             self.kube.delete_snapshot(delete)
@@ -161,6 +169,7 @@ class Controller:
             if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
                 failpoints.hit(failpoints.BEFORE_CLEARED_WRITTEN)
             self.kube.write_status(observed, new)
+            self._export(observed, plan.status)
             if was != api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARING:
                 metrics.CLEARS_REQUESTED.inc()
                 failpoints.hit(failpoints.AFTER_CLEARING_WRITTEN)
@@ -185,6 +194,18 @@ class Controller:
                 extra={"namespace": observed.namespace, "pipeline": observed.name},
             )
         return bool(wrote)
+
+    @staticmethod
+    def _export(observed: Observed, status: api.PipelineStatus) -> None:
+        """The per-pipeline gauges the alerts read (metrics.PipelineAlarms), from a status
+        the API server holds."""
+        metrics.ALARMS.record(
+            (observed.namespace, observed.name),
+            status.storage.status == api.StorageStatus.CLEARING,
+            status.storage.clearing_since,
+            status.error.error_code if status.error else None,
+            time.time(),
+        )
 
     def _emit(self, observed: Observed, event: d.Event) -> None:
         """Events are best effort, as with client-go's recorder (events.py): the state they
@@ -218,6 +239,7 @@ class Controller:
                 condition.reason, condition.message = code, pipeline_error.message[:MAX_MESSAGE]
         try:
             self.kube.write_status(observed, status_body(status))
+            self._export(observed, status)
             self._emit(observed, d.Event("Warning", code, pipeline_error.message))
         except ApiException as nested:
             log.warning(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter as Tally
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -67,6 +67,91 @@ CENSUS = PipelineCensus()
 REGISTRY.register(CENSUS)
 
 
+class PipelineAlarms(Collector):
+    """Per pipeline, what the alerts (deploy/helm/sluice/files/alerts.yaml) need a person for:
+
+    - `sluice_clearing_since_timestamp_seconds{namespace,pipeline}`: while storage is
+      `Clearing`, when the clear began (`status.storage.clearingSince`), as Unix seconds;
+      absent otherwise (Cleared, InUse, or the pipeline gone).
+    - `sluice_pipeline_error{namespace,pipeline,error_code}`: 1 while `status.error` holds
+      that code (e.g. StorageClearFailed); absent otherwise.
+    - `sluice_snapshot_oldest_expiry_timestamp_seconds{namespace,pipeline}`: the earliest
+      expires-at of the operator's VolumeSnapshots of that pipeline that still exist (also
+      after the Pipeline was deleted), as Unix seconds; absent when it has none. In the past
+      by more than a moment: an expired snapshot is not going away.
+
+    Only the leader reconciles, so only the leader exports them (a standby has none). Set
+    from what the operator observed and wrote, never from the pure core."""
+
+    def __init__(self) -> None:
+        self._clearing: dict[tuple[str, str], float] = {}
+        self._errors: dict[tuple[str, str], str] = {}
+        self._snapshots: dict[tuple[str, str], float] = {}
+
+    def record(
+        self,
+        key: tuple[str, str],
+        clearing: bool,
+        clearing_since: str | None,
+        error_code: str | None,
+        now: float,
+    ) -> None:
+        """The pipeline's status as persisted (observed, or just written). A Clearing status
+        without clearingSince (written before the field existed) counts from when this
+        process first saw it."""
+        if not clearing:
+            self._clearing.pop(key, None)
+        elif clearing_since:
+            self._clearing[key] = timestamp(clearing_since)
+        else:
+            self._clearing.setdefault(key, now)
+        if error_code:
+            self._errors[key] = error_code
+        else:
+            self._errors.pop(key, None)
+
+    def record_snapshots(self, key: tuple[str, str], oldest_expiry: str | None) -> None:
+        if oldest_expiry:
+            self._snapshots[key] = timestamp(oldest_expiry)
+        else:
+            self._snapshots.pop(key, None)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """The Pipeline is gone (its snapshots are recorded apart: they outlive it)."""
+        self._clearing.pop(key, None)
+        self._errors.pop(key, None)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        clearing = GaugeMetricFamily(
+            "sluice_clearing_since_timestamp_seconds",
+            "While a pipeline's storage is Clearing: when the clear began (Unix seconds).",
+            labels=["namespace", "pipeline"],
+        )
+        for (namespace, name), since in sorted(dict(self._clearing).items()):
+            clearing.add_metric([namespace, name], since)
+        yield clearing
+        errors = GaugeMetricFamily(
+            "sluice_pipeline_error",
+            "1 while a pipeline's status.error holds error_code.",
+            labels=["namespace", "pipeline", "error_code"],
+        )
+        for (namespace, name), code in sorted(dict(self._errors).items()):
+            errors.add_metric([namespace, name, code], 1)
+        yield errors
+        expiry = GaugeMetricFamily(
+            "sluice_snapshot_oldest_expiry_timestamp_seconds",
+            "The earliest expires-at of a pipeline's kept VolumeSnapshots (Unix seconds).",
+            labels=["namespace", "pipeline"],
+        )
+        for (namespace, name), at in sorted(dict(self._snapshots).items()):
+            expiry.add_metric([namespace, name], at)
+        yield expiry
+
+
+ALARMS = PipelineAlarms()
+REGISTRY.register(ALARMS)
+
+
 class TaskCensus(Collector):
     """`sluice_asyncio_tasks`: tasks alive in the operator's event loop (a leak shows here)."""
 
@@ -87,3 +172,9 @@ REGISTRY.register(TASKS)
 def seconds_between(start: str, end: str) -> float:
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     return (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
+
+
+def timestamp(stamp: str) -> float:
+    """An RFC 3339 time as the operator writes it (or with an offset), as Unix seconds."""
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()

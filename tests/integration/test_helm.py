@@ -87,6 +87,7 @@ def test_helm_lint_with_default_and_every_optional_value(cluster: LocalCluster) 
         *("--set", "operator.leaderElection.enabled=true,operator.replicas=2"),
         *("--set", "metrics.serviceMonitor.enabled=true,operator.logFormat=json"),
         *("--set", "api.enabled=false"),
+        *("--set", "alerts.enabled=true,dashboard.enabled=true"),
     )
     helm(cluster, *("lint", "--strict", str(CHART)), *("--set", "api.tls.enabled=false"))
 

@@ -96,13 +96,25 @@ def test_leader_sigkilled_mid_clear_standby_finishes(
     foreign = foreign_claim(api_client, namespace, looks_like="p0")
 
     with mid_clear(kubectl, api_client, namespace, PIPELINES, "r1"):
+        # The stuck-clear alert's gauge: the leader's only (a standby reconciles nothing).
+        began = wait_for(lambda: clearing_since(leader, namespace), what="leader's gauge")
+        assert clearing_since(standby, namespace) is None
         leader.kill()
         clock = Stopwatch()
         wait_for(lambda: standby.metric("sluice_leader") == 1.0, timeout=60, what="standby leads")
         print(f"failover after SIGKILL: {clock.seconds():.1f}s")
+        # The new leader exports the same start, read from the persisted status.
+        assert wait_for(lambda: clearing_since(standby, namespace), what="gauge") == began
     wait_cleared(kubectl, namespace)
     check_exactly_once(kubectl, api_client, namespace, PIPELINES, "r1", foreign)
     assert standby.alive, standby.log()
+    assert clearing_since(standby, namespace) is None  # gone once Cleared
+
+
+def clearing_since(operator: Operator, namespace: str) -> float | None:
+    """p0's sluice_clearing_since_timestamp_seconds on that operator's /metrics, or None."""
+    key = f'sluice_clearing_since_timestamp_seconds{{namespace="{namespace}",pipeline="p0"}}'
+    return operator.samples().get(key)
 
 
 def test_graceful_stop_hands_over_by_releasing_the_lease(

@@ -205,6 +205,15 @@ def expired(snapshots: list[dict[str, Any]], now: str) -> list[DeleteSnapshot]:
     return out
 
 
+def oldest_expiry(snapshots: list[dict[str, Any]]) -> str | None:
+    """The earliest expires-at among the operator's snapshots that still exist, also those
+    whose deletion was sent and has not completed (for the snapshot-overdue alert)."""
+    stamps = [(w, s) for s in snapshots if (w := _expiry(s)) is not None]
+    if not stamps:
+        return None
+    return _format_time(min(w for w, _ in stamps))
+
+
 def next_expiry_in(snapshots: list[dict[str, Any]], now: str) -> float | None:
     """Seconds until the next snapshot expires (for the work queue's add_after), if any."""
     at = _parse_time(now)
