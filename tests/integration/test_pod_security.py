@@ -29,30 +29,16 @@ from sluice.core import manifests
 
 from .conftest import Operator
 from .pipelines import IMAGE, apply, patch, wait_jsonpath
+from .pod_security import assert_refused, dry_run_pod, enforce_restricted, without_security_context
 from .volumes import bound_volume, volume, volume_dir
 
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
 UID = manifests.PIPELINE_USER
-# What PodSecurity says of a pod with no securityContext (k8s.io/pod-security-admission,
-# policy/check_*.go), one check each of the restricted profile.
-VIOLATIONS = [
-    'violates PodSecurity "restricted:latest"',
-    "allowPrivilegeEscalation != false",
-    "unrestricted capabilities",
-    "runAsNonRoot != true",
-    "seccompProfile",
-]
 
 
 @pytest.fixture
 def restricted(kubectl: Kubectl, namespace: str) -> str:
     """The test's namespace (real node), enforcing the restricted profile."""
-    kubectl(
-        "label", "--overwrite", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items())
-    )
+    enforce_restricted(kubectl, namespace)
     return namespace
 
 
@@ -72,46 +58,12 @@ def pipeline(name: str, namespace: str, storage_class: str, **spec: Any) -> str:
     )
 
 
-def pod_from_template(name: str, namespace: str, template: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": template["metadata"]["labels"],
-            },
-            "spec": template["spec"],
-        }
-    )
-
-
-def dry_run_pod(kubectl: Kubectl, name: str, namespace: str, template: dict[str, Any]) -> Any:
-    return kubectl(
-        "create",
-        "--dry-run=server",
-        "-f",
-        "-",
-        input=pod_from_template(name, namespace, template),
-        check=False,
-    )
-
-
 def template_of(spec: dict[str, Any]) -> dict[str, Any]:
     model = api.PipelineSpec.model_validate(spec)
     template: dict[str, Any] = manifests.stateful_set("orders", "uid-1", model, "claim-1")["spec"][
         "template"
     ]
     return template
-
-
-def without_security_context(template: dict[str, Any]) -> dict[str, Any]:
-    stripped: dict[str, Any] = json.loads(json.dumps(template))
-    stripped["spec"].pop("securityContext", None)
-    for c in stripped["spec"]["containers"]:
-        c.pop("securityContext", None)
-    return stripped
 
 
 def test_the_pipeline_pod_is_admitted_and_without_its_security_context_refused(
@@ -127,11 +79,7 @@ def test_the_pipeline_pod_is_admitted_and_without_its_security_context_refused(
 
     image_default = template_of({**spec, "podSecurity": "ImageDefault"})
     assert image_default == without_security_context(default)
-    refused = dry_run_pod(kubectl, "orders-0", restricted, image_default)
-    assert refused.returncode != 0
-    assert "Forbidden" in refused.stderr, refused.stderr
-    for violation in VIOLATIONS:
-        assert violation in refused.stderr, (violation, refused.stderr)
+    assert_refused(dry_run_pod(kubectl, "orders-0", restricted, image_default))
 
 
 def pod_of(name: str) -> str:
@@ -187,12 +135,8 @@ def test_a_restricted_pipeline_runs_and_checkpoints_on_csi_local(
 
     # The StatefulSet the operator made, stripped of its securityContext, is refused here.
     sts = json.loads(kubectl("-n", ns, "get", "statefulset", "orders", "-o", "json").stdout)
-    refused = dry_run_pod(
-        kubectl, "stripped", ns, without_security_context(sts["spec"]["template"])
-    )
-    assert refused.returncode != 0
-    for violation in VIOLATIONS:
-        assert violation in refused.stderr, (violation, refused.stderr)
+    stripped = without_security_context(sts["spec"]["template"])
+    assert_refused(dry_run_pod(kubectl, "stripped", ns, stripped))
 
 
 def test_the_hostpath_class_needs_image_default_which_restricted_refuses(
