@@ -7,7 +7,7 @@ import json
 import subprocess
 from typing import Any
 
-from localkube.fixtures import Kubectl
+from localkube.fixtures import Kubectl, wait_for
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -63,3 +63,21 @@ def assert_refused(result: subprocess.CompletedProcess[str]) -> None:
     assert "Forbidden" in result.stderr, result.stderr
     for violation in VIOLATIONS:
         assert violation in result.stderr, (violation, result.stderr)
+
+
+def wait_admitted(kubectl: Kubectl, namespace: str, selector: str, count: int) -> list[str]:
+    """The names of `count` pods matching the selector once they exist; if they never do,
+    fails with the controllers' FailedCreate Events (PodSecurity's refusal, in its words)."""
+
+    def pods() -> list[str] | None:
+        names = kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "name").stdout
+        return names.split() if len(names.split()) == count else None
+
+    try:
+        return wait_for(pods, timeout=60, what=f"{count} pods {selector}", interval=1)
+    except AssertionError:
+        refusals = kubectl(
+            *("-n", namespace, "get", "events", "--field-selector", "reason=FailedCreate"),
+            *("-o", "jsonpath={.items[*].message}"),
+        ).stdout
+        raise AssertionError(f"pods {selector} not created: {refusals}") from None

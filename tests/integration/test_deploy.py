@@ -26,7 +26,7 @@ from .pipelines import (
     run_and_wait,
     wait_jsonpath,
 )
-from .pod_security import assert_refused, dry_run_pod, without_security_context
+from .pod_security import assert_refused, dry_run_pod, wait_admitted, without_security_context
 from .test_rest_api import self_signed
 
 DEPLOY = REPO / "deploy"
@@ -420,14 +420,13 @@ def test_the_pods_are_admitted_under_restricted_and_refused_without_their_securi
     ]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     name = f"sluice-{component}"
-    kubectl("-n", SYSTEM, "rollout", "status", f"deployment/{name}", "--timeout=60s", timeout=70)
+    wait_admitted(kubectl, SYSTEM, f"app.kubernetes.io/component={component}", 2)
     pods = json.loads(
         kubectl(
             *("-n", SYSTEM, "get", "pods", "-l", f"app.kubernetes.io/component={component}"),
             *("-o", "json"),
         ).stdout
     )["items"]
-    assert len(pods) == 2
     for pod in pods:
         (container,) = pod["spec"]["containers"]
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}

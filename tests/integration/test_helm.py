@@ -20,7 +20,13 @@ from localkube.fixtures import Kubectl
 
 from .conftest import Operator
 from .pipelines import can_i, clear_and_wait, get, run_and_wait
-from .pod_security import assert_refused, dry_run_pod, enforce_restricted, without_security_context
+from .pod_security import (
+    assert_refused,
+    dry_run_pod,
+    enforce_restricted,
+    wait_admitted,
+    without_security_context,
+)
 from .test_deploy import pipeline_claims
 
 CHART = REPO / "deploy/helm/sluice"
@@ -397,16 +403,10 @@ def test_install_is_admitted_in_a_namespace_enforcing_restricted(
     try:
         for component in ("operator", "api"):
             name = f"{release}-{component}"
-            kubectl(
-                *("-n", release_namespace, "rollout", "status", f"deployment/{name}"),
-                "--timeout=90s",
-                timeout=100,
+            selector = (
+                f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}"
             )
-            pods = kubectl(
-                *("-n", release_namespace, "get", "pods", "-o", "name"),
-                *("-l", f"app.kubernetes.io/component={component}"),
-            ).stdout.split()
-            assert len(pods) == 2, pods
+            wait_admitted(kubectl, release_namespace, selector, 2)
             deployment = kubectl(
                 "-n", release_namespace, "get", "deployment", name, "-o", "yaml"
             ).stdout
