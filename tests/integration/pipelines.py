@@ -24,6 +24,14 @@ IMAGE_IGNORING_SIGTERM = f"{IMAGE}-ignores-sigterm"
 both_classes = pytest.mark.parametrize("storage_class_name", [STORAGE_CLASS, CSI_CLASS])
 
 
+def pod_security(storage_class: str | None) -> dict[str, str]:
+    """The spec field a pipeline needs to write its volume on this class: the in-tree hostPath
+    provisioner's directories are root's, mode 0750, and the kubelet gives no fsGroup to
+    hostPath volumes, so a pipeline there runs as its image's user (root); csi-local's get
+    the Restricted default's fsGroup (test_pod_security.py)."""
+    return {"podSecurity": "ImageDefault"} if storage_class in (None, STORAGE_CLASS) else {}
+
+
 HOLD = "sluice.dev/test-hold"  # a finalizer tests use to hold a deletion open
 MERGE = "application/merge-patch+json"
 
@@ -47,7 +55,12 @@ def document(
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "Pipeline",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
+        "spec": {
+            "desiredState": desired,
+            "image": IMAGE,
+            "storage": storage,
+            **pod_security(storage_class),
+        },
     }
 
 

@@ -20,7 +20,7 @@ from localkube.cluster import CSI_CLASS, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import IMAGE, claims, events, get, read_claim
+from .pipelines import IMAGE, claims, events, get, pod_security, read_claim
 
 pytestmark = pytest.mark.cluster
 
@@ -43,7 +43,12 @@ def pipeline(
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "Pipeline",
         "metadata": {"name": "orders", "namespace": namespace},
-        "spec": {"desiredState": desired, "image": IMAGE, "storage": storage},
+        "spec": {
+            "desiredState": desired,
+            "image": IMAGE,
+            "storage": storage,
+            **pod_security(storage_class),
+        },
     }
 
 

@@ -26,6 +26,7 @@ from .pipelines import (
     run_and_wait,
     wait_jsonpath,
 )
+from .pod_security import assert_refused, dry_run_pod, wait_admitted, without_security_context
 from .test_rest_api import self_signed
 
 DEPLOY = REPO / "deploy"
@@ -403,3 +404,37 @@ def test_the_api_deployment_rolls_out_with_its_own_account(
     service = json.loads(kubectl("-n", SYSTEM, "get", "service", "sluice-api", "-o", "json").stdout)
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
     assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("https", 443)]
+
+
+# ---- Pod Security: sluice-system enforces "restricted" (namespace.yaml) ----------------------
+
+
+@pytest.mark.parametrize("component", ["operator", "api"])
+def test_the_pods_are_admitted_under_restricted_and_refused_without_their_security_context(
+    kubectl: Kubectl, installed: None, component: str
+) -> None:
+    """The API server's PodSecurity admission enforces restricted in sluice-system: the
+    Deployment's pods exist, and the same pod without its securityContexts is refused."""
+    labels = json.loads(kubectl("get", "namespace", SYSTEM, "-o", "json").stdout)["metadata"][
+        "labels"
+    ]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    name = f"sluice-{component}"
+    wait_admitted(kubectl, SYSTEM, f"app.kubernetes.io/component={component}", 2)
+    pods = json.loads(
+        kubectl(
+            *("-n", SYSTEM, "get", "pods", "-l", f"app.kubernetes.io/component={component}"),
+            *("-o", "json"),
+        ).stdout
+    )["items"]
+    for pod in pods:
+        (container,) = pod["spec"]["containers"]
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    template = json.loads(kubectl("-n", SYSTEM, "get", "deployment", name, "-o", "json").stdout)[
+        "spec"
+    ]["template"]
+    assert dry_run_pod(kubectl, f"{name}-again", SYSTEM, template).returncode == 0
+    assert_refused(dry_run_pod(kubectl, f"{name}-bare", SYSTEM, without_security_context(template)))

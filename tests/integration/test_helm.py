@@ -21,6 +21,13 @@ from localkube.fixtures import Kubectl
 
 from .conftest import Operator
 from .pipelines import can_i, clear_and_wait, get, run_and_wait
+from .pod_security import (
+    assert_refused,
+    dry_run_pod,
+    enforce_restricted,
+    wait_admitted,
+    without_security_context,
+)
 from .test_deploy import pipeline_claims
 
 CHART = REPO / "deploy/helm/sluice"
@@ -91,6 +98,7 @@ def test_helm_lint_with_default_and_every_optional_value(cluster: LocalCluster) 
         *("--set", "alerts.enabled=true,dashboard.enabled=true"),
     )
     helm(cluster, *("lint", "--strict", str(CHART)), *("--set", "api.tls.enabled=false"))
+    helm(cluster, *("lint", "--strict", str(CHART)), *("--set", "api.networkPolicy.enabled=true"))
 
 
 def _api_pod(rendered: list[dict[str, Any]]) -> dict[str, Any]:
@@ -350,4 +358,66 @@ def test_an_operator_watching_one_namespace_works_with_only_its_roles(
     finally:
         operator.stop()
         operator.start()
+        helm(cluster, "uninstall", release, "--namespace", release_namespace)
+
+
+def network_policies(cluster: LocalCluster, *flags: str) -> list[dict[str, Any]]:
+    rendered = helm(cluster, "template", "sluice", str(CHART), "-n", "sluice-system", *flags)
+    return [d for d in documents(rendered) if d["kind"] == "NetworkPolicy"]
+
+
+def test_the_api_network_policy_renders_only_when_enabled(cluster: LocalCluster) -> None:
+    assert network_policies(cluster) == []  # off by default
+    team = ("--set-json", 'api.networkPolicy.namespaceSelector={"matchLabels":{"team":"a"}}')
+    gateway = ("--set-json", 'api.networkPolicy.podSelector={"matchLabels":{"app":"gw"}}')
+    on = ("--set", "api.networkPolicy.enabled=true")
+    (policy,) = network_policies(cluster, *on, *team, *gateway)
+    api_deployment = by_kind_and_name(
+        documents(helm(cluster, "template", "sluice", str(CHART), "-n", "sluice-system"))
+    )[("Deployment", "sluice-api")]
+    assert policy["metadata"]["namespace"] == "sluice-system"
+    # It selects exactly the API's pods, and lets in only its port from the given peers.
+    assert policy["spec"]["podSelector"] == api_deployment["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "a"}},
+                    "podSelector": {"matchLabels": {"app": "gw"}},
+                }
+            ],
+            "ports": [{"port": "https", "protocol": "TCP"}],
+        }
+    ]
+    ports = api_deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [p["name"] for p in ports] == ["https"]
+    (plain,) = network_policies(cluster, *on, "--set", "api.tls.enabled=false")
+    assert plain["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert plain["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}, "podSelector": {}}]
+    assert network_policies(cluster, *on, "--set", "api.enabled=false") == []
+
+
+def test_install_is_admitted_in_a_namespace_enforcing_restricted(
+    cluster: LocalCluster, kubectl: Kubectl, release_namespace: str
+) -> None:
+    """The operator's and the API's pods are created under restricted (on kwok: their image
+    is not built); the same pods without their securityContexts would be refused there."""
+    enforce_restricted(kubectl, release_namespace)
+    release, _ = install(cluster, release_namespace, *("--set", "api.networkPolicy.enabled=true"))
+    try:
+        for component in ("operator", "api"):
+            name = f"{release}-{component}"
+            selector = (
+                f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}"
+            )
+            wait_admitted(kubectl, release_namespace, selector, 2)
+            deployment = kubectl(
+                "-n", release_namespace, "get", "deployment", name, "-o", "yaml"
+            ).stdout
+            template = yaml.safe_load(deployment)["spec"]["template"]
+            bare = without_security_context(template)
+            assert_refused(dry_run_pod(kubectl, f"{name}-bare", release_namespace, bare))
+        kubectl("-n", release_namespace, "get", "networkpolicy", f"{release}-api")
+    finally:
         helm(cluster, "uninstall", release, "--namespace", release_namespace)

@@ -30,6 +30,7 @@ from .pipelines import (
     claim_names,
     get,
     patch,
+    pod_security,
     wait_jsonpath,
     wait_storage,
 )
@@ -49,7 +50,13 @@ def engine_pipeline(
             "apiVersion": "sluice.dev/v1alpha1",
             "kind": "Pipeline",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"desiredState": "Running", "image": image, "storage": storage, **spec},
+            "spec": {
+                "desiredState": "Running",
+                "image": image,
+                "storage": storage,
+                **pod_security(storage_class),
+                **spec,
+            },
         }
     )
 

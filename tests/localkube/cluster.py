@@ -990,9 +990,15 @@ class _Api:
         )
         # attachRequired false: csi-local has no ControllerPublish, the kubelet stages and
         # publishes (bind mounts) through the node service without a VolumeAttachment.
+        # fsGroupPolicy File: the kubelet gives each volume a pod's fsGroup (chown and
+        # setgid, group-writable), as block-device drivers do; the default
+        # (ReadWriteOnceWithFSType) would skip csi-local's volumes, which have no fsType, and
+        # leave them writable for root only.
         csi_driver = client.V1CSIDriver(
             metadata=client.V1ObjectMeta(name=CSI_DRIVER),
-            spec=client.V1CSIDriverSpec(attach_required=False, pod_info_on_mount=False),
+            spec=client.V1CSIDriverSpec(
+                attach_required=False, pod_info_on_mount=False, fs_group_policy="File"
+            ),
         )
         resources = {"cpu": "32", "memory": "256Gi", "pods": "250"}
         node = client.V1Node(

@@ -246,6 +246,11 @@ class ClearPolicy(StrEnum):
     DETACH = "Detach"
 
 
+class PodSecurity(StrEnum):
+    RESTRICTED = "Restricted"
+    IMAGE_DEFAULT = "ImageDefault"
+
+
 class DeploymentStatus(StrEnum):
     STOPPED = "Stopped"
     PROVISIONING = "Provisioning"
@@ -529,6 +534,15 @@ class PipelineSpec(_Model):
         "within it; a forced stop (the REST API's stop?force=true, or the annotation "
         "sluice.dev/force-stop) gives 1 second. At least 1: a pod deleted with 0 leaves the "
         "API before its process has exited.",
+    )
+    pod_security: PodSecurity | None = Field(
+        default=None,
+        description="The pipeline pod's securityContext, applied from its next start. "
+        "Restricted (when unset): what the restricted Pod Security Standard requires, as "
+        "uid, gid and fsGroup 1000 with a read-only root filesystem; the storage is written "
+        "as that uid, so its volume must honour fsGroup (most CSI drivers do; the in-tree "
+        "hostPath provisioner does not). ImageDefault: no securityContext, the image's own "
+        "user (as before Sluice set one); refused in a namespace enforcing restricted.",
     )
     storage: StorageSpec = Field(description="The pipeline's persistent storage.")
 

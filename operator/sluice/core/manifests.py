@@ -24,6 +24,37 @@ if TYPE_CHECKING:  # snapshots builds its VolumeSnapshots here: no import cycle 
 
 CONTAINER_NAME = "pipeline"
 VOLUME_NAME = "storage"
+# The pipeline's uid, gid and fsGroup under podSecurity Restricted: the first unprivileged
+# user of the usual base images (Debian's and Ubuntu's adduser start there), numeric so the
+# kubelet can check runAsNonRoot whatever USER the image names (or none: root).
+PIPELINE_USER = 1000
+
+
+def pod_security_context(spec: api.PipelineSpec) -> dict[str, Any] | None:
+    """What the "restricted" Pod Security Standard asks of the pod; fsGroup makes the
+    volume's root group-writable for PIPELINE_USER where the volume plugin supports it."""
+    if spec.pod_security == api.PodSecurity.IMAGE_DEFAULT:
+        return None
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": PIPELINE_USER,
+        "runAsGroup": PIPELINE_USER,
+        "fsGroup": PIPELINE_USER,
+        # Only the volume's root is checked: no recursive chown of a large volume per start.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(spec: api.PipelineSpec) -> dict[str, Any] | None:
+    """The container's part: the engine writes only its storage (STORAGE_MOUNT_PATH)."""
+    if spec.pod_security == api.PodSecurity.IMAGE_DEFAULT:
+        return None
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+    }
 
 
 def selector_labels(name: str, uid: str) -> dict[str, str]:
@@ -111,12 +142,21 @@ def container(spec: api.PipelineSpec) -> dict[str, Any]:
 
 def stateful_set(name: str, uid: str, spec: api.PipelineSpec, claim: str) -> dict[str, Any]:
     """One replica mounting the claim the operator owns (no volumeClaimTemplate on purpose:
-    its fixed claim name would re-adopt a detached claim on the next start)."""
+    its fixed claim name would re-adopt a detached claim on the next start).
+
+    The securityContexts are set here only, not in `container` (UpdateContainer's patch of
+    a running StatefulSet): a pipeline gets them when it next starts, never half of them on
+    an image change of a pod that was started without them."""
     labels = selector_labels(name, uid)
+    main = container(spec)
+    if (restricted := container_security_context(spec)) is not None:
+        main["securityContext"] = restricted
     pod_spec: dict[str, Any] = {
-        "containers": [container(spec)],
+        "containers": [main],
         "volumes": [{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}}],
     }
+    if (pod_context := pod_security_context(spec)) is not None:
+        pod_spec["securityContext"] = pod_context
     if spec.termination_grace_period_seconds is not None:
         pod_spec["terminationGracePeriodSeconds"] = spec.termination_grace_period_seconds
     return {
