@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         help="serve Prometheus metrics on this port (0: off)",
     )
     run.add_argument(
-        "--workers", type=int, default=4, help="pipelines reconciled concurrently (default 4)"
+        "--workers", type=int, default=16, help="pipelines reconciled concurrently (default 16)"
     )
     run.add_argument(
         "--kube-api-qps",

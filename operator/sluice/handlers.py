@@ -37,7 +37,7 @@ class RunOptions:
     """`sluice run`'s flags, set by cli.py before kopf starts."""
 
     namespaces: tuple[str, ...] = ()  # none: all namespaces
-    workers: int = 4
+    workers: int = 16
     kube_api_qps: float = 100.0
     kube_api_burst: int = 200
     # With PVs watched, a clear waiting for a volume is woken by its events; this look is

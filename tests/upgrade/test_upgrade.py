@@ -32,6 +32,7 @@ from integration.pipelines import (
     run_and_wait,
     stop_and_clear,
     storage,
+    wait_condition,
     wait_jsonpath,
     wait_storage,
 )
@@ -47,10 +48,23 @@ from upgrade.release import PREVIOUS_VERSION, previous_crd
 
 # A value for every spec field the previous release does not know (crd_compat.added_properties
 # lists them; the test fails when one has no example here): a rolled-back operator sees them.
-NEW_FIELD_EXAMPLES: dict[str, Any] = {}
+NEW_FIELD_EXAMPLES: dict[str, Any] = {".spec.podSecurity": "ImageDefault"}
 
 CHART = REPO / "deploy/helm/sluice"
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1", "volumesnapshots")
+
+
+def previous_manifest(name: str, namespace: str, **kwargs: Any) -> str:
+    """A Pipeline as a user of the previous release wrote it (no field it did not have)."""
+    obj = yaml.safe_load(manifest(name, namespace, **kwargs))
+    obj["spec"].pop("podSecurity", None)
+    return yaml.safe_dump(obj)
+
+
+def run_previous(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> None:
+    apply(kubectl, previous_manifest(name, namespace, **kwargs))
+    wait_condition(kubectl, namespace, name, "Running")
+    wait_jsonpath(kubectl, namespace, name, ".status.storage.status", "InUse")
 
 
 def install_crd(kubectl: Kubectl, folder: Path) -> None:
@@ -167,15 +181,19 @@ def test_upgrade_from_the_previous_release_loses_nothing(
     # The previous release, and pipelines in every state.
     install_crd(kubectl, previous_release / "crds")
     with running(old, namespace):
-        run_and_wait(kubectl, namespace, "running")
-        run_and_wait(kubectl, namespace, "stopped")
+        run_previous(kubectl, namespace, "running")
+        # On csi-local, whose volumes take a pod's fsGroup: it starts again after the upgrade
+        # under the new release's restricted securityContext, on the files root wrote.
+        run_previous(kubectl, namespace, "stopped", storage_class=CSI_CLASS)
         patch(kubectl, namespace, "stopped", {"spec": {"desiredState": "Stopped"}})
         wait_jsonpath(kubectl, namespace, "stopped", ".status.deploymentStatus", "Stopped")
-        run_and_wait(kubectl, namespace, "cleared")
+        run_previous(kubectl, namespace, "cleared")
         clear_and_wait(kubectl, namespace, "cleared")
-        run_and_wait(kubectl, namespace, "detached", policy="Detach")
+        run_previous(kubectl, namespace, "detached", policy="Detach")
         clear_and_wait(kubectl, namespace, "detached")
-        safety_net = yaml.safe_load(manifest("snapshotted", namespace, storage_class=CSI_CLASS))
+        safety_net = yaml.safe_load(
+            previous_manifest("snapshotted", namespace, storage_class=CSI_CLASS)
+        )
         safety_net["spec"]["storage"]["snapshotBeforeClear"] = {
             "volumeSnapshotClassName": CSI_CLASS,
             "retainFor": "24h",
@@ -183,7 +201,7 @@ def test_upgrade_from_the_previous_release_loses_nothing(
         apply(kubectl, yaml.safe_dump(safety_net))
         wait_jsonpath(kubectl, namespace, "snapshotted", ".status.storage.status", "InUse", 90)
         clear_and_wait(kubectl, namespace, "snapshotted", timeout=180)
-        run_and_wait(kubectl, namespace, "cut")
+        run_previous(kubectl, namespace, "cut")
     # A clear cut off by SIGKILL: the previous operator dies right after its first claim delete.
     old.start(namespace=namespace, failpoints=failpoints.AFTER_FIRST_CLAIM_DELETE)
     stop_and_clear(kubectl, namespace, "cut", "r1")
@@ -220,6 +238,12 @@ def test_upgrade_from_the_previous_release_loses_nothing(
         # The new operator acts on the old objects, and on new ones.
         patch(kubectl, namespace, "stopped", {"spec": {"desiredState": "Running"}})
         wait_jsonpath(kubectl, namespace, "stopped", ".status.deploymentStatus", "Running", 90)
+        (pod,) = _items(
+            client.CoreV1Api(api).list_namespaced_pod(
+                namespace, label_selector=f"{PIPELINE_LABEL}=stopped"
+            )
+        )
+        assert pod["spec"]["security_context"]["run_as_user"] == 1000, "not restricted"
         run_and_wait(kubectl, namespace, "fresh")
         clear_and_wait(kubectl, namespace, "fresh", timeout=120)
         settled(new)
