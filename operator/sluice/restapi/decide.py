@@ -22,7 +22,7 @@ from sluice.restapi.models import (
     ProgramError,
 )
 
-PLATFORM_VERSION = "sluice-0.1.0"
+PLATFORM_VERSION = "sluice-0.2.0"
 DESCRIPTION_ANNOTATION = "sluice.dev/description"
 PIPELINE_FAILED = "PipelineFailed"  # deployment_error when the pod failed
 

@@ -178,7 +178,7 @@ def document(routes: list[Route], server_url: str | None = None) -> dict[str, An
         "openapi": "3.1.0",
         "info": {
             "title": "Sluice REST API",
-            "version": "0.1.0",
+            "version": "0.2.0",
             "description": "Feldera's pipeline API (the subset Sluice serves), backed by "
             "sluice.dev/v1alpha1 Pipeline resources in one Kubernetes namespace. Requests "
             "carry a Kubernetes bearer token; a TokenReview authenticates it and a "
