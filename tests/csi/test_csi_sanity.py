@@ -112,11 +112,10 @@ def controller(tmp_path: Path) -> Iterator[Driver]:
     its namespace, and the loop devices with them."""
     state = tmp_path / "csi-local"
     yield from _start(tmp_path, "csi-local", state, node=False)
-    gone = lambda: not _loop_devices(state)  # noqa: E731
     deadline = time.monotonic() + 10
-    while not gone() and time.monotonic() < deadline:
+    while _loop_devices(state) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert gone(), f"loop devices left attached: {_loop_devices(state)}"
+    assert not _loop_devices(state), f"loop devices left attached: {_loop_devices(state)}"
 
 
 @pytest.fixture
@@ -389,7 +388,7 @@ def test_registrar_registers_the_node_socket_with_the_kubelet(
     assert not socket.exists()
 
 
-def _usage(driver: Driver, volume_id: str, path: Path) -> dict[str, int]:
+def _usage(driver: Driver, volume_id: str, path: Path) -> dict[str, dict[str, int]]:
     stats = _call(
         driver, "csi.v1.Node/NodeGetVolumeStats", {"volumeId": volume_id, "volumePath": str(path)}
     )
