@@ -38,13 +38,16 @@ kube-bins:
 # work the same) because they install in seconds, where those build in ~2.5 min and need
 # libseccomp-dev. containerd 1.x support ends with Kubernetes 1.38: switch to v2 before the
 # pin in tests/localkube/go.mod gets there. Nothing starts them as a service (no systemd):
-# the launcher runs containerd with a config of its own. Quick when already installed.
+# the launcher runs containerd with a config of its own. xfsprogs: csi-local's volumes are XFS
+# filesystems on loop devices, grown online (tests/csi/driver/volume.go says why not ext4).
+# Quick when already installed.
 node-runtime:
 	@command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null \
-	  && command -v containerd-shim-runc-v2 >/dev/null || { \
-	  echo "installing containerd and runc (Debian packages)" >&2; \
+	  && command -v containerd-shim-runc-v2 >/dev/null && command -v mkfs.xfs >/dev/null \
+	  && command -v xfs_growfs >/dev/null || { \
+	  echo "installing containerd, runc and xfsprogs (Debian packages)" >&2; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends containerd runc >/dev/null; }
+	    apt-get install -y -qq --no-install-recommends containerd runc xfsprogs >/dev/null; }
 
 # Argo CD for the GitOps tests (tests/argocd): its multi-call binary at the version pinned by
 # tests/tools/argocd/go.mod (rebuilt only when the pins change; cold ~10 min), and Debian's

@@ -3,7 +3,8 @@ ports, and a crashed previous run is cleaned up by the next start; `down` remove
 volume directories its own run provisioned, and nothing else (issue 11), and the CSI
 driver's state (issue 18); the CSI components restart one by one. The real node (issue 23)
 leaves the machine as it was: no process, cgroup, mount, network link, iptables rule or
-changed sysctl after `down`, though a pod ran on it with a volume.
+changed sysctl after `down`, though a pod ran on it with a volume; nor a loop device or a
+mount of csi-local's (issue 26: each of its volumes is a filesystem on a loop device).
 
 Uses its own state directory, so the session's cluster is not touched.
 """
@@ -24,7 +25,14 @@ from typing import Any
 
 from kubernetes import client, config
 from localkube import cgroups, node
-from localkube.cluster import COMPONENTS, CSI_CLASS, LocalCluster, port_in_use, running_pids
+from localkube.cluster import (
+    COMPONENTS,
+    CSI_CLASS,
+    LocalCluster,
+    csi_loop_devices,
+    port_in_use,
+    running_pids,
+)
 from localkube.fixtures import wait_for
 
 
@@ -145,6 +153,7 @@ def test_a_crashed_run_is_cleaned_up_and_down_leaves_nothing(tmp_path: Path) -> 
         second.down()
         assert [p for p in ours if p.exists()] == []
         assert not second.csi_dir.exists(), "down removes the CSI driver's state"
+        assert csi_loop_devices(second.csi_dir) == [], "down detaches the volumes' loop devices"
         assert theirs.exists()
     finally:
         shutil.rmtree(theirs, ignore_errors=True)
@@ -181,6 +190,7 @@ class Machine:
     sysctls: tuple[tuple[str, str], ...]
     cgroups: frozenset[str]
     paths: frozenset[str]
+    loops: frozenset[str]
 
 
 def _machine() -> Machine:
@@ -199,11 +209,17 @@ def _machine() -> Machine:
             str(p) for h in cgroups.cgroup_hierarchies() for p in h.iterdir() if p.is_dir()
         ),
         paths=frozenset(p for p in HOST_PATHS if Path(p).exists()),
+        loops=frozenset(
+            f"{b.parent.parent.name} {b.read_text().strip()}"
+            for b in Path("/sys/block").glob("loop*/loop/backing_file")
+            if b.exists()
+        ),
     )
 
 
 def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
-    """A probe pod on the real node with a hostPath claim; the node's processes then."""
+    """A probe pod on the real node with a hostPath claim and a csi-local one; the node's
+    processes then."""
     api: Any = config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=str(local.kubeconfig), persist_config=False
     )
@@ -218,6 +234,11 @@ def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
             },
         }
         core.create_namespaced_persistent_volume_claim("default", claim)
+        csi_claim: Any = {
+            "metadata": {"name": "csi-data"},
+            "spec": {**claim["spec"], "storageClassName": CSI_CLASS},
+        }
+        core.create_namespaced_persistent_volume_claim("default", csi_claim)
         pod: Any = {
             "metadata": {"name": "probe"},
             "spec": {
@@ -226,10 +247,16 @@ def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
                         "name": "probe",
                         "image": "localhost/sluice/probe:0.1.0",
                         "args": ["write", "/data/hello", "hello"],
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": "/data"},
+                            {"name": "csi-data", "mountPath": "/csi"},
+                        ],
                     }
                 ],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "csi-data", "persistentVolumeClaim": {"claimName": "csi-data"}},
+                ],
             },
         }
         core.create_namespaced_pod("default", pod)
@@ -252,6 +279,11 @@ def _run_a_pod_with_a_claim(local: LocalCluster) -> set[int]:
         check=True,
     ).stdout
     assert "overlay" in inside and "kube-api-access" in inside, inside
+    # The csi-local volume: its loop device, mounted on the host (the controller) and in the
+    # node (staged and published).
+    (device,) = csi_loop_devices(local.csi_dir)
+    assert device in inside, inside
+    assert device in Path("/proc/self/mounts").read_text()
     return pids
 
 
@@ -272,7 +304,12 @@ def test_down_leaves_the_machine_as_it_was(tmp_path: Path) -> None:
     after = _machine()
     assert not [p for p in node_pids if _alive(p)], "the node's processes outlived down"
     assert list(running_pids(state_dir)) == []
-    assert sorted(after.mounts - before.mounts) == []
+    # Another local cluster running meanwhile mounts its csi-local volumes on the host.
+    theirs = [m for m in after.mounts if "/csi/volumes/vol-" in m and str(tmp_path) not in m]
+    assert sorted(after.mounts - before.mounts - set(theirs)) == []
+    assert csi_loop_devices(local.csi_dir) == []
+    # Another engineer's cluster may attach loop devices meanwhile: only ours count.
+    assert [loop for loop in after.loops - before.loops if str(tmp_path) in loop] == []
     assert after.links == before.links
     assert after.iptables == before.iptables
     assert after.sysctls == before.sysctls

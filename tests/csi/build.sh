@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CSI stack of the local cluster into $1 (default .cache/localkube/bin),
-# from the modules pinned in go.mod: csi-provisioner, snapshot-controller and
+# from the modules pinned in go.mod: csi-provisioner, csi-resizer, snapshot-controller and
 # csi-snapshotter (upstream sidecars), csi-sanity (the CSI conformance tests),
 # csi-local (./driver, the project's driver), csi-local-registrar (./registrar: registers
 # a driver with the kubelet, in place of upstream's node-driver-registrar, which the Go

@@ -1,4 +1,4 @@
-// Builds the upstream CSI sidecars (csi-provisioner, snapshot-controller,
+// Builds the upstream CSI sidecars (csi-provisioner, csi-resizer, snapshot-controller,
 // csi-snapshotter), csi-sanity and the project's own driver (./driver), its
 // registrar (./registrar) and csi-call (./csicall). Upstream's node-driver-registrar
 // is not in the tool block: its module path has no /v2 for its v2 tags, so Go can
@@ -7,7 +7,8 @@
 // dependencies (cel-go, etcd's client, otel, x/net, ...) when MVS joins them, so
 // one module would rebuild the whole control plane on newer libraries than it
 // was released with. No replace lines are needed: every k8s.io module these
-// reach resolves to a published v0.36.1. client/v8 is pinned here because
+// reach resolves to a published v0.36.1. external-resizer is v2.2.0: v2.3.0 moves
+// k8s.io to v0.37 and most other libraries with it. client/v8 is pinned here because
 // external-snapshotter's go.mod points it at ./client, which Go ignores.
 module sluice.dev/localkube-csi
 
@@ -16,6 +17,7 @@ go 1.26.0
 tool (
 	github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity
 	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+	github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer
 	github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter
 	github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
 )
@@ -80,6 +82,7 @@ require (
 	github.com/kubernetes-csi/csi-lib-utils v0.24.0 // indirect
 	github.com/kubernetes-csi/csi-test/v5 v5.4.0 // indirect
 	github.com/kubernetes-csi/external-provisioner/v6 v6.3.0 // indirect
+	github.com/kubernetes-csi/external-resizer/v2 v2.2.0 // indirect
 	github.com/kubernetes-csi/external-snapshotter/client/v8 v8.6.0 // indirect
 	github.com/kubernetes-csi/external-snapshotter/v8 v8.6.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect

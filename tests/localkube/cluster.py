@@ -17,12 +17,14 @@ PodNodeSelector admission plugins give each of its pods the toleration and a nod
 operator that creates them (nothing in ``operator/``) know which node is real.
 
 Beside them runs a CSI stack (``tests/csi/build.sh``): the project's driver
-csi-local (identity and controller services; it mounts nothing; volumes are
-directories under ``<state_dir>/csi``) with the upstream csi-provisioner, snapshot-controller and
-csi-snapshotter, behind StorageClass and VolumeSnapshotClass ``csi-local``; and, inside the
-real node's mount namespace, csi-local's node service (``csi-local-node``, bind mounts)
+csi-local (identity and controller services; each volume is a filesystem of its own, an
+image file under ``<state_dir>/csi`` on a loop device, mounted on the host at
+``<state_dir>/csi/volumes/<id>``) with the upstream csi-provisioner, csi-resizer,
+snapshot-controller and csi-snapshotter, behind StorageClass (``allowVolumeExpansion``) and
+VolumeSnapshotClass ``csi-local``; and, inside the real node's mount namespace, csi-local's
+node service (``csi-local-node``: mounts a volume's device at stage, grows it online)
 registered with the kubelet by ``node-driver-registrar`` (csi-local-registrar), so real pods
-mount csi-local volumes.
+mount csi-local volumes. ``down`` unmounts the volumes and detaches their loop devices.
 
 Every ``up`` creates fresh certificates, picks free ports and wipes etcd. The
 pids and ports are recorded in ``<state_dir>/state.json`` so ``down`` (or the
@@ -91,7 +93,13 @@ _MAX_SOCKET_PATH = 100
 # Where the controller-manager's hostPath provisioner creates volumes (hard-coded upstream).
 HOSTPATH_PV = re.compile(r"^/tmp/hostpath_pv/[0-9a-f-]{36}$")
 
-CSI_COMPONENTS = ("csi-local", "csi-provisioner", "snapshot-controller", "csi-snapshotter")
+CSI_COMPONENTS = (
+    "csi-local",
+    "csi-provisioner",
+    "csi-resizer",
+    "snapshot-controller",
+    "csi-snapshotter",
+)
 # Order of start; each is a binary in the bin dir.
 CONTROL_COMPONENTS = (
     "etcd",
@@ -260,9 +268,10 @@ class LocalCluster:
 
     @property
     def csi_dir(self) -> Path:
-        """csi-local's state: volumes/<volume-id>/ are the volumes' data; a file
-        fail-delete/<volume-id> (or fail-snapshot/<volume-id>) makes DeleteVolume (or
-        CreateSnapshot) of that volume fail with the file's content as the error."""
+        """csi-local's state: volumes/<volume-id>/ are the volumes' data (each a mount of
+        its own filesystem); a file fail-delete/<volume-id> (fail-snapshot/<volume-id>,
+        fail-expand/<volume-id>) makes DeleteVolume (CreateSnapshot, ControllerExpandVolume)
+        of that volume fail with the file's content as the error."""
         return self.state_dir / "csi"
 
     @property
@@ -573,6 +582,7 @@ class LocalCluster:
         # Volumes still provisioned when the cluster stops: no controller deletes them now.
         for path in provisioned:
             shutil.rmtree(path, ignore_errors=True)
+        release_csi_volumes(self.csi_dir)
         shutil.rmtree(self.csi_dir, ignore_errors=True)
         self.csi_socket.unlink(missing_ok=True)
 
@@ -633,6 +643,7 @@ class LocalCluster:
             # The node's namespace mounts tmpfs over both: its daemons would not see it.
             raise ClusterError(f"{sd}: a state dir may not be under /run or /var/lib")
         sd.mkdir(parents=True, exist_ok=True)
+        release_csi_volumes(self.csi_dir)
         for sub in ("etcd", "logs", "pki", "kwok", "csi", "node"):
             shutil.rmtree(sd / sub, ignore_errors=True)
         self.csi_socket.unlink(missing_ok=True)
@@ -754,6 +765,8 @@ class LocalCluster:
                 f"--endpoint=unix://{socket_path}",
                 f"--state-dir={self.csi_dir}",
             ],
+            # mount(8), losetup and mkfs.xfs (Debian's are in /usr/sbin).
+            env=node_config.daemon_env(),
         )
         self._spawn(
             "kube-controller-manager",
@@ -811,6 +824,17 @@ class LocalCluster:
                 retry,
             ],
             # csi-provisioner prefers $KUBECONFIG to its flag: make both this cluster's.
+            env={"KUBECONFIG": kubeconfig},
+        )
+        self._spawn(
+            "csi-resizer",
+            [
+                str(binaries["csi-resizer"]),
+                f"--csi-address={socket_path}",
+                f"--kubeconfig={kubeconfig}",
+                "--leader-election=false",
+                retry,
+            ],
             env={"KUBECONFIG": kubeconfig},
         )
         self._spawn(
@@ -982,11 +1006,14 @@ class _Api:
             reclaim_policy="Delete",
             volume_binding_mode="Immediate",
         )
+        # Claims grow: csi-resizer calls ControllerExpandVolume, the kubelet then
+        # NodeExpandVolume, while the volume stays mounted.
         csi_class = client.V1StorageClass(
             metadata=client.V1ObjectMeta(name=CSI_CLASS),
             provisioner=CSI_DRIVER,
             reclaim_policy="Delete",
             volume_binding_mode="Immediate",
+            allow_volume_expansion=True,
         )
         # attachRequired false: csi-local has no ControllerPublish, the kubelet stages and
         # publishes (bind mounts) through the node service without a VolumeAttachment.
@@ -1059,6 +1086,37 @@ class _Api:
                 return False
             raise
         return True
+
+
+def csi_loop_devices(csi_dir: Path) -> list[str]:
+    """Loop devices (/dev/loopN) whose backing file is under csi_dir: csi-local's volumes."""
+    under = f"{Path(csi_dir).resolve()}/"
+    found = []
+    for backing in sorted(Path("/sys/block").glob("loop*/loop/backing_file")):
+        try:
+            path = backing.read_text().strip().removesuffix(" (deleted)")
+        except FileNotFoundError:
+            continue  # detached meanwhile
+        if path.startswith(under):
+            found.append(f"/dev/{backing.parent.parent.name}")
+    return found
+
+
+def release_csi_volumes(csi_dir: Path) -> None:
+    """Undo what csi-local left attached when its cluster stops: its mounts of the volumes
+    on the host, then their loop devices. Those detach by themselves with their last mount
+    (autoclear, the node's go with its namespace); any still attached after a grace period
+    are detached here."""
+    volumes = f"{Path(csi_dir).resolve()}/volumes/"
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in reversed(points):
+        if point.startswith(volumes):
+            subprocess.run(["umount", point], capture_output=True, env=node_config.daemon_env())
+    deadline = time.monotonic() + 5
+    while csi_loop_devices(csi_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for device in csi_loop_devices(csi_dir):
+        subprocess.run(["losetup", "-d", device], capture_output=True, env=node_config.daemon_env())
 
 
 def running_pids(state_dir: Path) -> Iterator[int]:

@@ -66,8 +66,20 @@ KUBELET_SYSCTLS = (
 NODE_COMPONENTS = ("node", "containerd", "kubelet")
 CSI_NODE_COMPONENTS = ("csi-local-node", "node-driver-registrar")
 CSI_DRIVER = "csi-local.sluice.dev"
-# What the node needs from the machine (Debian's containerd and runc; util-linux).
-RUNTIME_TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "unshare", "nsenter")
+# What the node needs from the machine (Debian's containerd and runc; util-linux; xfsprogs,
+# for csi-local's volumes: each an XFS filesystem on a loop device, grown online).
+RUNTIME_TOOLS = (
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "unshare",
+    "nsenter",
+    "mount",
+    "losetup",
+    "mkfs.xfs",
+    "xfs_growfs",
+)
 CGROUP_FS = "/sys/fs/cgroup"
 
 

@@ -170,6 +170,9 @@ def kubelet_config(paths: NodePaths, pki: NodePki, ca_cert: Path, port: int) -> 
         "nodeStatusUpdateFrequency": "4s",
         "syncFrequency": "10s",
         "fileCheckFrequency": "10s",
+        # Volumes' usage (Summary API, kubelet_volume_stats_*) every few seconds, not every
+        # minute: tests see a volume fill up or grow without a long wait.
+        "volumeStatsAggPeriod": "5s",
     }
     return yaml.safe_dump(config, sort_keys=False)
 

@@ -1,19 +1,24 @@
 // csi-local: a small CSI driver for the local test cluster. It serves the CSI
-// identity and controller services on a unix socket and keeps volumes as
-// directories under a state directory. With --node-id it serves the node service
-// too (node.go: volumes staged and published as bind mounts): that is the instance
-// the kubelet of a real node calls, run in the node's mount namespace on the same
-// --state-dir as the controller instance, which runs without --node-id and mounts
-// nothing.
+// identity and controller services on a unix socket and keeps each volume as a
+// filesystem of its own under a state directory (volume.go: a sparse image file,
+// formatted, on a loop device). With --node-id it serves the node service too
+// (node.go: the volume's device mounted at stage, bind-mounted at publish, grown by
+// NodeExpandVolume): that is the instance the kubelet of a real node calls, run in
+// the node's mount namespace on the same --state-dir as the controller instance,
+// which runs without --node-id. The controller instance mounts each volume on its
+// directory, in its own mount namespace, for as long as the volume exists: that is
+// where snapshots and clones read the data, and where the local cluster's tests look.
 //
 // Layout under --state-dir:
 //
-//	volumes/<volume-id>/          the volume's data
+//	volumes/<volume-id>.img       the volume's filesystem, a sparse file of its capacity
+//	volumes/<volume-id>/          its mount point (the controller instance's mount)
 //	volumes/<volume-id>.json      its name, capacity and content source
-//	snapshots/<snapshot-id>.tar   the volume's directory as a tar archive
+//	snapshots/<snapshot-id>.tar   the volume's files as a tar archive
 //	snapshots/<snapshot-id>.json  its name, source volume, size and creation time
 //	fail-delete/<volume-id>       while present, DeleteVolume of that volume fails
 //	fail-snapshot/<volume-id>     while present, CreateSnapshot of that volume fails
+//	fail-expand/<volume-id>       while present, ControllerExpandVolume of that volume fails
 //
 // A fail-* file's content is the error message (gRPC code Internal); remove the
 // file and the next retry succeeds. IDs are derived from the request's name, so a
@@ -147,12 +152,16 @@ func (d *driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi
 }
 
 func (d *driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
-	// No VOLUME_ACCESSIBILITY_CONSTRAINTS: volumes have no topology.
-	return &csi.GetPluginCapabilitiesResponse{Capabilities: []*csi.PluginCapability{{
-		Type: &csi.PluginCapability_Service_{Service: &csi.PluginCapability_Service{
+	// No VOLUME_ACCESSIBILITY_CONSTRAINTS: volumes have no topology. Volumes grow while
+	// in use (ONLINE): the node grows a mounted filesystem.
+	return &csi.GetPluginCapabilitiesResponse{Capabilities: []*csi.PluginCapability{
+		{Type: &csi.PluginCapability_Service_{Service: &csi.PluginCapability_Service{
 			Type: csi.PluginCapability_Service_CONTROLLER_SERVICE,
-		}},
-	}}}, nil
+		}}},
+		{Type: &csi.PluginCapability_VolumeExpansion_{VolumeExpansion: &csi.PluginCapability_VolumeExpansion{
+			Type: csi.PluginCapability_VolumeExpansion_ONLINE,
+		}}},
+	}}, nil
 }
 
 func (d *driver) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {
@@ -168,6 +177,7 @@ func (d *driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
 		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
 		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 	} {
 		caps = append(caps, &csi.ControllerServiceCapability{
 			Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: c}},
@@ -176,15 +186,27 @@ func (d *driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
+// capacityFor is the size of a new volume: what is required, at least minCapacity (the
+// default when nothing is asked), in whole capacityUnits, within the limit.
 func capacityFor(r *csi.CapacityRange) (int64, error) {
 	required, limit := r.GetRequiredBytes(), r.GetLimitBytes()
 	if required < 0 || limit < 0 || (limit > 0 && required > limit) {
 		return 0, status.Errorf(codes.OutOfRange, "invalid capacity range %d..%d", required, limit)
 	}
-	if required == 0 {
-		return limit, nil
+	size := required
+	if size == 0 {
+		size = defaultCapacity
+		if limit > 0 && limit < size {
+			size = limit
+		}
 	}
-	return required, nil
+	size = roundUp(max(size, minCapacity), capacityUnit)
+	if limit > 0 && size > limit {
+		return 0, status.Errorf(codes.OutOfRange,
+			"capacity range %d..%d: volumes are whole %d-byte blocks, at least %d bytes",
+			required, limit, capacityUnit, minCapacity)
+	}
+	return size, nil
 }
 
 func (d *driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
@@ -208,7 +230,7 @@ func (d *driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 
 	volumeID := id("vol-", req.GetName())
 	var meta volumeMeta
-	found, err := readJSON(d.volumeDir(volumeID)+".json", &meta)
+	found, err := readJSON(d.metaPath(volumeID), &meta)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "reading volume %s: %v", volumeID, err)
 	}
@@ -227,28 +249,54 @@ func (d *driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	}
 
 	meta = volumeMeta{Name: req.GetName(), CapacityBytes: capacity}
-	// Fill a temporary directory, then rename: a crash leaves no half-made volume.
-	tmp := d.volumeDir(volumeID) + ".creating"
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
-	}
-	if err := os.MkdirAll(tmp, 0o777); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
-	}
-	if err := d.fill(tmp, req.GetVolumeContentSource(), &meta); err != nil {
-		_ = os.RemoveAll(tmp)
+	// The record comes last: until then a retry (after a crash) starts over.
+	if err := d.removeVolume(volumeID); err != nil {
 		return nil, err
 	}
-	if err := os.RemoveAll(d.volumeDir(volumeID)); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
+	if err := d.makeVolume(volumeID, capacity); err != nil {
+		_ = d.removeVolume(volumeID)
+		return nil, err
 	}
-	if err := os.Rename(tmp, d.volumeDir(volumeID)); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
+	if err := d.fill(d.volumeDir(volumeID), req.GetVolumeContentSource(), &meta); err != nil {
+		_ = d.removeVolume(volumeID)
+		return nil, err
 	}
-	if err := writeJSON(d.volumeDir(volumeID)+".json", meta); err != nil {
+	if err := writeJSON(d.metaPath(volumeID), meta); err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	return &csi.CreateVolumeResponse{Volume: d.volume(volumeID, meta)}, nil
+}
+
+// makeVolume makes volumeID's filesystem of capacity bytes and mounts it on its directory.
+func (d *driver) makeVolume(volumeID string, capacity int64) error {
+	dir, image := d.volumeDir(volumeID), d.imagePath(volumeID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return status.Errorf(codes.Internal, "%v", err)
+	}
+	if err := makeFilesystem(image, capacity); err != nil {
+		return status.Errorf(codes.Internal, "making the filesystem of %s: %v", volumeID, err)
+	}
+	if err := mountImage(image, dir); err != nil {
+		return status.Errorf(codes.Internal, "mounting %s: %v", volumeID, err)
+	}
+	return nil
+}
+
+// removeVolume undoes makeVolume, whatever part of it was done: unmounts the directory
+// (the loop device detaches with its last mount), removes it and the image.
+func (d *driver) removeVolume(volumeID string) error {
+	dir := d.volumeDir(volumeID)
+	if err := d.unmount(dir); err != nil {
+		return err
+	}
+	// os.Remove, not RemoveAll: should the directory still show the volume somehow, its
+	// data must not go with it.
+	for _, path := range []string{dir, d.imagePath(volumeID)} {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return status.Errorf(codes.Internal, "%v", err)
+		}
+	}
+	return nil
 }
 
 // fill copies a content source (a snapshot's archive or another volume) into dir.
@@ -282,7 +330,7 @@ func (d *driver) fill(dir string, source *csi.VolumeContentSource, meta *volumeM
 	}
 	if vol := source.GetVolume(); vol != nil {
 		sourceID := vol.GetVolumeId()
-		if !validID(sourceID) || !isDir(d.volumeDir(sourceID)) {
+		if !d.exists(sourceID) {
 			return status.Errorf(codes.NotFound, "volume %q not found", sourceID)
 		}
 		reader, writer := io.Pipe()
@@ -311,11 +359,6 @@ func (d *driver) volume(volumeID string, meta volumeMeta) *csi.Volume {
 	return v
 }
 
-func isDir(path string) bool {
-	info, err := os.Stat(path)
-	return err == nil && info.IsDir()
-}
-
 func (d *driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	volumeID := req.GetVolumeId()
 	if volumeID == "" {
@@ -329,11 +372,13 @@ func (d *driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (
 	if err := d.failure("fail-delete", volumeID); err != nil {
 		return nil, err
 	}
-	// Data first, record last: a crash in between is retried by the provisioner.
-	if err := os.RemoveAll(d.volumeDir(volumeID)); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
+	// Data first, record last: a crash in between is retried by the provisioner. A node
+	// that still has the volume staged keeps its mount (and so the loop device) until it
+	// unstages; the image's blocks are freed then.
+	if err := d.removeVolume(volumeID); err != nil {
+		return nil, err
 	}
-	if err := os.Remove(d.volumeDir(volumeID) + ".json"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(d.metaPath(volumeID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	return &csi.DeleteVolumeResponse{}, nil
@@ -346,7 +391,7 @@ func (d *driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "volume capabilities are required")
 	}
-	if !validID(req.GetVolumeId()) || !isDir(d.volumeDir(req.GetVolumeId())) {
+	if !d.exists(req.GetVolumeId()) {
 		return nil, status.Errorf(codes.NotFound, "volume %q not found", req.GetVolumeId())
 	}
 	for _, c := range req.GetVolumeCapabilities() {
@@ -359,6 +404,73 @@ func (d *driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 		VolumeCapabilities: req.GetVolumeCapabilities(),
 		Parameters:         req.GetParameters(),
 	}}, nil
+}
+
+// ControllerExpandVolume grows the volume's image file and its loop device; the
+// filesystem on it grows on the node (NodeExpandVolume), where it is mounted.
+func (d *driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	volumeID := req.GetVolumeId()
+	if volumeID == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume id is required")
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, status.Error(codes.InvalidArgument, "capacity range is required")
+	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		return nil, status.Error(codes.InvalidArgument, "block volumes are not supported")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var meta volumeMeta
+	found := false
+	if validID(volumeID) {
+		var err error
+		if found, err = readJSON(d.metaPath(volumeID), &meta); err != nil {
+			return nil, status.Errorf(codes.Internal, "reading volume %s: %v", volumeID, err)
+		}
+	}
+	if !found {
+		return nil, status.Errorf(codes.NotFound, "volume %q not found", volumeID)
+	}
+	if err := d.failure("fail-expand", volumeID); err != nil {
+		return nil, err
+	}
+	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
+	if required < 0 || limit < 0 || (limit > 0 && required > limit) {
+		return nil, status.Errorf(codes.OutOfRange, "invalid capacity range %d..%d", required, limit)
+	}
+	if required < meta.CapacityBytes || (limit > 0 && limit < meta.CapacityBytes) {
+		return nil, status.Errorf(codes.OutOfRange,
+			"volume %s has %d bytes: volumes do not shrink (asked for %d..%d)",
+			volumeID, meta.CapacityBytes, required, limit)
+	}
+	size := roundUp(required, capacityUnit)
+	if limit > 0 && size > limit {
+		return nil, status.Errorf(codes.OutOfRange,
+			"capacity range %d..%d: volumes are whole %d-byte blocks", required, limit, capacityUnit)
+	}
+	if size > meta.CapacityBytes {
+		// The image first, the record last: a retry after a crash grows it again, to the
+		// same size. The loop device learns the new size (losetup --set-capacity); its
+		// filesystem still has the old one until the node grows it.
+		if err := os.Truncate(d.imagePath(volumeID), size); err != nil {
+			return nil, status.Errorf(codes.Internal, "growing volume %s: %v", volumeID, err)
+		}
+		device, _, err := loopDevice(d.imagePath(volumeID))
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "finding the loop device of %s: %v", volumeID, err)
+		}
+		if device != "" {
+			if err := run("losetup", "--set-capacity", device); err != nil {
+				return nil, status.Errorf(codes.Internal, "growing volume %s: %v", volumeID, err)
+			}
+		}
+		meta.CapacityBytes = size
+		if err := writeJSON(d.metaPath(volumeID), meta); err != nil {
+			return nil, status.Errorf(codes.Internal, "%v", err)
+		}
+	}
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: meta.CapacityBytes, NodeExpansionRequired: true}, nil
 }
 
 func (d *driver) CreateSnapshot(_ context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
@@ -385,7 +497,7 @@ func (d *driver) CreateSnapshot(_ context.Context, req *csi.CreateSnapshotReques
 		}
 		return &csi.CreateSnapshotResponse{Snapshot: snapshot(snapshotID, meta)}, nil
 	}
-	if !validID(sourceID) || !isDir(d.volumeDir(sourceID)) {
+	if !d.exists(sourceID) {
 		return nil, status.Errorf(codes.NotFound, "volume %q not found", sourceID)
 	}
 	if err := d.failure("fail-snapshot", sourceID); err != nil {
@@ -414,7 +526,7 @@ func (d *driver) CreateSnapshot(_ context.Context, req *csi.CreateSnapshotReques
 	// Kubernetes reads size_bytes as the snapshot's restoreSize, the least a volume
 	// restored from it may ask for: the source's capacity, if it has one.
 	var source volumeMeta
-	if _, err := readJSON(d.volumeDir(sourceID)+".json", &source); err != nil {
+	if _, err := readJSON(d.metaPath(sourceID), &source); err != nil {
 		return nil, status.Errorf(codes.Internal, "reading volume %s: %v", sourceID, err)
 	}
 	size := source.CapacityBytes
@@ -529,7 +641,7 @@ func (n noNode) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVol
 	if req.GetVolumeId() == "" || req.GetTargetPath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume id and target path are required")
 	}
-	if !validID(req.GetVolumeId()) || !isDir(n.d.volumeDir(req.GetVolumeId())) {
+	if !n.d.exists(req.GetVolumeId()) {
 		return nil, status.Errorf(codes.NotFound, "volume %q not found", req.GetVolumeId())
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil // never published: nothing to undo
@@ -646,11 +758,8 @@ func main() {
 		log.Fatal("--endpoint and --state-dir are required")
 	}
 	socket := strings.TrimPrefix(*endpoint, "unix://")
-	d := &driver{root: *stateDir, nodeID: *nodeID}
-	if d.nodeID != "" {
-		d.mounter = newMounter()
-	}
-	for _, sub := range []string{"volumes", "snapshots", "fail-delete", "fail-snapshot"} {
+	d := &driver{root: *stateDir, nodeID: *nodeID, mounter: newMounter()}
+	for _, sub := range []string{"volumes", "snapshots", "fail-delete", "fail-snapshot", "fail-expand"} {
 		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o755); err != nil {
 			log.Fatal(err)
 		}

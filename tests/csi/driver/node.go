@@ -2,24 +2,20 @@ package main
 
 // The node service, served when csi-local runs with --node-id (the instance the kubelet
 // calls, in the node's mount namespace; the controller instance runs without it and
-// answers only what csi-sanity's clean-up asks: noNode in main.go). Volumes are directories under the shared --state-dir:
+// answers only what csi-sanity's clean-up asks: noNode in main.go). Each volume is a
+// filesystem on a loop device (volume.go), attached by the controller instance:
 //
-//	NodeStageVolume    bind-mounts volumes/<id> on the staging path
+//	NodeStageVolume    mounts the volume's loop device on the staging path
 //	NodePublishVolume  bind-mounts the staging path on the target path (read-only when
 //	                   asked, or when the access mode is a reader-only one)
 //	NodeUnpublishVolume, NodeUnstageVolume  unmount (and remove the target directory)
-//	NodeGetVolumeStats statfs of the path: bytes and inodes of the filesystem that holds
-//	                   the state directory (a volume is a directory, not a filesystem of
-//	                   its own, so its capacity is not what statfs sees)
-//
-// Upstream's hostpath driver stages by recording the staging path only and publishes by
-// bind-mounting the volume's directory; csi-local mounts at stage as well, as drivers of
-// real devices do, so that the staging path holds the volume (NodeGetVolumeStats answers
-// for it too) and a publish of a volume not staged is refused.
+//	NodeExpandVolume   grows the mounted filesystem to its device (xfs_growfs), after
+//	                   ControllerExpandVolume has grown the device
+//	NodeGetVolumeStats statfs of the path: the volume's own bytes and inodes
 //
 // What is mounted where is read from the mounts themselves, never from a record that a
 // restart could lose: a path holds a volume when it is a mount point (mount-utils reads
-// the mount table) and has the volume directory's device and inode number.
+// the mount table) on the volume's loop device (stat's st_dev).
 
 import (
 	"context"
@@ -34,16 +30,25 @@ import (
 	mount "k8s.io/mount-utils"
 )
 
-// volumeFor checks the request's volume id and returns the volume's directory:
-// InvalidArgument when it is missing, NotFound when there is no such volume.
-func (d *driver) volumeFor(volumeID string) (string, error) {
+// volumeFor checks the request's volume id and returns the volume's loop device and its
+// device number: InvalidArgument when the id is missing, NotFound when there is no such
+// volume, FailedPrecondition when it is not attached (the controller instance mounts
+// every volume it makes, for as long as the volume exists).
+func (d *driver) volumeFor(volumeID string) (string, uint64, error) {
 	if volumeID == "" {
-		return "", status.Error(codes.InvalidArgument, "volume id is required")
+		return "", 0, status.Error(codes.InvalidArgument, "volume id is required")
 	}
-	if !validID(volumeID) || !isDir(d.volumeDir(volumeID)) {
-		return "", status.Errorf(codes.NotFound, "volume %q not found", volumeID)
+	if !d.exists(volumeID) {
+		return "", 0, status.Errorf(codes.NotFound, "volume %q not found", volumeID)
 	}
-	return d.volumeDir(volumeID), nil
+	device, dev, err := loopDevice(d.imagePath(volumeID))
+	if err != nil {
+		return "", 0, status.Errorf(codes.Internal, "finding the loop device of %s: %v", volumeID, err)
+	}
+	if device == "" {
+		return "", 0, status.Errorf(codes.FailedPrecondition, "volume %s is not attached to a loop device", volumeID)
+	}
+	return device, dev, nil
 }
 
 // checkCapability refuses what csi-local cannot mount: no capability, or a block volume.
@@ -72,27 +77,14 @@ func (d *driver) mounted(path string) (bool, error) {
 	return is, nil
 }
 
-// holds says whether path shows the directory dir (the same device and inode): true for
-// dir itself and for a bind mount of it.
-func holds(path, dir string) (bool, error) {
-	a, err := os.Stat(path)
-	if err != nil {
-		return false, err
-	}
-	b, err := os.Stat(dir)
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(a, b), nil
-}
-
-// mountedWith says whether path is a mount point that shows dir, and whether it is
-// read-only. A mount point that shows something else is an error for the caller.
-func (d *driver) mountedWith(path, dir string) (isMount, same, readOnly bool, err error) {
+// mountedWith says whether path is a mount point of the filesystem on device dev, and
+// whether it is read-only. A mount point that shows something else is an error for the
+// caller.
+func (d *driver) mountedWith(path string, dev uint64) (isMount, same, readOnly bool, err error) {
 	if isMount, err = d.mounted(path); err != nil || !isMount {
 		return isMount, false, false, err
 	}
-	if same, err = holds(path, dir); err != nil {
+	if same, err = onDevice(path, dev); err != nil {
 		return true, false, false, status.Errorf(codes.Internal, "%v", err)
 	}
 	var st unix.Statfs_t
@@ -121,14 +113,14 @@ var errOtherVolume = errors.New("another volume is mounted there")
 // would leave its mount behind for good, so a mount at path is undone all the same.
 // errOtherVolume (no change) when path shows another volume.
 func (d *driver) unmountVolume(volumeID, path string) error {
-	dir, err := d.volumeFor(volumeID)
+	_, dev, err := d.volumeFor(volumeID)
 	if err != nil {
 		if isMount, mErr := d.mounted(path); mErr != nil || !isMount {
 			return err
 		}
 		return d.unmount(path)
 	}
-	isMount, same, _, err := d.mountedWith(path, dir)
+	isMount, same, _, err := d.mountedWith(path, dev)
 	switch {
 	case err != nil:
 		return err
@@ -160,6 +152,7 @@ func (d *driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 	for _, c := range []csi.NodeServiceCapability_RPC_Type{
 		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
 	} {
 		caps = append(caps, &csi.NodeServiceCapability{
 			Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: c}},
@@ -178,11 +171,11 @@ func (d *driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	dir, err := d.volumeFor(req.GetVolumeId())
+	device, dev, err := d.volumeFor(req.GetVolumeId())
 	if err != nil {
 		return nil, err
 	}
-	isMount, same, _, err := d.mountedWith(staging, dir)
+	isMount, same, _, err := d.mountedWith(staging, dev)
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +190,10 @@ func (d *driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
-	if err := d.mounter.Mount(dir, staging, "", []string{"bind"}); err != nil {
-		return nil, status.Errorf(codes.Internal, "bind-mounting %s on %s: %v", dir, staging, err)
+	// The same filesystem as the controller instance's mount of it: the kernel shares one
+	// superblock between all mounts of a device.
+	if err := d.mounter.Mount(device, staging, fsType, nil); err != nil {
+		return nil, status.Errorf(codes.Internal, "mounting %s on %s: %v", device, staging, err)
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
 }
@@ -231,18 +226,18 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	dir, err := d.volumeFor(req.GetVolumeId())
+	_, dev, err := d.volumeFor(req.GetVolumeId())
 	if err != nil {
 		return nil, err
 	}
-	if isMount, same, _, err := d.mountedWith(staging, dir); err != nil {
+	if isMount, same, _, err := d.mountedWith(staging, dev); err != nil {
 		return nil, err
 	} else if !isMount || !same {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"volume %s is not staged at %s", req.GetVolumeId(), staging)
 	}
 	readOnly := req.GetReadonly() || readOnlyMode(req.GetVolumeCapability())
-	isMount, same, wasReadOnly, err := d.mountedWith(target, dir)
+	isMount, same, wasReadOnly, err := d.mountedWith(target, dev)
 	if err != nil {
 		return nil, err
 	}
@@ -298,16 +293,8 @@ func (d *driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	dir, err := d.volumeFor(req.GetVolumeId())
-	if err != nil {
+	if err := d.volumeAt(req.GetVolumeId(), path); err != nil {
 		return nil, err
-	}
-	same, err := holds(path, dir)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !same) {
-		return nil, status.Errorf(codes.NotFound, "volume %s is not at %s", req.GetVolumeId(), path)
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
@@ -333,4 +320,53 @@ func (d *driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 // newMounter is mount-utils' mounter: it runs mount(8) and umount(8).
 func newMounter() mount.Interface {
 	return mount.New("")
+}
+
+// volumeAt checks that path shows volumeID's filesystem: NotFound when there is no such
+// volume or it is not there.
+func (d *driver) volumeAt(volumeID, path string) error {
+	_, dev, err := d.volumeFor(volumeID)
+	if err != nil {
+		return err
+	}
+	same, err := onDevice(path, dev)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !same) {
+		return status.Errorf(codes.NotFound, "volume %s is not at %s", volumeID, path)
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "%v", err)
+	}
+	return nil
+}
+
+// NodeExpandVolume grows the filesystem mounted at the volume path to the size of its
+// device, which ControllerExpandVolume grew. Online: the volume stays mounted and in use.
+func (d *driver) NodeExpandVolume(_ context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+	path := req.GetVolumePath()
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume id is required")
+	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		return nil, status.Error(codes.InvalidArgument, "block volumes are not supported")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.exists(req.GetVolumeId()) {
+		return nil, status.Errorf(codes.NotFound, "volume %q not found", req.GetVolumeId())
+	}
+	if path == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume path is required")
+	}
+	if err := d.volumeAt(req.GetVolumeId(), path); err != nil {
+		return nil, err
+	}
+	// xfs_growfs takes the mount point, and grows the filesystem to its device's size.
+	if err := run("xfs_growfs", "-d", path); err != nil {
+		return nil, status.Errorf(codes.Internal, "growing the filesystem of %s: %v", req.GetVolumeId(), err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return nil, status.Errorf(codes.Internal, "statfs %s: %v", path, err)
+	}
+	return &csi.NodeExpandVolumeResponse{CapacityBytes: int64(st.Blocks) * st.Bsize}, nil
 }
