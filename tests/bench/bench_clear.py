@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from integration.pipelines import IMAGE
+from integration.pipelines import IMAGE, pod_security
 from kubernetes import client
 from localkube.fixtures import Kubectl, namespace_for_test
 from sluice.api import v1alpha1 as api
@@ -48,7 +48,13 @@ def pipeline(name: str, namespace: str) -> dict[str, Any]:
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"desiredState": "Running", "image": IMAGE, "storage": {"size": "1Gi"}},
+        # On the default class (hostPath, root's directories) as root, like KCM's pods.
+        "spec": {
+            "desiredState": "Running",
+            "image": IMAGE,
+            "storage": {"size": "1Gi"},
+            **pod_security(None),
+        },
     }
 
 
