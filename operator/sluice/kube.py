@@ -19,7 +19,7 @@ from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.cache import SNAPSHOTS, Cache
 from sluice.core import decide as d
-from sluice.core import manifests, snapshots, volumes
+from sluice.core import manifests, resize, snapshots, volumes
 from sluice.core.labels import (
     FORCE_STOP,
     PIPELINE_LABEL,
@@ -309,6 +309,15 @@ class Kube:
                     namespace,
                     uid,  # background: its pod was deleted first, by DeletePod, with our grace
                 )
+            case resize.ResizeClaim(claim, size):
+                grown = self.core.patch_namespaced_persistent_volume_claim(
+                    claim,
+                    namespace,
+                    {"spec": {"resources": {"requests": {"storage": size}}}},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+                self._remember("persistentvolumeclaims", grown)
             case d.DeletePod(pod, uid, grace):
                 self._delete(
                     "pods", self.core.delete_namespaced_pod, pod, namespace, uid, grace=grace

@@ -373,8 +373,10 @@ def test_deleting_a_detach_pipeline_leaves_its_claims_behind(
     assert left.metadata.annotations["sluice.dev/detached-from"] == f"{namespace}/orders"
 
 
-# Rule 12: until volume expansion is built, every size change needs Cleared, as does any
-# class change; refused by the API server while storage is InUse or Clearing.
+# Rule 12 where the class cannot expand (standard: the in-tree hostPath provisioner): every
+# size change needs Cleared, as does any class change; refused by the API server while storage
+# is InUse or Clearing (growing by the storage-growth policy, the rest by the CRD's rules).
+# Growing where it can expand: test_storage_grows.py.
 FROZEN_EDITS = [
     pytest.param({"size": "2Gi"}, "size", id="grow"),
     pytest.param({"size": "512Mi"}, "size", id="shrink"),

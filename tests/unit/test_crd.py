@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sluice.api import crd
+from sluice.api import crd, policy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_crds_folder_matches_the_models() -> None:
     committed = (REPO / "crds" / crd.CRD_FILE).read_text()
     assert committed == crd.render(), "crds/ is stale: run `make crds`"
+    for folder in ("crds", "deploy/crd", "deploy/helm/sluice/crds"):
+        written = (REPO / folder / policy.POLICY_FILE).read_text()
+        assert written == policy.render(), f"{folder}/ is stale: run `make crds`"
 
 
 def _walk(schema: dict[str, Any], path: str = "") -> list[str]:

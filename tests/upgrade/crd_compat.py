@@ -24,8 +24,17 @@ from typing import Any
 
 Schema = dict[str, Any]
 
-# Findings reviewed and accepted (the exact line, and why); empty while nothing needs it.
-ALLOWED: dict[str, str] = {}
+# Findings reviewed and accepted (the exact line, and why).
+ALLOWED: dict[str, str] = {
+    'v1alpha1: <root>: new validation rule "!has(oldSelf.status) || !has(oldSelf.status.storage)'
+    " || !has(oldSelf.status.storage.status) || oldSelf.status.storage.status == 'Cleared'"
+    " || self.spec.storage.size == oldSelf.spec.storage.size"
+    " || quantity(string(self.spec.storage.size).trim()).isGreaterThan("
+    'quantity(string(oldSelf.spec.storage.size).trim()))"': "0.2.0 lets the size grow in use: "
+    "the old rule allowed a size change only while Cleared (or none); this one allows the same "
+    "and a growth, so it refuses nothing the old one accepted (a transition rule: stored "
+    "objects are not re-checked).",
+}
 
 _LOWER_BOUNDS = ("minimum", "minLength", "minItems", "minProperties")
 _UPPER_BOUNDS = ("maximum", "maxLength", "maxItems", "maxProperties")

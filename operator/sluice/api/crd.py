@@ -49,6 +49,20 @@ def _resolve(node: Any, defs: dict[str, Any], in_status: bool) -> Any:
     return out
 
 
+# Storage is not in use (no status yet, or Cleared): any storage edit is allowed then.
+IN_USE_NOT = (
+    "!has(oldSelf.status) || !has(oldSelf.status.storage)"
+    " || !has(oldSelf.status.storage.status)"
+    " || oldSelf.status.storage.status == 'Cleared'"
+)
+
+
+def _quantity_of(obj: str) -> str:
+    """spec.storage.size of `obj` as a CEL quantity (an int or a string; its own rule has
+    checked that it parses)."""
+    return f"quantity(string({obj}.spec.storage.size).trim())"
+
+
 def openapi_schema() -> dict[str, Any]:
     """The structural schema of the whole Pipeline object."""
     raw = api.Pipeline.model_json_schema(by_alias=True)
@@ -77,23 +91,29 @@ def openapi_schema() -> dict[str, Any]:
             "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', "
             "starting with a letter, no dots): the pipeline's Service takes its name",
         },
-        # Contract rule 12, the seed's EditRestrictedToClearedStorage.
-        *(
-            {
-                "rule": "!has(oldSelf.status) || !has(oldSelf.status.storage)"
-                " || !has(oldSelf.status.storage.status)"
-                " || oldSelf.status.storage.status == 'Cleared'"
-                f" || (has(self.spec.storage.{field}) == has(oldSelf.spec.storage.{field})"
-                f" && (!has(self.spec.storage.{field})"
-                f" || self.spec.storage.{field} == oldSelf.spec.storage.{field}))",
-                "fieldPath": f".spec.storage.{field}",
-                "reason": "FieldValueForbidden",
-                "message": f"spec.storage.{field} can only change while storage is Cleared "
-                "(EditRestrictedToClearedStorage): stop the pipeline and clear its storage "
-                "first",
-            }
-            for field in ("size", "storageClassName")
-        ),
+        # Contract rule 12, the seed's EditRestrictedToClearedStorage: the class only while
+        # Cleared; the size may also grow in use (whether the class can expand is the
+        # storage-growth ValidatingAdmissionPolicy's to say: a CRD rule sees no StorageClass).
+        {
+            "rule": f"{IN_USE_NOT} || self.spec.storage.size == oldSelf.spec.storage.size"
+            f" || {_quantity_of('self')}.isGreaterThan({_quantity_of('oldSelf')})",
+            "fieldPath": ".spec.storage.size",
+            "reason": "FieldValueForbidden",
+            "message": "spec.storage.size can only grow while storage is in use "
+            "(EditRestrictedToClearedStorage): a volume cannot shrink; stop the pipeline and "
+            "clear its storage to make it smaller",
+        },
+        {
+            "rule": f"{IN_USE_NOT}"
+            " || (has(self.spec.storage.storageClassName)"
+            " == has(oldSelf.spec.storage.storageClassName)"
+            " && (!has(self.spec.storage.storageClassName)"
+            " || self.spec.storage.storageClassName == oldSelf.spec.storage.storageClassName))",
+            "fieldPath": ".spec.storage.storageClassName",
+            "reason": "FieldValueForbidden",
+            "message": "spec.storage.storageClassName can only change while storage is Cleared "
+            "(EditRestrictedToClearedStorage): stop the pipeline and clear its storage first",
+        },
         # Contract rule 18: a restore applies to the next claim, so it is named while there
         # is none. Removing it is allowed at any time (nothing is restored then).
         {
@@ -167,7 +187,11 @@ def render() -> str:
 
 
 def write(directory: Path) -> Path:
+    """The CRD and, beside it, the storage-growth policy (api/policy.py)."""
+    from sluice.api import policy
+
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / policy.POLICY_FILE).write_text(policy.render())
     path = directory / CRD_FILE
     path.write_text(render())
     return path

@@ -392,7 +392,9 @@ class StorageSpec(_Model):
 
     size: StorageSize = Field(
         description="Size of the pipeline's PersistentVolumeClaim, e.g. 30Gi; more than 0. "
-        "Can only change while storage is Cleared."
+        "May grow at any time where the claim's StorageClass allows volume expansion (the "
+        "claim grows in place, the pipeline keeps running); any other change only while "
+        "storage is Cleared."
     )
     storage_class_name: str | None = Field(
         default=None,
@@ -618,6 +620,11 @@ class StorageState(_Model):
     claims: list[Annotated[str, Field(description="A PersistentVolumeClaim name.")]] = Field(
         default_factory=list,
         description="Names of the PersistentVolumeClaims associated with the pipeline now.",
+    )
+    capacity: str | None = Field(
+        default=None,
+        description="The claim's capacity now (its status.capacity), e.g. 2Gi; below "
+        "spec.storage.size while the claim grows (condition StorageResizing).",
     )
     last_clear_request: str | None = Field(
         default=None, description="The last spec.storage.clearRequest that was handled."

@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
-from sluice.core import kstatus, manifests, snapshots, volumes
+from sluice.core import kstatus, manifests, resize, snapshots, volumes
 from sluice.core.conditions import condition
 from sluice.core.labels import (
     DETACHED_AT,
@@ -133,6 +133,7 @@ Action = (
     | DetachClaim
     | snapshots.CreateSnapshot
     | snapshots.DeleteSnapshot
+    | resize.ResizeClaim
 )
 
 
@@ -230,11 +231,86 @@ def decide(observed: Observed, now: str) -> Plan:
         status.storage.restored_from = snapshots.restored_from(claims)
         if status.storage.restored_from == spec.storage.restore_from:
             status.storage.last_restore_from = status.storage.restored_from  # used: once
+        if not pending and not observed.deleting:
+            _grow(observed, plan)
 
     _expire_snapshots(observed, plan, now)
     status.conditions = _conditions(observed, status, pending, now, plan.waiting_for)
+    status.conditions += _resizing_condition(observed, old, now, plan)
     plan.events.extend(_transition_events(old, status))
     return plan
+
+
+def _grow(observed: Observed, plan: Plan) -> None:
+    """Grow claims below spec.storage.size in place (rule 12), and say how far it got."""
+    live = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
+    plan.status.storage.capacity = resize.capacity(live[0]) if live else None
+    for action in resize.grow(live, observed.spec.storage.size):
+        plan.actions.append(action)
+        plan.events.append(
+            Event(
+                "Normal",
+                resize.RESIZING_CONDITION,
+                f"Growing claim {action.name} to {action.size}.",
+            )
+        )
+
+
+def _resizing_condition(
+    observed: Observed, old: api.PipelineStatus, now: str, plan: Plan
+) -> list[api.Condition]:
+    """StorageResizing: True while a claim's volume is below its request (with the resizer's
+    words when it failed, and a Warning Event once per failure); False once it has grown;
+    absent on a pipeline that never grew."""
+    previous = {c.type: c for c in old.conditions}
+    before = previous.get(resize.RESIZING_CONDITION)
+    live = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
+    if plan.status.storage.status != StorageStatus.IN_USE:
+        return []
+    under_way = resize.pending(live)
+    if under_way:
+        reason = under_way[0].reason
+        message = " ".join(r.message for r in under_way)
+        failed = reason in resize.RESIZE_ERRORS
+        if failed and (before is None or before.message != message):
+            plan.events.append(Event("Warning", resize.RESIZE_FAILED_EVENT, message))
+        return [
+            condition(
+                resize.RESIZING_CONDITION,
+                "True",
+                reason,
+                message,
+                previous,
+                now,
+                observed.generation,
+            )
+        ]
+    if before is None and not any(isinstance(a, resize.ResizeClaim) for a in plan.actions):
+        return []
+    if any(isinstance(a, resize.ResizeClaim) for a in plan.actions):
+        return [
+            condition(
+                resize.RESIZING_CONDITION,
+                "True",
+                "Resizing",
+                "Claims are being grown to spec.storage.size.",
+                previous,
+                now,
+                observed.generation,
+            )
+        ]
+    message = f"Claims have the size asked for (capacity {plan.status.storage.capacity})."
+    return [
+        condition(
+            resize.RESIZING_CONDITION,
+            "False",
+            "Resized",
+            message,
+            previous,
+            now,
+            observed.generation,
+        )
+    ]
 
 
 def pending_requests(
