@@ -517,7 +517,8 @@ def shape(obj: dict[str, Any]) -> dict[str, Any]:
     storage = status.get("storage") or {}
     out.update(
         statusKeys=sorted(status),
-        storageKeys=sorted(storage),
+        # capacity comes with the claim's binding: there or not yet while Provisioning.
+        storageKeys=sorted(k for k in storage if k != "capacity"),
         deploymentStatus=status.get("deploymentStatus"),
         storageStatus=storage.get("status"),
         claims=len(storage.get("claims") or []),

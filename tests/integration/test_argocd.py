@@ -135,16 +135,17 @@ def _snapshot(name: str, ready: bool, request: str | None = "r1") -> dict[str, A
 
 def test_clearing_says_it_waits_for_its_snapshots_before_deleting() -> None:
     obj = _testdata("clearing", snapshots=[_snapshot("clearing-clear-fklzq", ready=False)])
+    (claim,) = obj["status"]["storage"]["claims"]  # as captured live
     assert ArgoLua().health(obj) == {
         "status": "Progressing",
         "message": "Clearing storage (r1): waiting for snapshots clearing-clear-fklzq to be "
-        "ready; claims clearing-storage-fklzq are deleted or detached after that "
+        f"ready; claims {claim} are deleted or detached after that "
         "(spec.storage.snapshotBeforeClear).",
     }
     # Ready (or an earlier clear's): the claims are being deleted, as without the net.
     for kept in (_snapshot("clearing-clear-fklzq", True), _snapshot("x-clear-a", False, "r0")):
         message = ArgoLua().health(_testdata("clearing", snapshots=[kept]))["message"]
-        assert message.startswith("Clearing storage (r1): claims clearing-storage-fklzq being")
+        assert message.startswith(f"Clearing storage (r1): claims {claim} being")
 
 
 def test_a_failed_snapshot_is_degraded_naming_it_in_the_controllers_words() -> None:
@@ -216,9 +217,10 @@ def test_settled_states_name_the_kept_snapshots_and_the_restore() -> None:
         "waiting-clear-abcde (until 2026-12-02T07:16:10Z).",
     }
     running = _testdata("running", restoredFrom="waiting-clear-abcde")
+    (claim,) = running["status"]["storage"]["claims"]  # as captured live
     assert ArgoLua().health(running) == {
         "status": "Healthy",
-        "message": "Running as desired; storage InUse (claims running-storage-7nk6h). "
+        "message": f"Running as desired; storage InUse (claims {claim}). "
         "Restored from VolumeSnapshot waiting-clear-abcde.",
     }
 
