@@ -25,8 +25,14 @@ def volume(api: client.ApiClient, name: str) -> client.V1PersistentVolume | None
 
 
 def bound_volume(api: client.ApiClient, kubectl: Kubectl, namespace: str, name: str) -> str:
-    """The PV bound to the pipeline's one claim, once it is Bound."""
-    (claim,) = get(kubectl, namespace, name)["status"]["storage"]["claims"]
+    """The PV bound to the pipeline's one claim, once the operator has named it in status
+    (right after an apply it may not have yet) and it is Bound."""
+
+    def named() -> list[str] | None:
+        status = get(kubectl, namespace, name).get("status") or {}
+        return (status.get("storage") or {}).get("claims") or None
+
+    (claim,) = wait_for(named, what=f"{namespace}/{name}'s claim in status")
     return claim_volume(api, namespace, claim)
 
 
