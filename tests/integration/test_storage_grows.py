@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from kubernetes import client
 from localkube.cluster import CSI_CLASS, STORAGE_CLASS, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
@@ -74,10 +75,17 @@ def test_a_running_pipeline_grows_in_place_on_csi_local(
     assert "spec.storage.size can only grow" in refused.stderr, refused.stderr
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["named-class", "default-class"])
 def test_growing_where_the_class_cannot_expand_is_refused_at_apply_time(
-    kubectl: Kubectl, api_client: client.ApiClient, namespace: str, live_operator: Operator
+    named: bool,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    live_operator: Operator,
 ) -> None:
-    run_with_claim(kubectl, api_client, namespace, "orders", storage_class=STORAGE_CLASS)
+    # Unnamed, the claim gets the cluster's default class (standard): the policy checks that.
+    storage_class = STORAGE_CLASS if named else None
+    run_with_claim(kubectl, api_client, namespace, "orders", storage_class=storage_class)
     before = get(kubectl, namespace, "orders")["metadata"]["resourceVersion"]
     refused = patch(
         kubectl, namespace, "orders", {"spec": {"storage": {"size": "2Gi"}}}, check=False
