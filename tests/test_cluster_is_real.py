@@ -383,10 +383,23 @@ def test_the_real_node_is_a_kubelet_on_containerd(api_client: client.ApiClient) 
     info = node.status.node_info
     assert info.kubelet_version == KUBERNETES_VERSION
     assert info.container_runtime_version.startswith("containerd://"), info
-    # The API server reaches the kubelet by this name (127.0.0.1), its only listen address.
     addresses = {a.type: a.address for a in node.status.addresses}
     assert addresses["Hostname"] == "localhost"
     assert node.metadata.labels["type"] == "real"
+
+
+@pytest.mark.cluster
+def test_the_api_server_proxies_to_the_kubelet(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    """The node proxy, as the operator reads volume usage through it: the kubelet listens on
+    the node's InternalIP, the machine's own address (the API server refuses a loopback one,
+    "address not allowed")."""
+    node = json.loads(kubectl("get", "node", REAL_NODE_NAME, "-o", "json").stdout)
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == cluster.kubelet_address != "127.0.0.1"
+    summary = json.loads(
+        kubectl("get", "--raw", f"/api/v1/nodes/{REAL_NODE_NAME}/proxy/stats/summary").stdout
+    )
+    assert summary["node"]["nodeName"] == REAL_NODE_NAME
 
 
 def probe_pod(name: str, claim: str, text: str) -> dict[str, Any]:
@@ -492,8 +505,10 @@ def test_pods_of_a_kwok_namespace_land_on_the_kwok_node(
     assert placed.spec.node_selector == {"type": "kwok"}
 
 
-def _kubelet_get(port: int, path: str, context: ssl.SSLContext) -> int:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+def _kubelet_get(cluster: LocalCluster, path: str, context: ssl.SSLContext) -> int:
+    conn = http.client.HTTPSConnection(
+        cluster.kubelet_address, cluster.kubelet_port, context=context, timeout=10
+    )
     try:
         conn.request("GET", path)
         return conn.getresponse().status
@@ -503,17 +518,17 @@ def _kubelet_get(port: int, path: str, context: ssl.SSLContext) -> int:
 
 @pytest.mark.cluster
 def test_the_kubelet_refuses_anonymous_requests(cluster: LocalCluster) -> None:
-    # The kubelet's serving certificate is signed by the cluster CA, for 127.0.0.1.
+    # The kubelet's serving certificate is signed by the cluster CA, for its address.
     anonymous = ssl.create_default_context(cafile=str(cluster.pki_dir / "ca.crt"))
     for path in ("/pods", "/healthz", "/metrics", "/logs/"):
-        assert _kubelet_get(cluster.kubelet_port, path, anonymous) == 401, path
+        assert _kubelet_get(cluster, path, anonymous) == 401, path
     # The API server's own client certificate is let in (RBAC: system:kubelet-api-admin).
     apiserver = ssl.create_default_context(cafile=str(cluster.pki_dir / "ca.crt"))
     apiserver.load_cert_chain(
         str(cluster.pki_dir / "apiserver-kubelet-client.crt"),
         str(cluster.pki_dir / "apiserver-kubelet-client.key"),
     )
-    assert _kubelet_get(cluster.kubelet_port, "/pods", apiserver) == 200
+    assert _kubelet_get(cluster, "/pods", apiserver) == 200
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="needs the go tool")

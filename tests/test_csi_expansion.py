@@ -58,15 +58,15 @@ def _pod(name: str, claim: str, text: str) -> dict[str, Any]:
 
 
 def _kubelet_get(cluster: LocalCluster, path: str) -> str:
-    """GET from the real node's kubelet API, as the API server's kubelet client. Not through
-    the API server's node proxy (/api/v1/nodes/localhost/proxy/...): it refuses to proxy to
-    a loopback address ("address not allowed"), and the kubelet listens on 127.0.0.1 only."""
+    """GET from the real node's kubelet API, as the API server's kubelet client."""
     context = ssl.create_default_context(cafile=str(cluster.pki_dir / "ca.crt"))
     context.load_cert_chain(
         str(cluster.pki_dir / "apiserver-kubelet-client.crt"),
         str(cluster.pki_dir / "apiserver-kubelet-client.key"),
     )
-    conn = http.client.HTTPSConnection("127.0.0.1", cluster.kubelet_port, context=context)
+    conn = http.client.HTTPSConnection(
+        cluster.kubelet_address, cluster.kubelet_port, context=context
+    )
     try:
         conn.request("GET", path)
         response = conn.getresponse()

@@ -247,6 +247,7 @@ class LocalCluster:
         self._ports: dict[str, int] = {}
         self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
         self._node_namespace: str | None = None
+        self._node_address = "127.0.0.1"
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -302,8 +303,13 @@ class LocalCluster:
 
     @property
     def kubelet_port(self) -> int:
-        """The real node's kubelet API (HTTPS on 127.0.0.1; no anonymous requests)."""
+        """The real node's kubelet API (HTTPS on kubelet_address; no anonymous requests)."""
         return int(self._read_state().get("ports", {}).get("kubelet", 0))
+
+    @property
+    def kubelet_address(self) -> str:
+        """Where the real node's kubelet listens: the machine's address (node.node_address)."""
+        return str(self._read_state().get("node_address", "127.0.0.1"))
 
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -364,6 +370,7 @@ class LocalCluster:
             "kubeconfig": str(self.kubeconfig),
             # The real node's mount namespace, so that a later `down` finds its processes.
             "node_namespace": self._node_namespace,
+            "node_address": self._node_address,
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
@@ -682,9 +689,17 @@ class LocalCluster:
         cgroups.create_cgroups(cgroups.cgroup_root(sd))
         self._spawn("node", node.holder_command(paths, binaries["pause"]))
         pki = write_pki(self.pki_dir)
-        node_pki = write_node_pki(pki, paths.cert_dir, REAL_NODE_NAME)
+        address = self._node_address = node.node_address()
+        node_pki = write_node_pki(pki, paths.cert_dir, REAL_NODE_NAME, address)
         node_config.write_configs(
-            paths, self.bin_dir, node_pki, pki.ca_cert, api_port, kubelet_port, stream_port
+            paths,
+            self.bin_dir,
+            node_pki,
+            pki.ca_cert,
+            api_port,
+            kubelet_port,
+            stream_port,
+            address,
         )
         self.kubeconfig.write_text(admin_kubeconfig(pki, api_port))
         self.kubeconfig.chmod(0o600)
@@ -723,9 +738,9 @@ class LocalCluster:
                 f"--kubelet-client-certificate={pki.kubelet_client_cert}",
                 f"--kubelet-client-key={pki.kubelet_client_key}",
                 f"--kubelet-certificate-authority={pki.ca_cert}",
-                # The real node's name (localhost): its InternalIP is the machine's address,
-                # where the kubelet (on 127.0.0.1 only) does not listen.
-                "--kubelet-preferred-address-types=Hostname",
+                # The real node's InternalIP, where its kubelet listens (node.node_address);
+                # its name (localhost) where the machine has no other address.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 # Namespaces whose pods belong on the kwok node (KWOK_NAMESPACE_ANNOTATIONS).
                 "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
                 "--authorization-mode=Node,RBAC",
@@ -747,7 +762,7 @@ class LocalCluster:
         kubeconfig = str(self.kubeconfig)
         self._spawn(
             "kubelet",
-            node.in_namespace(holder, node_config.kubelet_command(binaries["kubelet"], paths), sd),
+            node.in_namespace(holder, node_config.kubelet_command(binaries["kubelet"], paths, address), sd),
             env=node_config.daemon_env(),
         )
         api = _Api(self)

@@ -306,3 +306,20 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def node_address() -> str:
+    """The address the kubelet serves on and the node reports as its InternalIP: the
+    machine's own (the source address of its default route). Not 127.0.0.1: the API server
+    refuses to proxy to a loopback address ("address not allowed"), and the node proxy
+    (/api/v1/nodes/<node>/proxy/stats/summary) is how the operator reads volume usage. A
+    machine with no route out keeps loopback (everything but that proxy still works)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # UDP, a documentation address: nothing is sent
+            address = str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+    return address if not address.startswith("127.") and address != "0.0.0.0" else "127.0.0.1"

@@ -117,7 +117,9 @@ def cni_config(paths: NodePaths) -> str:
     )
 
 
-def kubelet_config(paths: NodePaths, pki: NodePki, ca_cert: Path, port: int) -> str:
+def kubelet_config(
+    paths: NodePaths, pki: NodePki, ca_cert: Path, port: int, address: str
+) -> str:
     """The KubeletConfiguration (kubelet.config.k8s.io/v1beta1)."""
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -131,7 +133,7 @@ def kubelet_config(paths: NodePaths, pki: NodePki, ca_cert: Path, port: int) -> 
         # No KUBE-* chains on the machine: the node has no Services to route.
         "makeIPTablesUtilChains": False,
         "oomScoreAdj": 0,  # lowering it is not allowed here (see restrict_oom_score_adj)
-        "address": "127.0.0.1",
+        "address": address,  # node.node_address(): the node proxy needs a non-loopback one
         "port": port,
         "readOnlyPort": 0,
         "healthzPort": 0,
@@ -185,10 +187,11 @@ def write_configs(
     api_port: int,
     kubelet_port: int,
     stream_port: int,
+    address: str,
 ) -> None:
     paths.containerd_config.write_text(containerd_config(paths, bin_dir, stream_port))
     (paths.cni_dir / "net.d" / f"10-{CNI_NETWORK}.conflist").write_text(cni_config(paths))
-    paths.kubelet_config.write_text(kubelet_config(paths, pki, ca_cert, kubelet_port))
+    paths.kubelet_config.write_text(kubelet_config(paths, pki, ca_cert, kubelet_port, address))
     paths.kubelet_kubeconfig.write_text(
         user_kubeconfig(f"https://127.0.0.1:{api_port}", ca_cert, pki.client_cert, pki.client_key)
     )
@@ -204,7 +207,7 @@ def containerd_command(paths: NodePaths) -> list[str]:
     return ["containerd", "--config", str(paths.containerd_config)]
 
 
-def kubelet_command(kubelet: Path, paths: NodePaths) -> list[str]:
+def kubelet_command(kubelet: Path, paths: NodePaths, address: str) -> list[str]:
     labels = ",".join(f"{k}={v}" for k, v in REAL_NODE_LABELS.items())
     return [
         str(kubelet),
@@ -212,9 +215,11 @@ def kubelet_command(kubelet: Path, paths: NodePaths) -> list[str]:
         f"--kubeconfig={paths.kubelet_kubeconfig}",
         f"--root-dir={paths.kubelet_root}",
         f"--cert-dir={paths.cert_dir}",
-        # No --node-ip: the kubelet refuses a loopback one. The API server reaches it by
-        # this name (its Hostname address), which resolves to 127.0.0.1.
         f"--hostname-override={REAL_NODE_NAME}",
+        # Its InternalIP, where it listens: the API server reaches it there. (The kubelet
+        # refuses a loopback --node-ip: on a machine without a route out, none is given and
+        # the API server falls back to the node's name, which resolves to 127.0.0.1.)
+        *([f"--node-ip={address}"] if not address.startswith("127.") else []),
         f"--node-labels={labels}",
         "--v=1",
     ]

@@ -186,10 +186,10 @@ class NodePki:
     serving_key: Path
 
 
-def write_node_pki(pki: Pki, cert_dir: Path, node_name: str) -> NodePki:
+def write_node_pki(pki: Pki, cert_dir: Path, node_name: str, address: str) -> NodePki:
     """Certificates for node_name, signed by the cluster CA: the client one with
     O=system:nodes, CN=system:node:<name> (what the Node authorizer and NodeRestriction know a
-    kubelet by), the serving one for 127.0.0.1 and the node's name."""
+    kubelet by), the serving one for its name, 127.0.0.1 and `address` (where it listens)."""
     cert_dir.mkdir(parents=True, exist_ok=True)
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
@@ -204,7 +204,7 @@ def write_node_pki(pki: Pki, cert_dir: Path, node_name: str) -> NodePki:
     _client_cert(node.client_cert, node.client_key, user, "system:nodes", ca_cert.subject, ca_key)
     sans: list[x509.GeneralName] = [
         x509.DNSName(node_name),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        *[x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(("127.0.0.1", address))],
     ]
     _client_cert(
         node.serving_cert,
