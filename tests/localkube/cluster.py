@@ -762,7 +762,9 @@ class LocalCluster:
         kubeconfig = str(self.kubeconfig)
         self._spawn(
             "kubelet",
-            node.in_namespace(holder, node_config.kubelet_command(binaries["kubelet"], paths, address), sd),
+            node.in_namespace(
+                holder, node_config.kubelet_command(binaries["kubelet"], paths, address), sd
+            ),
             env=node_config.daemon_env(),
         )
         api = _Api(self)

@@ -117,9 +117,7 @@ def cni_config(paths: NodePaths) -> str:
     )
 
 
-def kubelet_config(
-    paths: NodePaths, pki: NodePki, ca_cert: Path, port: int, address: str
-) -> str:
+def kubelet_config(paths: NodePaths, pki: NodePki, ca_cert: Path, port: int, address: str) -> str:
     """The KubeletConfiguration (kubelet.config.k8s.io/v1beta1)."""
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
