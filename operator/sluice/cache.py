@@ -115,6 +115,8 @@ def trim(kind: str, obj: Obj) -> Obj:
     kept = {"metadata": _slim_metadata(obj.get("metadata") or {})}
     if kind == "pods":
         kept["status"] = obj.get("status") or {}
+        # Its node: autoscaling reads the volume usage there (usage.py).
+        kept["spec"] = _pick(obj.get("spec"), ("nodeName",))
     elif kind == "services":
         pass  # only its existence matters
     elif kind == SNAPSHOTS:

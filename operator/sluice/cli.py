@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         "often anyway (its watch events are what normally wake it; default 30)",
     )
     run.add_argument(
+        "--volume-usage-seconds",
+        type=float,
+        default=60.0,
+        help="storage autoscaling: read the volume usage of autoscaled pipelines from their "
+        "nodes' kubelets this often (default 60; the kubelet itself refreshes it every "
+        "minute by default)",
+    )
+    run.add_argument(
         "--leader-elect",
         action="store_true",
         help="run as one of several replicas: only the holder of a Lease reconciles",
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         kube_api_qps=args.kube_api_qps,
         kube_api_burst=args.kube_api_burst,
         volume_recheck_seconds=args.volume_recheck_seconds,
+        volume_usage_seconds=max(1.0, args.volume_usage_seconds),
     )
     election = (
         (args.leader_election_namespace, args.leader_election_id) if args.leader_elect else None

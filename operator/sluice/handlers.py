@@ -27,6 +27,7 @@ from sluice.events import EventRecorder
 from sluice.kube import Kube, load_config
 from sluice.ratelimit import RateLimitedApiClient, TokenBucket
 from sluice.transient import REPORTED, RetryForever, transient_reason
+from sluice.usage import VolumeUsagePoller, VolumeUsageStore
 from sluice.workqueue import WorkQueue
 
 log = logging.getLogger("sluice.handlers")
@@ -43,6 +44,8 @@ class RunOptions:
     # With PVs watched, a clear waiting for a volume is woken by its events; this look is
     # only a safety net (and notices the deletion deadline of core/volumes.py passing).
     volume_recheck_seconds: float = 30.0
+    # Storage autoscaling: how often the kubelets' volume usage is read (usage.py).
+    volume_usage_seconds: float = 60.0
 
 
 OPTIONS = RunOptions()
@@ -72,7 +75,9 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
     requests = client.Configuration.get_default_copy()
     requests.connection_pool_maxsize = OPTIONS.workers + 2
     bucket = TokenBucket(OPTIONS.kube_api_qps, OPTIONS.kube_api_burst)
-    kube = Kube(RateLimitedApiClient(bucket, requests), cache)
+    limited = RateLimitedApiClient(bucket, requests)
+    usage = VolumeUsageStore()
+    kube = Kube(limited, cache, usage)
     memo.events = EventRecorder(kube.emit_event)
     memo.controller = Controller(kube, memo.events)
     memo.executor = ThreadPoolExecutor(OPTIONS.workers, thread_name_prefix="reconcile")
@@ -82,6 +87,8 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
         for _ in range(OPTIONS.workers)
     ]
     memo.workers.append(asyncio.create_task(_say_if_volumes_unwatched(cache)))
+    poller = VolumeUsagePoller(limited, cache, usage, enqueue)
+    memo.workers.append(asyncio.create_task(_poll_volume_usage(poller, cache, memo.executor)))
 
 
 @kopf.on.cleanup()
@@ -110,6 +117,21 @@ async def _say_if_volumes_unwatched(cache: Cache) -> None:
             "at most while a provisioner deletes them, instead of following their events",
             VOLUME_RECHECK_MAX_DELAY,
         )
+
+
+async def _poll_volume_usage(
+    poller: VolumeUsagePoller, cache: Cache, executor: ThreadPoolExecutor
+) -> None:
+    """Storage autoscaling's readings, every --volume-usage-seconds (usage.py)."""
+    loop = asyncio.get_running_loop()
+    while not cache.synced:
+        await asyncio.sleep(0.05)
+    while True:
+        try:
+            await loop.run_in_executor(executor, poller.poll)
+        except Exception:  # never stop polling: the next round may succeed
+            log.exception("reading volume usage failed")
+        await asyncio.sleep(OPTIONS.volume_usage_seconds)
 
 
 async def _work(

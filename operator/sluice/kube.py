@@ -29,6 +29,7 @@ from sluice.core.labels import (
 )
 from sluice.core.observed import Observed
 from sluice.transient import TRANSIENT
+from sluice.usage import VolumeUsageStore
 
 REPORTING_COMPONENT = "sluice-operator"
 
@@ -76,11 +77,17 @@ class Kube:
     """With a `cache`, `observe` reads from it (no API request) and every write's response
     is put into it; without one, every observation is a fresh read."""
 
-    def __init__(self, api_client: client.ApiClient, cache: Cache | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        cache: Cache | None = None,
+        usage: VolumeUsageStore | None = None,
+    ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.cache = cache
+        self.usage = usage  # volume usage polled for autoscaling (usage.py)
 
     def _remember(self, kind: str, response: Any) -> None:
         if self.cache is not None:
@@ -106,6 +113,10 @@ class Kube:
             if cached is None:
                 return None
             cached = self._with_restore_source(cached)
+            if self.usage is not None and cached.spec.storage.autoscaling is not None:
+                names = [c["metadata"]["name"] for c in cached.claims]
+                usage = self.usage.for_claims(namespace, names)
+                cached = dataclasses.replace(cached, volume_usage=usage)
             # PVs are looked at only while a clear may run, as the PV watch has them; read
             # by name only where the watch cannot vouch for one (see Cache.volumes).
             names = volumes.volume_names_to_observe(cached.pipeline, cached.claims)

@@ -275,6 +275,7 @@ ALLOWED = [
         (verb, "volumesnapshots.snapshot.storage.k8s.io")
         for verb in ("get", "list", "watch", "create", "delete")
     ),
+    ("get", "nodes/proxy"),  # storage autoscaling: the kubelets' /stats/summary (usage.py)
 ]
 DENIED = [
     ("create", "pipelines.sluice.dev"),
@@ -295,6 +296,8 @@ DENIED = [
     ("list", "namespaces"),
     ("delete", "namespaces"),
     ("delete", "nodes"),
+    ("get", "nodes"),
+    ("create", "nodes/proxy"),  # a POST through the proxy (exec, port-forward): never
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),  # kopf's scanning is off
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),

@@ -64,9 +64,17 @@ def test_a_relist_replaces_and_reports_what_went() -> None:
     assert [c["metadata"]["name"] for c in store.for_pipeline("ns", "orders")] == ["b"]
 
 
-def test_pods_keep_metadata_and_status_only() -> None:
-    pod = {"metadata": {"name": "p"}, "spec": {"containers": []}, "status": {"phase": "Running"}}
-    assert trim("pods", pod) == {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+def test_pods_keep_metadata_status_and_their_node_only() -> None:
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [], "nodeName": "n1"},
+        "status": {"phase": "Running"},
+    }
+    assert trim("pods", pod) == {
+        "metadata": {"name": "p"},
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running"},
+    }
 
 
 def test_scope() -> None:

@@ -3,7 +3,8 @@ spec.storage.size while storage is in use is allowed only where the claim's Stor
 allows volume expansion (contract rule 12). A CRD rule cannot see a StorageClass; this
 policy takes every StorageClass as a parameter (a binding whose paramRef selects them all,
 so each is evaluated) and refuses the growth at apply time against the one the pipeline
-names, or the cluster's default when it names none."""
+names, or the cluster's default when it names none. Likewise spec.storage.autoscaling, when
+it is set or changed, or the class changes under it: it can only ever grow the claim."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _size(obj: str) -> str:
 
 def documents() -> list[dict[str, Any]]:
     in_use = (
-        "has(oldObject.status) && has(oldObject.status.storage)"
+        "request.operation == 'UPDATE' && has(oldObject.status) && has(oldObject.status.storage)"
         " && has(oldObject.status.storage.status)"
         " && oldObject.status.storage.status != 'Cleared'"
     )
@@ -40,7 +41,7 @@ def documents() -> list[dict[str, Any]]:
                     {
                         "apiGroups": [api.GROUP],
                         "apiVersions": [api.VERSION],
-                        "operations": ["UPDATE"],
+                        "operations": ["CREATE", "UPDATE"],
                         "resources": [api.PLURAL],
                     }
                 ]
@@ -50,6 +51,21 @@ def documents() -> list[dict[str, Any]]:
                     "name": "grows",
                     "expression": f"{in_use}"
                     f" && {_size('object')}.isGreaterThan({_size('oldObject')})",
+                },
+                {
+                    # Set now, and new: created with it, added, changed, or its class changed.
+                    # (Not every update: an admin turning expansion off later must not make
+                    # the Pipeline's every other change fail.)
+                    "name": "autoscalingAsked",
+                    "expression": "has(object.spec.storage.autoscaling)"
+                    " && (request.operation == 'CREATE'"
+                    " || !has(oldObject.spec.storage.autoscaling)"
+                    " || oldObject.spec.storage.autoscaling != object.spec.storage.autoscaling"
+                    " || has(oldObject.spec.storage.storageClassName)"
+                    " != has(object.spec.storage.storageClassName)"
+                    " || (has(object.spec.storage.storageClassName)"
+                    " && oldObject.spec.storage.storageClassName"
+                    " != object.spec.storage.storageClassName))",
                 },
                 {
                     "name": "namedClass",
@@ -70,7 +86,16 @@ def documents() -> list[dict[str, Any]]:
                     "pipeline and clear its storage to change the size "
                     "(EditRestrictedToClearedStorage)'",
                     "reason": "Invalid",
-                }
+                },
+                {
+                    "expression": "!variables.autoscalingAsked || !variables.namedClass"
+                    " || (has(params.allowVolumeExpansion) && params.allowVolumeExpansion)",
+                    "messageExpression": "'spec.storage.autoscaling needs a StorageClass that "
+                    "allows volume expansion, and StorageClass ' + params.metadata.name + "
+                    "' does not (allowVolumeExpansion): remove spec.storage.autoscaling, or use "
+                    "a class that can expand (changing the class needs storage Cleared)'",
+                    "reason": "Invalid",
+                },
             ],
         },
     }

@@ -232,6 +232,18 @@ StorageSize = Annotated[
 ]
 
 
+AutoscalingMaxSize = Annotated[
+    int | str,
+    _quantity_schema(
+        "spec.storage.autoscaling.maxSize",
+        "A positive Kubernetes quantity, e.g. 100Gi.",
+        positive=True,
+    ),
+]
+# A step is a share of the volume's capacity now (1% to 1000%), or an amount.
+STEP_PERCENT_PATTERN = "^[1-9][0-9]{0,2}%$|^1000%$"
+
+
 def _resource_map(field: str) -> dict[str, Any]:
     return {"maxProperties": MAX_RESOURCE_NAMES, "x-kubernetes-validations": _map_rules(field)}
 
@@ -387,8 +399,62 @@ class SnapshotBeforeClear(_Model):
     )
 
 
+class StorageAutoscaling(_Model):
+    """Grow the claim when its volume fills up, up to a maximum, where its StorageClass
+    allows volume expansion. Usage is the kubelet's volume statistics."""
+
+    max_size: AutoscalingMaxSize = Field(
+        description="The largest the claim is grown to, e.g. 100Gi; at least "
+        "spec.storage.size. At it, a full volume gets a Warning Event and the condition "
+        "StorageAtMaxSize instead."
+    )
+    usage_threshold_percent: int = Field(
+        default=80,
+        ge=1,
+        le=99,
+        description="Grow once the volume is this full (used bytes over capacity, in percent).",
+    )
+    step: int | str = Field(
+        default="25%",
+        json_schema_extra={
+            # int-or-string like the quantities: the API server's cost estimate bounds
+            # string(self) by maxLength there (for a plain string it does not).
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": QUANTITY_MAX_LENGTH,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"string(self).matches(r'{STEP_PERCENT_PATTERN}')"
+                    f" || ({_parses('self')} && {_quantity('self')}.isGreaterThan(quantity('0')))",
+                    "message": "spec.storage.autoscaling.step must be a share of the capacity "
+                    "from 1% to 1000%, e.g. 25%, or a positive quantity, e.g. 10Gi",
+                }
+            ],
+        },
+        description="How much each growth adds: a share of the capacity now (e.g. 25%) or an "
+        "amount (e.g. 10Gi); the new size is rounded up to whole MiB and capped at maxSize.",
+    )
+
+
 class StorageSpec(_Model):
     """Where the pipeline keeps its state, and how a clear disposes of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.autoscaling)"
+                    f" || !({_parses('self.size')} && {_parses('self.autoscaling.maxSize')})"
+                    f" || !{_quantity('self.size')}"
+                    f".isGreaterThan({_quantity('self.autoscaling.maxSize')})",
+                    "fieldPath": ".autoscaling.maxSize",
+                    "reason": "FieldValueInvalid",
+                    "message": "spec.storage.autoscaling.maxSize must be at least "
+                    "spec.storage.size",
+                }
+            ]
+        }
+    )
 
     size: StorageSize = Field(
         description="Size of the pipeline's PersistentVolumeClaim, e.g. 30Gi; more than 0. "
@@ -457,6 +523,13 @@ class StorageSpec(_Model):
         "status.storage.snapshots, or any other) that the next claim is restored from. Can "
         "only be set or changed while storage is Cleared; it is used once (the claim after a "
         "later clear starts empty, as after any clear).",
+    )
+    autoscaling: StorageAutoscaling | None = Field(
+        default=None,
+        description="Grow the claim in place when its volume fills up (its StorageClass "
+        "must allow volume expansion). The claim may then be larger than spec.storage.size, "
+        "which stays the size of a new claim (after a clear). Unset: storage grows only when "
+        "spec.storage.size does.",
     )
 
 

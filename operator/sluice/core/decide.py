@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.api import v1alpha1 as api
 from sluice.api.v1alpha1 import ClearPolicy, DeploymentStatus, DesiredState, StorageStatus
-from sluice.core import kstatus, manifests, resize, snapshots, volumes
+from sluice.core import autoscale, kstatus, manifests, resize, snapshots, volumes
 from sluice.core.conditions import condition
 from sluice.core.labels import (
     DETACHED_AT,
@@ -233,17 +233,19 @@ def decide(observed: Observed, now: str) -> Plan:
             status.storage.last_restore_from = status.storage.restored_from  # used: once
         if not pending and not observed.deleting:
             _grow(observed, plan)
+            _autoscale(observed, plan, now)
 
     _expire_snapshots(observed, plan, now)
     status.conditions = _conditions(observed, status, pending, now, plan.waiting_for)
     status.conditions += _resizing_condition(observed, old, now, plan)
+    status.conditions += _at_max_size_condition(observed, old, now, plan)
     plan.events.extend(_transition_events(old, status))
     return plan
 
 
 def _grow(observed: Observed, plan: Plan) -> None:
     """Grow claims below spec.storage.size in place (rule 12), and say how far it got."""
-    live = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
+    live = _live_claims(observed)
     plan.status.storage.capacity = resize.capacity(live[0]) if live else None
     for action in resize.grow(live, observed.spec.storage.size):
         plan.actions.append(action)
@@ -256,6 +258,70 @@ def _grow(observed: Observed, plan: Plan) -> None:
         )
 
 
+def _live_claims(observed: Observed) -> list[dict[str, Any]]:
+    return [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
+
+
+def _autoscale(observed: Observed, plan: Plan, now: str) -> None:
+    """spec.storage.autoscaling: grow a claim whose volume is over the threshold by a step
+    (an Event says why), unless spec.storage.size already grows it in this step."""
+    settings = observed.spec.storage.autoscaling
+    if settings is None:
+        return
+    growing = {a.name for a in plan.actions if isinstance(a, resize.ResizeClaim)}
+    claims = [c for c in _live_claims(observed) if c["metadata"]["name"] not in growing]
+    decision = autoscale.decide(settings, claims, observed.volume_usage, _resized_at(observed, now))
+    plan.actions.extend(decision.grow)
+    plan.events.extend(Event("Normal", autoscale.GROWN_EVENT, m) for m in decision.messages)
+
+
+def _resized_at(observed: Observed, now: str) -> str | None:
+    """When the last resize was seen complete: when StorageResizing turned False, or now if
+    it is still True (complete now, or still under way, when autoscaling waits anyway)."""
+    resizing = next(
+        (c for c in observed.status.conditions if c.type == resize.RESIZING_CONDITION), None
+    )
+    if resizing is None:
+        return None
+    return now if resizing.status == "True" else resizing.last_transition_time
+
+
+def _at_max_size_condition(
+    observed: Observed, old: api.PipelineStatus, now: str, plan: Plan
+) -> list[api.Condition]:
+    """StorageAtMaxSize: True (with a Warning Event when it becomes so) while a volume over
+    the autoscaling threshold cannot grow because its claim is at maxSize; False once that
+    is no longer so; absent on a pipeline that never got there."""
+    previous = {c.type: c for c in old.conditions}
+    before = previous.get(autoscale.AT_MAX_CONDITION)
+    settings = observed.spec.storage.autoscaling
+    full: list[autoscale.Full] = []
+    if settings is not None and plan.status.storage.status == StorageStatus.IN_USE:
+        usage, resized_at = observed.volume_usage, _resized_at(observed, now)
+        full = autoscale.decide(settings, _live_claims(observed), usage, resized_at).full
+    if not full and before is None:
+        return []
+    if full:
+        message = autoscale.full_message(full)
+        if before is None or before.status != "True":
+            plan.events.append(Event("Warning", autoscale.AT_MAX_CONDITION, message))
+        status, reason = "True", autoscale.AT_MAX_REASON
+    else:
+        status, reason = "False", "BelowMaxSize"
+        message = "Every volume is below the autoscaling threshold or can still grow."
+    return [
+        condition(
+            autoscale.AT_MAX_CONDITION,
+            status,
+            reason,
+            message,
+            previous,
+            now,
+            observed.generation,
+        )
+    ]
+
+
 def _resizing_condition(
     observed: Observed, old: api.PipelineStatus, now: str, plan: Plan
 ) -> list[api.Condition]:
@@ -264,7 +330,7 @@ def _resizing_condition(
     absent on a pipeline that never grew."""
     previous = {c.type: c for c in old.conditions}
     before = previous.get(resize.RESIZING_CONDITION)
-    live = [c for c in observed.associated_claims if not c["metadata"].get("deletionTimestamp")]
+    live = _live_claims(observed)
     if plan.status.storage.status != StorageStatus.IN_USE:
         return []
     under_way = resize.pending(live)
@@ -285,15 +351,16 @@ def _resizing_condition(
                 observed.generation,
             )
         ]
-    if before is None and not any(isinstance(a, resize.ResizeClaim) for a in plan.actions):
+    growing = [a for a in plan.actions if isinstance(a, resize.ResizeClaim)]
+    if before is None and not growing:
         return []
-    if any(isinstance(a, resize.ResizeClaim) for a in plan.actions):
+    if growing:
         return [
             condition(
                 resize.RESIZING_CONDITION,
                 "True",
                 "Resizing",
-                "Claims are being grown to spec.storage.size.",
+                "Growing " + ", ".join(f"claim {a.name} to {a.size}" for a in growing) + ".",
                 previous,
                 now,
                 observed.generation,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.api import v1alpha1 as api
+from sluice.core.autoscale import VolumeUsage
 from sluice.core.labels import DETACHED_FROM_UID, PIPELINE_UID_LABEL, detached_from, owned_by
 
 
@@ -22,7 +23,9 @@ class Observed:
     only there. `snapshots` holds the VolumeSnapshots labelled with the pipeline's name
     (of this object or of an earlier one of the same name; none has an ownerReference).
     `restore_source` is the VolumeSnapshot `spec.storage.restoreFrom` names, read only
-    while a claim is to be created from it (None: it does not exist).
+    while a claim is to be created from it (None: it does not exist). `volume_usage` is what
+    the kubelet last reported of each claim's volume (by claim name), kept only for
+    pipelines with spec.storage.autoscaling (usage.py).
     """
 
     pipeline: dict[str, Any]
@@ -36,6 +39,7 @@ class Observed:
     restore_source: dict[str, Any] | None = None
     # False when the cluster has no VolumeSnapshot API (the CRDs are not installed).
     snapshots_available: bool = True
+    volume_usage: dict[str, VolumeUsage] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -39,11 +39,11 @@ class Resize:
     message: str
 
 
-def _bytes(quantity: Any) -> Decimal:
+def quantity_bytes(quantity: Any) -> Decimal:
     return Decimal(parse_quantity(str(quantity).strip()))  # type: ignore[no-untyped-call]
 
 
-def _requested(claim: dict[str, Any]) -> str | None:
+def requested(claim: dict[str, Any]) -> str | None:
     spec = claim.get("spec") or {}
     requests = (spec.get("resources") or {}).get("requests") or {}
     value = requests.get("storage")
@@ -58,11 +58,11 @@ def capacity(claim: dict[str, Any]) -> str | None:
 def grow(claims: list[dict[str, Any]], size: Any) -> list[ResizeClaim]:
     """A ResizeClaim for each claim whose request is below `size` (spec.storage.size).
     Never a smaller request: shrinking is refused at apply time (the CRD's rule)."""
-    wanted = _bytes(size)
+    wanted = quantity_bytes(size)
     out = []
     for claim in claims:
-        requested = _requested(claim)
-        if requested is not None and _bytes(requested) < wanted:
+        request = requested(claim)
+        if request is not None and quantity_bytes(request) < wanted:
             out.append(ResizeClaim(claim["metadata"]["name"], str(size).strip()))
     return out
 
@@ -72,23 +72,23 @@ def pending(claims: list[dict[str, Any]]) -> list[Resize]:
     failing), with the resizer's or the kubelet's own words when they wrote any."""
     out = []
     for claim in claims:
-        requested, current = _requested(claim), capacity(claim)
-        if requested is None or current is None or _bytes(current) >= _bytes(requested):
+        request, current = requested(claim), capacity(claim)
+        if request is None or current is None or quantity_bytes(current) >= quantity_bytes(request):
             continue
         conditions = {c.get("type"): c for c in (claim.get("status") or {}).get("conditions") or []}
         failed = next((conditions[t] for t in RESIZE_ERRORS if t in conditions), None)
         name = claim["metadata"]["name"]
         if failed is not None:
             reason = str(failed["type"])
-            message = f"Growing claim {name} to {requested} failed: {failed.get('message', '')}"
+            message = f"Growing claim {name} to {request} failed: {failed.get('message', '')}"
         elif FILE_SYSTEM_PENDING in conditions:
             reason = FILE_SYSTEM_PENDING
             message = (
-                f"Claim {name}'s volume is {requested}; its filesystem grows when the kubelet "
+                f"Claim {name}'s volume is {request}; its filesystem grows when the kubelet "
                 "next mounts it (the pipeline's next start)."
             )
         else:
             reason = "Resizing"
-            message = f"Claim {name} is growing from {current} to {requested}."
-        out.append(Resize(name, requested, current, reason, message))
+            message = f"Claim {name} is growing from {current} to {request}."
+        out.append(Resize(name, request, current, reason, message))
     return out

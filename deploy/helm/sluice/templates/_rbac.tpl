@@ -7,6 +7,10 @@
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["list"]
+# Storage autoscaling's volume usage, from the kubelets' /stats/summary (see deploy/rbac.yaml).
+- apiGroups: [""]
+  resources: ["nodes/proxy"]
+  verbs: ["get"]
 {{- end -}}
 {{- define "sluice.operatorNamespacedRules" -}}
 - apiGroups: ["sluice.dev"]
