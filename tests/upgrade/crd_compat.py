@@ -34,6 +34,26 @@ ALLOWED: dict[str, str] = {
     "the old rule allowed a size change only while Cleared (or none); this one allows the same "
     "and a growth, so it refuses nothing the old one accepted (a transition rule: stored "
     "objects are not re-checked).",
+    # 0.2.0's autoscaling: maxSize at least size (the rule in full, as the CRD has it).
+    'v1alpha1: <root>.spec.storage: new validation rule "!has'
+    "(self.autoscaling) || !((!string(self.size).matches(r'^ "
+    "*[\\\\t\\\\n\\\\v\\\\f\\\\r\\\\x{85}\\\\x{A0}\\\\x{1680}\\\\x{2000}-\\\\x{20"
+    "0A}\\\\x{2028}\\\\x{2029}\\\\x{202F}\\\\x{205F}\\\\x{3000}]|[\\\\t\\\\"
+    "n\\\\v\\\\f\\\\r\\\\x{85}\\\\x{A0}\\\\x{1680}\\\\x{2000}-\\\\x{200A}\\\\x{"
+    "2028}\\\\x{2029}\\\\x{202F}\\\\x{205F}\\\\x{3000}] *$') && !stri"
+    "ng(self.size).trim().matches(r'[eE][-+]?[0-9]{4}') && is"
+    "Quantity(string(self.size).trim())) && (!string(self.aut"
+    "oscaling.maxSize).matches(r'^ *[\\\\t\\\\n\\\\v\\\\f\\\\r\\\\x{85}\\\\"
+    "x{A0}\\\\x{1680}\\\\x{2000}-\\\\x{200A}\\\\x{2028}\\\\x{2029}\\\\x{2"
+    "02F}\\\\x{205F}\\\\x{3000}]|[\\\\t\\\\n\\\\v\\\\f\\\\r\\\\x{85}\\\\x{A0}\\\\"
+    "x{1680}\\\\x{2000}-\\\\x{200A}\\\\x{2028}\\\\x{2029}\\\\x{202F}\\\\x"
+    "{205F}\\\\x{3000}] *$') && !string(self.autoscaling.maxSiz"
+    "e).trim().matches(r'[eE][-+]?[0-9]{4}') && isQuantity(st"
+    "ring(self.autoscaling.maxSize).trim()))) || !quantity(st"
+    "ring(self.size).trim()).isGreaterThan(quantity(string(se"
+    'lf.autoscaling.maxSize).trim()))"': "0.2.0: spec.storage.autoscaling.maxSize must be at least "
+    "spec.storage.size. True whenever autoscaling is unset, and nothing 0.1.0 stored or "
+    "accepted has autoscaling: it refuses nothing 0.1.0 accepted.",
 }
 
 _LOWER_BOUNDS = ("minimum", "minLength", "minItems", "minProperties")

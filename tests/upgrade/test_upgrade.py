@@ -48,7 +48,13 @@ from upgrade.release import PREVIOUS_VERSION, previous_crd
 
 # A value for every spec field the previous release does not know (crd_compat.added_properties
 # lists them; the test fails when one has no example here): a rolled-back operator sees them.
-NEW_FIELD_EXAMPLES: dict[str, Any] = {".spec.podSecurity": "ImageDefault"}
+NEW_FIELD_EXAMPLES: dict[str, Any] = {
+    ".spec.podSecurity": "ImageDefault",
+    ".spec.storage.autoscaling": {"maxSize": "4Gi", "usageThresholdPercent": 90},
+}
+# Set on the running and the stopped pipeline, unless named here: autoscaling needs a class
+# that can expand (the stopped one's csi-local; the running one has the default, hostPath).
+EXAMPLE_PIPELINES: dict[str, tuple[str, ...]] = {".spec.storage.autoscaling": ("stopped",)}
 
 CHART = REPO / "deploy/helm/sluice"
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1", "volumesnapshots")
@@ -259,7 +265,7 @@ def test_upgrade_from_the_previous_release_loses_nothing(
         body: dict[str, Any] = value
         for key in reversed(path.strip(".").split(".")):
             body = {key: body}
-        for name in ("running", "stopped"):
+        for name in EXAMPLE_PIPELINES.get(path, ("running", "stopped")):
             patch(kubectl, namespace, name, body)
     claims_now, pods_now = (
         claims(api, namespace),
