@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 from kubernetes import client
 from sluice.api import crd
 from sluice.api import v1alpha1 as api
+from sluice.core import autoscale, manifests, resize, snapshots
 from sluice.core import decide as d
-from sluice.core import manifests, snapshots
 from sluice.core.labels import FINALIZER
 from sluice.core.observed import Observed
 
@@ -72,6 +72,14 @@ VALUE_HINTS: dict[str, list[Any]] = {
     "retainFor": ["72h", "90m", "1h30m", "15s", "1.5h", "0s", "0.5ns", "3d", "-1h", "2562047h"],
     "restoreFrom": ["orders-clear-bcdfg", "snap.v1", "Snap", "-x", "a" * 253],
     "volumeSnapshotClassName": ["csi-local", "fast.snapshots", "Fast_Snap", ""],
+    "maxSize": ["8Ei", "100Ti", "10Gi", "1.5Gi", 2**40, "0", "-1Gi", " 4Gi", "1e3000"],
+    "step": ["25%", "1%", "1000%", "10Gi", "500Mi", 4096, "0%", "1001%", "25 %", "0", "x"],
+    # Autoscaling as a whole, so that specs with it are admitted often (maxSize >= size).
+    "autoscaling": [
+        {"maxSize": "8Ei"},
+        {"maxSize": "8Ei", "step": "50%", "usageThresholdPercent": 80},
+        {"maxSize": "8Ei", "step": "3Gi", "usageThresholdPercent": 1},
+    ],
 }
 
 SPEC_SCHEMA = crd.openapi_schema()["properties"]["spec"]
@@ -132,6 +140,21 @@ def test_every_admitted_pipeline_can_run(
             name, uid, spec.storage, claim_generation=0, restore=restore
         )
         created = core.create_namespaced_persistent_volume_claim(namespace, claim, dry_run="All")
+        if spec.storage.autoscaling is not None:
+            # A full volume: the size autoscaling grows the claim to is one the API server
+            # takes as a claim's request, and above the claim's, at most maxSize.
+            request = created.spec.resources.requests["storage"]
+            bound = {**claim, "status": {"capacity": {"storage": request}}}
+            bound["metadata"] = {**claim["metadata"], "name": "full"}
+            full = {"full": autoscale.VolumeUsage(1 << 30, 1 << 30)}
+            (grow,) = autoscale.decide(spec.storage.autoscaling, [bound], full).grow or (None,)
+            if grow is not None:
+                grown = resize.quantity_bytes(grow.size)
+                assert resize.quantity_bytes(request) < grown
+                assert grown <= resize.quantity_bytes(spec.storage.autoscaling.max_size)
+                bigger = copy.deepcopy(claim)
+                bigger["spec"]["resources"]["requests"]["storage"] = grow.size
+                core.create_namespaced_persistent_volume_claim(namespace, bigger, dry_run="All")
         core.create_namespaced_service(
             namespace, manifests.headless_service(name, uid), dry_run="All"
         )
