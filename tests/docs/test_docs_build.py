@@ -78,3 +78,22 @@ def test_diagrams_are_mermaid(site: Path) -> None:
     assert page.count('class="mermaid"') >= 2
     assert "stateDiagram" in page
     assert "sequenceDiagram" in page
+
+
+def test_readme_links_lead_somewhere() -> None:
+    """README is read on its own (on GitHub, in a checkout): its links into docs/ and the
+    repository must exist, anchors included."""
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [link for link in links if not re.match(r"[a-z]+://", link)]
+    assert len(local) > 10
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = REPO / path
+        assert target.exists(), f"README links to missing {path}"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            slugs = {
+                re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h).strip().lower()) for h in headings
+            }
+            assert anchor in slugs, f"README links to {link}: no such heading"
