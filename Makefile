@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tests
 API_BIND ?= 127.0.0.1:8080
 OPERATOR_FLAGS ?= --all-namespaces
 
-.PHONY: all venv kube-bins node-runtime pipeline argocd feldera-schema promtool helm cluster-up cluster-down kubeconfig crds lint test run bench faults soak clean
+.PHONY: all venv kube-bins node-runtime pipeline argocd feldera-schema promtool helm cluster-up cluster-down kubeconfig crds lint docs test run bench faults soak clean
 
 all: test
 
@@ -104,9 +104,15 @@ crds: venv
 	$(PY) -m sluice crds --output deploy/helm/sluice/crds/
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests docs/hooks
+	$(VENV)/bin/ruff format --check operator tests docs/hooks
 	$(VENV)/bin/mypy
+
+# The documentation site into site/ (mkdocs.yml; strict: a broken link or a warning fails).
+# The Pipeline API reference is generated from crds/ as it builds. `make test` builds it too
+# (tests/docs/test_docs_build.py). NO_MKDOCS_2_WARNING: Material's end-of-life banner.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 test: venv kube-bins node-runtime pipeline argocd feldera-schema promtool lint
 	$(PY) -m pytest

@@ -8,7 +8,7 @@ listener binds 0.0.0.0 whatever its flags say, runs in a network namespace of it
 
 In the cluster: Argo CD's CRDs (server-side apply: the Application CRD is too big for
 client-side apply), namespace argocd, argocd-secret, AppProject default, and argocd-cm
-patched exactly as README tells users (deploy/argocd/argocd-cm-patch.yaml). `stop()` ends
+patched exactly as docs/gitops.md tells users (deploy/argocd/argocd-cm-patch.yaml). `stop()` ends
 every process and removes all of it again.
 """
 
@@ -297,7 +297,7 @@ class ArgoCD:
             "metadata": {"name": "argocd-secret", "namespace": NAMESPACE, "labels": labels},
             "stringData": {"server.secretkey": secrets.token_urlsafe(32)},
         }
-        # argocd-cm as a fresh install has it, then README's command, verbatim.
+        # argocd-cm as a fresh install has it, then docs/gitops.md's command, verbatim.
         cm = {
             "apiVersion": "v1",
             "kind": "ConfigMap",

@@ -231,8 +231,8 @@ UID = "0b5a2ac0-6a4f-4a57-9b5e-2a1d3c4e5f60"
 
 
 def deliberate_refusal(spec: dict[str, Any]) -> str | None:
-    """Why Sluice refuses this spec on purpose though Kubernetes may admit it (README,
-    "Every admitted spec can run"), or None."""
+    """Why Sluice refuses this spec on purpose though Kubernetes may admit it (docs/concepts.md,
+    "What is admitted"), or None."""
     maps = [m for m in (spec.get("resources") or {}).values() if isinstance(m, dict)]
     values: list[tuple[str | None, Any]] = [(None, spec["storage"]["size"])]
     values += [(name, value) for m in maps for name, value in m.items()]

@@ -312,7 +312,7 @@ KSTATUS = {
 }
 # Before the operator's first status write there is nothing for kstatus to read: with no
 # status and no observedGeneration it says Current (its rule for any resource), while
-# Argo CD's check says Progressing. Documented in README (kstatus).
+# Argo CD's check says Progressing. Documented in docs/gitops.md (kstatus).
 KSTATUS_EXCEPTIONS = {"no_status": "Current"}
 
 

@@ -246,7 +246,7 @@ def test_stop_and_start_actions(
     before = started(app)
     gitops.action("stop", "orders")
     if self_heal:
-        # Git says Running: selfHeal undoes the stop (Argo CD's rule; README: commit it, or
+        # Git says Running: selfHeal undoes the stop (Argo CD's rule; docs/gitops.md: commit it, or
         # ignore /spec/desiredState with RespectIgnoreDifferences).
         gitops.wait("selfHeal's sync to succeed", healed(before))
         app = gitops.wait("Synced and Healthy again", lambda a: settled(a, sha, "Healthy"))

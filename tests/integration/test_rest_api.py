@@ -296,7 +296,7 @@ def test_get_list_start_stop(kubectl: Kubectl, namespace: str, api: ApiServer, w
     assert stop.status_code == 202
     stopped = get(kubectl, namespace, "a-orders")
     assert stopped["spec"]["desiredState"] == "Stopped"
-    # Forced: the operator gives the pod 1 s instead of its grace period (README).
+    # Forced: the operator gives the pod 1 s instead of its grace period (docs/concepts.md).
     assert stopped["metadata"]["annotations"]["sluice.dev/force-stop"] == "true"
     assert api.request("POST", "/v0/pipelines/a-orders/stop", writer).status_code == 202
 

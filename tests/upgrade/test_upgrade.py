@@ -3,7 +3,7 @@
 The previous release (tests/upgrade/release.py: its operator and CRD, from git) brings
 pipelines into every state: Running, Stopped with storage, Cleared, Cleared with a detached
 claim, Cleared with a snapshot kept by the safety net, and a clear cut off by SIGKILL after
-its first claim delete. Then the new CRD and operator are installed as README's "Upgrading"
+its first claim delete. Then the new CRD and operator are installed as docs/upgrading.md
 says. Asserted as a user would check: the cut-off clear completes exactly once; the running
 pipeline's StatefulSet is not rolled (its pod keeps its UID); every claim, detached claim and
 snapshot is still there; the new operator acts on the old objects and on new ones. Then the
@@ -74,7 +74,7 @@ def run_previous(kubectl: Kubectl, namespace: str, name: str, **kwargs: Any) -> 
 
 
 def install_crd(kubectl: Kubectl, folder: Path) -> None:
-    """As README says: server-side apply of the release's crds/ folder."""
+    """As docs/upgrading.md says: server-side apply of the release's crds/ folder."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(folder))
     kubectl("wait", "--for=condition=Established", "crd/pipelines.sluice.dev", "--timeout=60s")
     # Right after a CRD is (re)installed the API server may answer 429 for a moment.
@@ -224,7 +224,7 @@ def test_upgrade_from_the_previous_release_loses_nothing(
     assert len(kept_snapshots) == 1, kept_snapshots
     before = {n: storage(get(kubectl, namespace, n))["status"] for n in PIPELINES}
 
-    # The upgrade, as README says: the new CRD, then the new operator.
+    # The upgrade, as docs/upgrading.md says: the new CRD, then the new operator.
     install_crd(kubectl, CRD_DIR)
     with running(new, namespace):
         cut = wait_storage(kubectl, namespace, "cut", "Cleared", timeout=180)
