@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from feldera import FelderaClient, Pipeline
 from feldera.enums import PipelineFieldSelector, PipelineStatus, StorageStatus
 from feldera.rest.errors import FelderaAPIError
+from localkube.cluster import CSI_CLASS, STORAGE_CLASS
 from localkube.fixtures import Kubectl
+from sluice.core import resize
 
 from .conftest import Operator
-from .pipelines import get, manifest, run_and_wait
+from .pipelines import get, manifest, run_and_wait, storage
 from .test_rest_api import ApiServer, self_signed, stopped_with_storage, token_for
 
 
@@ -141,3 +144,54 @@ def test_client_over_https_with_a_token_file(
         assert [p.name for p in Pipeline.all(client)] == ["orders"]
     finally:
         server.stop()
+
+
+def _with_storage_mb(runtime_config: dict[str, Any], mb: int) -> dict[str, Any]:
+    """The whole runtime_config as GET shows it, with another size: what a client sends."""
+    return {**runtime_config, "resources": {**runtime_config["resources"], "storage_mb_max": mb}}
+
+
+def test_client_edits_the_size_where_sluice_can_grow_it_and_gets_feldera_400_elsewhere(
+    kubectl: Kubectl, namespace: str, live_operator: Operator, feldera: FelderaClient
+) -> None:
+    """Feldera's PATCH with runtime_config: while storage is in use the size grows in place
+    on csi-local (it can expand); shrinking, or growing on the hostPath class, is Feldera's
+    400 EditRestrictedToClearedStorage; fields Sluice does not take from this API, 400."""
+    run_and_wait(kubectl, namespace, "grows", storage_class=CSI_CLASS)
+    run_and_wait(kubectl, namespace, "fixed", storage_class=STORAGE_CLASS)
+    grows = feldera.get_pipeline("grows", PipelineFieldSelector.ALL)
+    assert grows.runtime_config["resources"]["storage_mb_max"] == 1074  # 1Gi, MB rounded up
+
+    feldera.patch_pipeline("grows", runtime_config=_with_storage_mb(grows.runtime_config, 2000))
+    obj = get(kubectl, namespace, "grows")
+    assert obj["spec"]["storage"]["size"] == "2000M"
+    after = feldera.get_pipeline("grows", PipelineFieldSelector.ALL)
+    assert after.runtime_config["resources"]["storage_mb_max"] == 2000
+    kubectl(
+        "-n", namespace, "wait", "--for=condition=StorageResizing=False",
+        "pipeline/grows", "--timeout=120s", timeout=130,
+    )  # fmt: skip
+    grown = storage(get(kubectl, namespace, "grows"))
+    assert resize.quantity_bytes(grown["capacity"]) >= 2000 * 10**6, grown
+    assert grown["status"] == "InUse"  # grown in place, no clear
+
+    for name, mb in (("grows", 1500), ("fixed", 2000)):
+        current = feldera.get_pipeline(name, PipelineFieldSelector.ALL).runtime_config
+        with pytest.raises(FelderaAPIError) as refused:
+            feldera.patch_pipeline(name, runtime_config=_with_storage_mb(current, mb))
+        assert refused.value.status_code == 400, name
+        assert refused.value.error_code == "EditRestrictedToClearedStorage", refused.value
+        assert "spec.storage.size" in str(refused.value), refused.value
+    assert get(kubectl, namespace, "fixed")["spec"]["storage"]["size"] == "1Gi"
+
+    with pytest.raises(FelderaAPIError) as unsupported:
+        feldera.patch_pipeline("grows", runtime_config={**after.runtime_config, "workers": 2})
+    assert unsupported.value.status_code == 400
+    assert unsupported.value.error_code == "EditNotSupported"
+    assert unsupported.value.details == {"field": "runtime_config.workers"}
+
+    # The description is Sluice's annotation; the same body again changes nothing.
+    feldera.patch_pipeline("grows", description="orders, grown")
+    assert feldera.get_pipeline("grows", PipelineFieldSelector.ALL).description == "orders, grown"
+    feldera.patch_pipeline("grows", runtime_config=after.runtime_config)
+    assert get(kubectl, namespace, "grows")["spec"]["storage"]["size"] == "2000M"

@@ -36,6 +36,7 @@ FELDERA_OPERATIONS = (
     "list_pipelines",
     "get_pipeline",
     "delete_pipeline",
+    "patch_pipeline",
     "post_pipeline_clear",
     "post_pipeline_start",
     "post_pipeline_stop",

@@ -281,3 +281,84 @@ def test_a_name_no_pipeline_can_have_is_unknown(name: str) -> None:
         "error_code": "UnknownPipelineName",
         "details": {"pipeline_name": name},
     }
+
+
+# ---- edits (PATCH) ----------------------------------------------------------------------
+
+
+def _runtime_config(obj: dict[str, Any], **resources: Any) -> dict[str, Any]:
+    current = d.to_feldera(obj, "all")["runtime_config"]
+    return {**current, "resources": {**current["resources"], **resources}}
+
+
+def test_an_edit_of_the_storage_size_patches_spec_storage_size_in_mb() -> None:
+    obj = pipeline()
+    assert d.to_feldera(obj, "all")["runtime_config"]["resources"]["storage_mb_max"] == 1074
+    patch = d.decide_edit(obj, {"runtime_config": _runtime_config(obj, storage_mb_max=2000)})
+    assert patch == {
+        "metadata": {"resourceVersion": "4242"},
+        "spec": {"storage": {"size": "2000M"}},
+    }
+    # In part: a field left out is unchanged.
+    part = {"runtime_config": {"resources": {"storage_mb_max": 2000}}}
+    assert d.decide_edit(obj, part) == patch
+
+
+def test_what_get_shows_left_out_or_null_changes_nothing() -> None:
+    obj = pipeline()
+    as_shown = d.to_feldera(obj, "all")
+    for body in (
+        {},
+        {"runtime_config": as_shown["runtime_config"]},
+        {"name": None, "program_code": None, "runtime_config": None, "tags": None},
+        {"program_code": "", "udf_rust": "", "program_config": {}, "name": "orders"},
+        {"description": ""},
+    ):
+        assert d.decide_edit(obj, body) is None, body
+
+
+def test_the_description_is_an_annotation() -> None:
+    patch = d.decide_edit(pipeline(), {"description": "orders, in MB"})
+    assert patch == {
+        "metadata": {
+            "annotations": {d.DESCRIPTION_ANNOTATION: "orders, in MB"},
+            "resourceVersion": "4242",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"runtime_config": {"workers": 2}}, "runtime_config.workers"),
+        (
+            {"runtime_config": {"resources": {"cpu_cores_max": 4}}},
+            "runtime_config.resources.cpu_cores_max",
+        ),
+        ({"program_code": "CREATE TABLE t (x INT);"}, "program_code"),
+        ({"name": "renamed"}, "name"),
+        ({"tags": ["a"]}, "tags"),
+    ],
+)
+def test_any_other_change_is_refused_naming_the_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(d.ApiError) as refused:
+        d.decide_edit(pipeline(), body)
+    assert (refused.value.status, refused.value.error_code) == (400, "EditNotSupported")
+    assert refused.value.details == {"field": field}
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "2Gi", True])
+def test_a_size_that_is_not_whole_megabytes_is_refused(value: Any) -> None:
+    body = {"runtime_config": {"resources": {"storage_mb_max": value}}}
+    with pytest.raises(d.ApiError) as refused:
+        d.decide_edit(pipeline(), body)
+    assert (refused.value.status, refused.value.error_code) == (400, "InvalidRequestBody")
+
+
+def test_the_api_servers_storage_refusal_is_feldera_s_400() -> None:
+    words = (
+        "spec.storage.size can only grow while storage is in use (EditRestrictedToClearedStorage)"
+    )
+    assert d.edit_refused("orders", words).error_code == "EditRestrictedToClearedStorage"
+    assert d.edit_refused("orders", words).message == words
+    assert d.edit_refused("orders", "spec.image: Invalid").error_code == "PipelineChangeRejected"

@@ -23,6 +23,7 @@ from sluice.restapi import feldera_types
 from sluice.restapi.auth import Authorizer
 from sluice.restapi.models import (
     Health,
+    PatchPipeline,
     PipelineInfo,
     PipelineStatusInfo,
     PipelineStatusWithConnectorsInfo,
@@ -55,6 +56,7 @@ class Call:
     name: str
     query: Query
     caller: str
+    body: Any = None  # the request's JSON, on routes that take one
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -165,6 +167,36 @@ async def stop(ctx: Context, call: Call) -> web.Response:
     return await _act(ctx, call, "stop", lambda obj: d.decide_stop(obj, force))
 
 
+async def patch_pipeline(ctx: Context, call: Call) -> web.Response:
+    """Feldera's PATCH, for the description and the storage size (decide.decide_edit);
+    answers the pipeline as it is after the change."""
+    name = call.name
+    for _ in range(PATCH_ATTEMPTS):
+        obj = await asyncio.to_thread(ctx.store.get, name)
+        if obj is None:
+            raise d.unknown_pipeline(name)
+        patch = d.decide_edit(obj, call.body)
+        if patch is not None:
+            try:
+                if not await asyncio.to_thread(ctx.store.patch, name, patch):
+                    raise d.unknown_pipeline(name)
+            except Conflict:
+                continue
+            except Rejected as error:
+                raise d.edit_refused(name, error.message) from None
+            await _record(ctx, call, obj, "edit", patch)
+            obj = await asyncio.to_thread(ctx.store.get, name)
+            if obj is None:
+                raise d.unknown_pipeline(name)
+        return json_response(d.to_feldera(obj, "all"))
+    raise d.ApiError(
+        500,
+        "ConcurrentModification",
+        f"Pipeline '{name}' kept changing while the request was applied; retry",
+        {"pipeline_name": name, "attempts": PATCH_ATTEMPTS},
+    )
+
+
 async def delete_pipeline(ctx: Context, call: Call) -> web.Response:
     """Feldera's DELETE: refused (400) unless fully stopped with storage cleared; then the
     Pipeline is deleted (preconditioned on what was checked) and, as a Feldera client expects
@@ -273,6 +305,25 @@ ROUTES: list[Route] = [
         delete_pipeline,
         not_found=True,
         bad_request=True,
+    ),
+    Route(
+        "PATCH",
+        _PIPELINE,
+        "patch_pipeline",
+        "Partially update the pipeline",
+        "What Sluice can change of a pipeline through this API: `description` (the "
+        "annotation sluice.dev/description) and runtime_config.resources.storage_mb_max "
+        "(spec.storage.size, in MB). Fields left out, null, or as GET shows them change "
+        "nothing; any other change is 400 EditNotSupported (edit the Pipeline resource). The "
+        "size may grow while storage is in use where its StorageClass allows volume "
+        "expansion; shrinking it, or growing it where the class cannot expand, is 400 "
+        "EditRestrictedToClearedStorage unless storage is Cleared, as in Feldera.",
+        "patch",
+        Success(200, "Pipeline successfully updated", (PipelineInfo,)),
+        patch_pipeline,
+        not_found=True,
+        bad_request=True,
+        request_body=PatchPipeline,
     ),
     Route(
         "POST",
@@ -397,9 +448,17 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
         query = _query(route, request)
         if route.access != "authenticated":
             await ctx.authorizer.authorize(user, digest, route.access, name or None)
-        return await handler(ctx, Call(name, query, user.username))
+        body = await _json_body(request) if route.request_body is not None else None
+        return await handler(ctx, Call(name, query, user.username, body))
 
     return endpoint
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as error:
+        raise d.ApiError(400, "InvalidRequestBody", f"The body is not JSON: {error}", {}) from None
 
 
 def _error(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:

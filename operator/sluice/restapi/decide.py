@@ -316,3 +316,77 @@ def decide_delete(obj: dict[str, Any]) -> tuple[str, str]:
 
 def _snake(status: str) -> str:
     return {"InUse": "in_use", "Cleared": "cleared", "Clearing": "clearing"}.get(status, status)
+
+
+# ---- edits (PATCH /v0/pipelines/{name}) ------------------------------------------------
+
+STORAGE_SIZE_FIELD = "runtime_config.resources.storage_mb_max"
+EDIT_RESTRICTED = "EditRestrictedToClearedStorage"
+
+
+def _not_editable(path: str) -> ApiError:
+    return ApiError(
+        400,
+        "EditNotSupported",
+        f"Sluice cannot change '{path}' through the REST API: a Pipeline is edited as a "
+        "Kubernetes resource (kubectl apply, GitOps). The REST API edits `description` and "
+        f"`{STORAGE_SIZE_FIELD}` (spec.storage.size) only.",
+        {"field": path},
+    )
+
+
+def _changes(current: Any, new: Any, path: str) -> list[tuple[str, Any]]:
+    """(path, value) for each field of `new` that differs from `current`; a field `new`
+    leaves out is unchanged (Feldera's SDK sends the whole runtime_config, a person may not)."""
+    if isinstance(new, dict) and isinstance(current, dict):
+        out: list[tuple[str, Any]] = []
+        for key, value in new.items():
+            out += _changes(current.get(key), value, f"{path}.{key}")
+        return out
+    return [] if new == current else [(path, new)]
+
+
+def decide_edit(obj: dict[str, Any], body: Any) -> dict[str, Any] | None:
+    """Feldera's PATCH, on what Sluice can change: `description` (an annotation) and
+    runtime_config.resources.storage_mb_max (spec.storage.size, in MB). Fields left out,
+    null, or as GET shows them change nothing; anything else is 400 EditNotSupported. The
+    API server judges the size as for any edit (EditRestrictedToClearedStorage where the
+    storage is in use and cannot grow to it). None: nothing to change."""
+    if not isinstance(body, dict):
+        raise ApiError(
+            400, "InvalidRequestBody", "The body must be a JSON object (PatchPipeline)", {}
+        )
+    current = to_feldera(obj, "all")
+    patch: dict[str, Any] = {}
+    for key, value in body.items():
+        if value is None:
+            continue  # PatchPipeline: null leaves the field as it is
+        if key == "description":
+            if not isinstance(value, str):
+                raise ApiError(400, "InvalidRequestBody", "description must be a string", {})
+            if value != current["description"]:
+                patch["metadata"] = {"annotations": {DESCRIPTION_ANNOTATION: value}}
+            continue
+        for path, new in _changes(current.get(key), value, key):
+            if path != STORAGE_SIZE_FIELD:
+                raise _not_editable(path)
+            if isinstance(new, bool) or not isinstance(new, int) or new < 1:
+                raise ApiError(
+                    400,
+                    "InvalidRequestBody",
+                    f"{STORAGE_SIZE_FIELD} must be a whole number of megabytes, at least 1",
+                    {"field": path, "value": new},
+                )
+            patch["spec"] = {"storage": {"size": f"{new}M"}}
+    if not patch:
+        return None
+    patch.setdefault("metadata", {}).update(_precondition(obj))
+    return patch
+
+
+def edit_refused(name: str, message: str) -> ApiError:
+    """The API server refused an edit: Feldera's 400 EditRestrictedToClearedStorage when
+    its rules on storage say so (the CRD's size rule, the storage-growth policy), in its own
+    words; otherwise PipelineChangeRejected."""
+    code = EDIT_RESTRICTED if EDIT_RESTRICTED in message else "PipelineChangeRejected"
+    return ApiError(400, code, message, {"pipeline_name": name})

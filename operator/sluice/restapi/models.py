@@ -114,6 +114,24 @@ class FtConfig(_Strict):
     checkpoint_interval_secs: int | None
 
 
+class PatchPipeline(BaseModel):
+    """Feldera's PatchPipeline: each field left out or null is left as it is. Sluice changes
+    `description` and runtime_config.resources.storage_mb_max; the other fields are accepted
+    as GET shows them (a client sends them back unchanged)."""
+
+    name: str | None = None
+    description: str | None = None
+    runtime_config: dict[str, Any] | None = Field(
+        default=None,
+        description="Feldera's RuntimeConfig, whole or in part: only "
+        "resources.storage_mb_max may differ from what GET shows.",
+    )
+    program_code: str | None = None
+    udf_rust: str | None = None
+    udf_toml: str | None = None
+    program_config: dict[str, Any] | None = None
+
+
 class RuntimeConfig(_Strict):
     """Feldera's RuntimeConfig for a Sluice pipeline; `image` is Sluice's own field."""
 

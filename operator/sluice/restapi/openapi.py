@@ -50,7 +50,7 @@ class Success:
 
 @dataclass(frozen=True)
 class Route:
-    method: Literal["GET", "POST", "DELETE"]
+    method: Literal["GET", "POST", "PATCH", "DELETE"]
     path: str
     operation_id: str
     summary: str
@@ -62,6 +62,7 @@ class Route:
     not_found: bool = False  # 404 UnknownPipelineName possible
     bad_request: bool = False  # 400 possible beyond name/query validation
     tags: tuple[str, ...] = field(default=("Pipelines",))
+    request_body: type[BaseModel] | None = None  # a JSON body, described by this model
 
     @property
     def named(self) -> bool:
@@ -152,6 +153,11 @@ def _operation(route: Route) -> dict[str, Any]:
         "parameters": parameters,
         "responses": responses,
     }
+    if route.request_body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.request_body)}},
+        }
     if route.access == "public":
         operation["security"] = []
     elif route.access != "authenticated":
@@ -167,6 +173,8 @@ def document(routes: list[Route], server_url: str | None = None) -> dict[str, An
     models: set[type[BaseModel]] = {ErrorResponse}
     for route in routes:
         models.update(route.success.models)
+        if route.request_body is not None:
+            models.add(route.request_body)
     _, schemas = models_json_schema(
         [(m, "serialization") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
