@@ -174,6 +174,8 @@ def test_client_edits_the_size_where_sluice_can_grow_it_and_gets_feldera_400_els
     grown = storage(get(kubectl, namespace, "grows"))
     assert resize.quantity_bytes(grown["capacity"]) >= 2000 * 10**6, grown
     assert grown["status"] == "InUse"  # grown in place, no clear
+    details = Pipeline.get("grows", feldera).storage_status_details()
+    assert details["capacity"] == grown["capacity"], details
 
     for name, mb in (("grows", 1500), ("fixed", 2000)):
         current = feldera.get_pipeline(name, PipelineFieldSelector.ALL).runtime_config

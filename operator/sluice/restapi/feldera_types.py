@@ -106,7 +106,7 @@ def _snapshot(record: api.SnapshotRecord) -> dict[str, Any]:
 
 def storage_status_details(storage: api.StorageState) -> dict[str, Any]:
     """Feldera's StorageStatusDetails: no checkpoints (Sluice takes none), and, as extra
-    fields, the claims in use, the volumes a clear in progress waits for, where data
+    fields, the claims in use and their capacity now, the volumes a clear in progress waits for, where data
     outlived the last clear by policy (a Retain volume, a detached claim), the snapshots
     kept from earlier clears and what the claim was restored from.
 
@@ -116,6 +116,7 @@ def storage_status_details(storage: api.StorageState) -> dict[str, Any]:
     return {
         "checkpoints": [],
         "claims": list(storage.claims),
+        "capacity": storage.capacity,
         "clearing_volumes": [_volume(r) for r in storage.clearing_volumes],
         "retained_volumes": [_volume(r) for r in storage.retained_volumes],
         "snapshots": [_snapshot(r) for r in storage.snapshots],

@@ -171,6 +171,11 @@ class StorageStatusDetails(_Strict):
 
     checkpoints: list[dict[str, Any]] = Field(description="Always empty: Sluice takes none.")
     claims: list[str] = Field(description="The PersistentVolumeClaims in use.")
+    capacity: str | None = Field(
+        description="The claim's capacity now (status.storage.capacity), e.g. 2Gi: below "
+        "runtime_config.resources.storage_mb_max while it grows, above it once storage "
+        "autoscaling has grown it."
+    )
     clearing_volumes: list[VolumeDetail] = Field(
         description="The volumes a clear in progress waits for."
     )
