@@ -106,9 +106,9 @@ def _snapshot(record: api.SnapshotRecord) -> dict[str, Any]:
 
 def storage_status_details(storage: api.StorageState) -> dict[str, Any]:
     """Feldera's StorageStatusDetails: no checkpoints (Sluice takes none), and, as extra
-    fields, the claims in use and their capacity now, the volumes a clear in progress waits for, where data
-    outlived the last clear by policy (a Retain volume, a detached claim), the snapshots
-    kept from earlier clears and what the claim was restored from.
+    fields, the claims in use and their capacity now, the volumes a clear in progress
+    waits for, where data outlived the last clear by policy (a Retain volume, a detached
+    claim), the snapshots kept from earlier clears and what the claim was restored from.
 
     The snapshots are not Feldera checkpoints, so they are not in `checkpoints`: a
     CheckpointMetadata is the circuit's own (a uuid and the circuit's fingerprint), kept
