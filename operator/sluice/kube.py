@@ -18,8 +18,8 @@ from kubernetes.client.exceptions import ApiException
 from sluice import metrics
 from sluice.api import v1alpha1 as api
 from sluice.cache import SNAPSHOTS, Cache
+from sluice.core import compute, manifests, resize, snapshots, volumes
 from sluice.core import decide as d
-from sluice.core import manifests, resize, snapshots, volumes
 from sluice.core.labels import (
     FORCE_STOP,
     PIPELINE_LABEL,
@@ -113,6 +113,7 @@ class Kube:
             if cached is None:
                 return None
             cached = self._with_restore_source(cached)
+            cached = self._with_statefulset_events(cached)
             if self.usage is not None and cached.spec.storage.autoscaling is not None:
                 names = [c["metadata"]["name"] for c in cached.claims]
                 usage = self.usage.for_claims(namespace, names)
@@ -151,7 +152,30 @@ class Kube:
             snapshots=taken,
             snapshots_available=snapshots_available,
         )
-        return self._with_restore_source(observed)
+        return self._with_statefulset_events(self._with_restore_source(observed))
+
+    def _with_statefulset_events(self, observed: Observed) -> Observed:
+        """With the owned StatefulSet's FailedCreate Events, read (one list) only while its
+        controller has no pod for it: a settled pipeline reads nothing."""
+        sts = observed.owned_statefulset
+        if sts is None or not compute.cannot_create_pod(sts, observed.owned_pods):
+            return observed
+        selector = (
+            f"involvedObject.kind=StatefulSet,involvedObject.name={observed.name},"
+            f"reason={compute.FAILED_CREATE}"
+        )
+        listed = _json(
+            self.core.list_namespaced_event(
+                observed.namespace, field_selector=selector, _preload_content=False
+            )
+        )
+        uid = sts["metadata"].get("uid")
+        found = [
+            e
+            for e in listed.get("items") or []
+            if (e.get("involvedObject") or {}).get("uid") == uid
+        ]
+        return dataclasses.replace(observed, statefulset_events=found)
 
     def _with_restore_source(self, observed: Observed) -> Observed:
         """With the VolumeSnapshot spec.storage.restoreFrom names (GET; None if it does not

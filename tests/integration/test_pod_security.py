@@ -184,3 +184,36 @@ def test_the_hostpath_class_needs_image_default_which_restricted_refuses(
     pod = json.loads(kubectl("-n", ns, "get", "pod", pod_of("orders"), "-o", "json").stdout)
     assert "securityContext" not in pod["spec"]["containers"][0]
     checkpointed(kubectl, ns, "orders")
+
+
+def test_a_pod_the_namespace_refuses_is_quoted_in_the_pipelines_conditions(
+    kubectl: Kubectl, restricted: str, live_operator: Operator
+) -> None:
+    """ImageDefault in a namespace enforcing restricted: the API server refuses the pod and
+    the StatefulSet's controller says so only in its Events; the Pipeline's conditions quote
+    it (`kubectl describe pipeline`, `kubectl wait` on Ready) instead of a silent
+    Provisioning. Changing podSecurity back lets it run."""
+    apply(kubectl, pipeline("orders", restricted, CSI_CLASS, podSecurity="ImageDefault"))
+
+    def quoted() -> str | None:
+        got = json.loads(
+            kubectl("-n", restricted, "get", "pipeline", "orders", "-o", "json").stdout
+        )
+        conditions = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+        message = str(conditions.get("Ready", {}).get("message", ""))
+        return message if "violates PodSecurity" in message else None
+
+    message = wait_for(quoted, timeout=90, what="the refusal in the Ready condition", interval=1)
+    assert "StatefulSet orders cannot create its pod" in message, message
+    assert "restricted:latest" in message, message
+    status = json.loads(kubectl("-n", restricted, "get", "pipeline", "orders", "-o", "json").stdout)
+    assert status["status"]["deploymentStatus"] == "Provisioning"
+
+    patch(kubectl, restricted, "orders", {"spec": {"podSecurity": "Restricted"}})
+    # The StatefulSet is rolled only when the pipeline stops and starts again (from its next
+    # start): stop, start.
+    patch(kubectl, restricted, "orders", {"spec": {"desiredState": "Stopped"}})
+    wait_jsonpath(kubectl, restricted, "orders", ".status.deploymentStatus", "Stopped", timeout=90)
+    patch(kubectl, restricted, "orders", {"spec": {"desiredState": "Running"}})
+    wait_jsonpath(kubectl, restricted, "orders", ".status.deploymentStatus", "Running", timeout=120)
+    assert quoted() is None

@@ -56,6 +56,10 @@ def stop_grace_period(observed: Observed) -> int | None:
     return observed.spec.termination_grace_period_seconds
 
 
+FAILED_CREATE = "FailedCreate"  # the StatefulSet controller's Event reason
+POD_CREATION_RECHECK_MAX_DELAY = 15.0  # seconds between looks for why a pod is not created
+
+
 def run(observed: Observed, plan: Plan) -> None:
     name, uid, spec = observed.name, observed.uid, observed.spec
     sts = observed.owned_statefulset
@@ -89,6 +93,33 @@ def run(observed: Observed, plan: Plan) -> None:
     if any((current.get(k) or None) != (wanted.get(k) or None) for k in ("image", "resources")):
         plan.actions.append(UpdateContainer(sts["metadata"]["name"], wanted))
     plan.status.deployment_status = _deployment_status(observed.owned_pods)
+    if cannot_create_pod(sts, observed.owned_pods):
+        # Its controller retries with backoff and says why only in Events, which no watch
+        # of ours brings: look again, backing off.
+        plan.recheck, plan.recheck_unwatched = True, True
+        plan.recheck_max_delay = POD_CREATION_RECHECK_MAX_DELAY
+
+
+def cannot_create_pod(sts: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
+    """The StatefulSet's controller has acted on its spec and still has no pod: creating it
+    failed (it says why in a FailedCreate Event)."""
+    if sts is None or any(not p["metadata"].get("deletionTimestamp") for p in pods):
+        return False
+    status, spec = sts.get("status") or {}, sts.get("spec") or {}
+    seen = int(status.get("observedGeneration") or 0) >= int(sts["metadata"].get("generation") or 1)
+    return seen and not status.get("replicas") and int(spec.get("replicas", 1)) > 0
+
+
+def statefulset_problem(observed: Observed) -> str | None:
+    """Why the StatefulSet has no pod, in the API server's words via its controller's newest
+    FailedCreate Event (e.g. `pods "orders-0" is forbidden: violates PodSecurity ...`)."""
+    if not observed.statefulset_events:
+        return None
+    newest = max(
+        observed.statefulset_events,
+        key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+    )
+    return f"StatefulSet {observed.name} cannot create its pod: {newest.get('message', '')}"
 
 
 def _restore_source(observed: Observed, plan: Plan) -> snapshots.RestoreSource | None:

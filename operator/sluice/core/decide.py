@@ -208,7 +208,7 @@ def _conditions(
         ready_message = f"{ready_message} {restore.message}"
         running_message = f"{running_message} {restore.message}"
     problem = (
-        pod_problem(observed.owned_pods)
+        pod_problem(observed.owned_pods) or compute.statefulset_problem(observed)
         if deployment in (DeploymentStatus.PROVISIONING, DeploymentStatus.FAILED)
         else None
     )

@@ -40,6 +40,9 @@ class Observed:
     # False when the cluster has no VolumeSnapshot API (the CRDs are not installed).
     snapshots_available: bool = True
     volume_usage: dict[str, VolumeUsage] = field(default_factory=dict)
+    # The owned StatefulSet's FailedCreate Events (its controller's only account of a pod
+    # the API server refused, e.g. by Pod Security admission), read only while it has none.
+    statefulset_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
