@@ -318,6 +318,9 @@ class Informer:
         self.synced = threading.Event()
         self.stopped = threading.Event()
         self.forbidden = threading.Event()
+        # Its LIST was refused (403, 404) and none has succeeded yet: waiting for it to sync
+        # is waiting for somebody to change RBAC or install a CRD.
+        self.refused = threading.Event()
         where = namespace or "all namespaces"
         self.name = f"{store.kind} in {where}"
         self._thread = threading.Thread(target=self._run, name=f"informer {self.name}", daemon=True)
@@ -364,6 +367,8 @@ class Informer:
                     self.forbidden.set()
                     self.synced.set()
                     return
+                if error.status in (403, 404) and not self.synced.is_set():
+                    self.refused.set()
                 log.warning(
                     "%s: %s %s; retrying in %.1fs", self.name, error.status, error.reason, delay
                 )

@@ -88,7 +88,17 @@ class PipelineStore:
             self.informer.start()
 
     def _cached(self) -> bool:
-        return self.cached and self.informer.synced.wait(SYNC_TIMEOUT)
+        """Read from the cache once its first LIST is in (waiting up to SYNC_TIMEOUT for it);
+        live at once while the API server refuses that LIST (a 403 of missing RBAC, a 404 of
+        a CRD not installed yet), so that its refusal answers now instead of after a wait."""
+        if not self.cached:
+            return False
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while not self.informer.synced.is_set() and time.monotonic() < deadline:
+            if self.informer.refused.is_set():
+                return False
+            self.informer.synced.wait(0.05)
+        return self.informer.synced.is_set()
 
     def record_event(self, pipeline: dict[str, Any], reason: str, message: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
