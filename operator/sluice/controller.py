@@ -5,7 +5,6 @@ Failpoints mark the instants the crash-safety tests kill the operator at.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sluice.core.conditions import MAX_MESSAGE
 from sluice.core.observed import Observed
 from sluice.events import EventRecorder
 from sluice.kube import Kube
+from sluice.transient import api_server_message
 
 log = logging.getLogger("sluice.controller")
 
@@ -245,18 +245,6 @@ class Controller:
             log.warning(
                 "could not report error on %s/%s: %s", observed.namespace, observed.name, nested
             )
-
-
-def api_server_message(error: ApiException) -> str:
-    """The API server's own explanation (the `message` of its Status body), e.g.
-    `persistentvolumeclaims "x" is forbidden: exceeded quota: ...`; else status and reason."""
-    try:
-        body = json.loads(error.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return f"{error.status} {error.reason}"
 
 
 def _body(error: ApiException) -> str:

@@ -4,6 +4,7 @@ they are logged as one line and retried with backoff; anything else keeps its tr
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -30,6 +31,18 @@ def transient_reason(error: BaseException) -> str:
     elif ": " in text and text.startswith("<"):
         text = text.split(": ", 1)[1]
     return f"{type(error).__name__}: {text}".strip(": ")[:300]
+
+
+def api_server_message(error: ApiException) -> str:
+    """The API server's own explanation (the `message` of its Status body), e.g.
+    `persistentvolumeclaims "x" is forbidden: exceeded quota: ...`; else status and reason."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return f"{error.status} {error.reason}"
 
 
 class RetryForever:

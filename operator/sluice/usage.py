@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sluice.api import v1alpha1 as api
 from sluice.cache import Cache
 from sluice.core.autoscale import VolumeUsage, over_threshold
-from sluice.transient import REPORTED, transient_reason
+from sluice.transient import REPORTED, api_server_message, transient_reason
 
 log = logging.getLogger("sluice.usage")
 
@@ -61,16 +61,6 @@ class VolumeUsageStore:
         with self._lock:
             found = ((c, self._readings.get((namespace, c))) for c in claims)
             return {c: usage for c, usage in found if usage is not None}
-
-
-def _api_message(error: ApiException) -> str | None:
-    """The API server's own words (its Status body's message), e.g. that nodes/proxy is
-    forbidden to the operator's ServiceAccount."""
-    try:
-        body = json.loads(error.body or "")
-    except (TypeError, ValueError):
-        return None
-    return str(body["message"]) if isinstance(body, dict) and body.get("message") else None
 
 
 def autoscaling_of(pipeline: dict[str, Any]) -> api.StorageAutoscaling | None:
@@ -127,9 +117,11 @@ class VolumeUsagePoller:
             )
             readings = summary_volumes(json.loads(response.data))
         except UNREADABLE as error:
-            reason = transient_reason(error)
+            # The API server's own words, e.g. that nodes/proxy is forbidden to the operator.
             if isinstance(error, ApiException):
-                reason = _api_message(error) or reason
+                reason = api_server_message(error)
+            else:
+                reason = transient_reason(error)
             if self._failing.get(node) != reason:
                 log.warning(
                     "cannot read volume usage from node %s (its kubelet's /stats/summary "
