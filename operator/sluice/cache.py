@@ -101,7 +101,9 @@ def _trim_volume(pv: Obj) -> Obj:
     kept: Obj = {
         "metadata": _pick(pv.get("metadata"), ("name", "resourceVersion", "deletionTimestamp")),
         "spec": _pick(spec, ("persistentVolumeReclaimPolicy", "storageClassName")),
-        "status": _pick(pv.get("status"), ("phase", "message", "reason")),
+        "status": _pick(
+            pv.get("status"), ("phase", "message", "reason", "lastPhaseTransitionTime")
+        ),
     }
     if spec.get("claimRef"):
         kept["spec"]["claimRef"] = _pick(spec["claimRef"], ("name", "namespace"))

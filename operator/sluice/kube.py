@@ -283,11 +283,13 @@ class Kube:
         return found
 
     def _volume_events(self, found: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        """The provisioner's VolumeFailedDelete Events about each volume waiting for it (a
-        CSI provisioner whose deletion fails says why only there). One list per such PV."""
+        """The provisioner's VolumeFailedDelete Events about each volume it has left
+        Released for a while (a CSI provisioner whose deletion fails says why only there).
+        One list per such PV."""
         events = {}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for pv_name, pv in found.items():
-            if not volumes.awaits_deletion(pv):
+            if not volumes.provisioner_to_ask(pv, now):
                 continue
             selector = (
                 "involvedObject.kind=PersistentVolume,"

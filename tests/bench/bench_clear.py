@@ -36,7 +36,15 @@ from sluice.api import v1alpha1 as api
 from sluice.core.labels import PIPELINE_LABEL
 from sluice_fixtures import Operator
 
-from bench.watching import Requests, by_verb, reads_and_writes, watch_until
+from bench.watching import (
+    Requests,
+    by_verb,
+    cpu_by_command,
+    others,
+    ours,
+    reads_and_writes,
+    watch_until,
+)
 
 RUNS = int(os.environ.get("SLUICE_BENCH_RUNS", "5"))
 MANY = int(os.environ.get("SLUICE_BENCH_MANY", "100"))
@@ -94,6 +102,80 @@ def statefulset(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+STAGES = (
+    "pod deleting",
+    "pod exited",
+    "pod gone",
+    "claim deleting",
+    "claim gone",
+    "volume released",
+    "volume gone",
+)
+
+# Consecutive stages whose per-workload gaps are printed.
+GAPS = (
+    ("pod deleting", "pod exited"),
+    ("pod exited", "pod gone"),
+    ("pod gone", "claim gone"),
+    ("claim gone", "volume gone"),
+)
+
+
+class Timeline:
+    """When each workload's pod, claim and volume reached each stage (first seen on the
+    watches, perf_counter()): where the time of many clears at once goes."""
+
+    def __init__(self, workload_label: str, volume_owners: dict[str, str]) -> None:
+        self.workload_label = workload_label
+        self.volume_owners = volume_owners  # PV name -> workload
+        self.seen: dict[str, dict[str, float]] = {}
+        self.lock = threading.Lock()
+
+    def _mark(self, workload: str | None, stage: str, at: float) -> None:
+        if workload is None:
+            return
+        with self.lock:
+            self.seen.setdefault(workload, {}).setdefault(stage, at)
+
+    def on_event(self, kind: str) -> Callable[[str, dict[str, Any], float], None]:
+        def record(type_: str, obj: dict[str, Any], at: float) -> None:
+            meta = obj["metadata"]
+            if kind == "volume":
+                workload = self.volume_owners.get(meta["name"])
+                if (obj.get("status") or {}).get("phase") == "Released":
+                    self._mark(workload, "volume released", at)
+            else:
+                workload = (meta.get("labels") or {}).get(self.workload_label)
+                if meta.get("deletionTimestamp"):
+                    self._mark(workload, f"{kind} deleting", at)
+                if kind == "pod" and _exited(obj):
+                    self._mark(workload, "pod exited", at)
+            if type_ == "DELETED":
+                self._mark(workload, f"{kind} gone", at)
+
+        return record
+
+    def relative(self, start: float) -> dict[str, list[float]]:
+        """Per stage, the seconds after `start` at which each workload reached it."""
+        with self.lock:
+            return {
+                stage: sorted(t[stage] - start for t in self.seen.values() if stage in t)
+                for stage in STAGES
+            }
+
+    def gaps(self, first: str, then: str) -> list[float]:
+        """Per workload, seconds from one stage to another (negative: `then` came first)."""
+        with self.lock:
+            both = [t for t in self.seen.values() if first in t and then in t]
+        return sorted(t[then] - t[first] for t in both)
+
+
+def _exited(pod: dict[str, Any]) -> bool:
+    """The kubelet reports every container of the pod terminated."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all("terminated" in (s.get("state") or {}) for s in statuses)
+
+
 @dataclass
 class Timing:
     seconds: float  # until the storage is gone (the claims and their volumes)
@@ -101,6 +183,9 @@ class Timing:
     claims_gone: float  # until the last claim is gone
     volumes_gone: float  # until the last PV bound to those claims is gone
     requests: Counter[tuple[str, str]]
+    timeline: Timeline | None = None
+    start: float = 0.0
+    cpu: dict[str, float] | None = None  # CPU seconds by command while clearing
 
 
 class Side:
@@ -113,6 +198,7 @@ class Side:
     def __init__(self, api_client: client.ApiClient, kubectl: Kubectl, namespace: str) -> None:
         self.api_client, self.kubectl, self.namespace = api_client, kubectl, namespace
         self.volumes: set[str] = set()  # the PVs bound to the workloads' claims
+        self.timeline: Timeline | None = None
 
     def create(self, names: list[str]) -> None:
         raise NotImplementedError
@@ -129,20 +215,27 @@ class Side:
     def timed(self, names: list[str], request: str) -> Timing:
         self.create(names)
         self.wait_running(names)
-        self.volumes = self._bound_volumes(names)
+        owners = self._bound_volumes(names)
+        self.volumes = set(owners)
+        self.timeline = Timeline(self.workload_label, owners)
         time.sleep(1.0)  # the start's trailing writes land before counting
         requests = Requests(self.kubectl)
+        cpu_before = cpu_by_command()
         core = client.CoreV1Api(self.api_client)
         gone: dict[str, float] = {}
         watchers = [
             threading.Thread(target=self._wait_gone, args=(names, list_, what, gone))
             for list_, what in (
-                (core.list_namespaced_pod, "pods"),
-                (core.list_namespaced_persistent_volume_claim, "claims"),
+                (core.list_namespaced_pod, "pod"),
+                (core.list_namespaced_persistent_volume_claim, "claim"),
             )
         ]
         watchers.append(
-            threading.Thread(target=lambda: gone.update(volumes=self.wait_volumes_gone()))
+            threading.Thread(
+                target=lambda: gone.update(
+                    volume=self.wait_volumes_gone(self.timeline.on_event("volume"))
+                )
+            )
         )
         for watcher in watchers:
             watcher.start()
@@ -152,14 +245,19 @@ class Side:
         elapsed = self.wait_cleared(names, request) - start
         for watcher in watchers:
             watcher.join()
+        cpu_after = cpu_by_command()
+        cpu = {c: used - cpu_before.get(c, 0.0) for c, used in cpu_after.items()}
         time.sleep(1.0)  # trailing writes (Events) land before counting
         nan = float("nan")
         return Timing(
             elapsed,
-            gone.get("pods", nan) - start,
-            gone.get("claims", nan) - start,
-            gone.get("volumes", nan) - start,
+            gone.get("pod", nan) - start,
+            gone.get("claim", nan) - start,
+            gone.get("volume", nan) - start,
             requests.delta(),
+            self.timeline,
+            start,
+            {c: used for c, used in cpu.items() if used > 0},
         )
 
     def _of_workload(self, names: list[str]) -> Callable[[dict[str, Any]], bool]:
@@ -172,19 +270,23 @@ class Side:
         """When the last pod (compute is stopped; the controller-manager's garbage collector
         deletes them, on both sides) or the last claim is gone."""
         listing = functools.partial(list_, self.namespace)
+        on_event = self.timeline.on_event(what) if self.timeline else None
         gone[what] = watch_until(
-            listing, self._of_workload(names), lambda n: n == 0, TIMEOUT, f"{what} gone"
+            listing, self._of_workload(names), lambda n: n == 0, TIMEOUT, f"{what}s gone", on_event
         )
 
-    def _bound_volumes(self, names: list[str]) -> set[str]:
+    def _bound_volumes(self, names: list[str]) -> dict[str, str]:
+        """The PVs bound to the workloads' claims, each with its workload."""
         core = client.CoreV1Api(self.api_client)
         claims = core.list_namespaced_persistent_volume_claim(self.namespace).to_dict()["items"]
         of_workload = self._of_workload(names)
         return {
-            c["spec"]["volume_name"] for c in claims if of_workload(c) and c["spec"]["volume_name"]
+            c["spec"]["volume_name"]: c["metadata"]["labels"][self.workload_label]
+            for c in claims
+            if of_workload(c) and c["spec"]["volume_name"]
         }
 
-    def wait_volumes_gone(self) -> float:
+    def wait_volumes_gone(self, on_event: Callable[[str, Any, float], None] | None = None) -> float:
         """When the last PV bound to the workloads' claims is gone."""
         listing = client.CoreV1Api(self.api_client).list_persistent_volume
         wanted = set(self.volumes)
@@ -194,6 +296,7 @@ class Side:
             lambda n: n == 0,
             TIMEOUT,
             "volumes gone",
+            on_event,
         )
 
 
@@ -323,12 +426,20 @@ def report_one(results: dict[str, list[Timing]]) -> None:
     ratio = statistics.median(sluice) / statistics.median(kcm)
     print(f"  ratio Sluice/KCM of medians: {ratio:.2f}")
     for label in ("Sluice", "KCM"):
-        counts = results[label][len(results[label]) // 2].requests
+        counts = ours(results[label][len(results[label]) // 2].requests)
         reads, writes = reads_and_writes(counts)
         print(
             f"  API requests during one {label} clear (all clients): {reads} reads, {writes} writes"
         )
         print(f"    {by_verb(counts)}")
+
+
+def _median_max(times: list[float]) -> str:
+    """`first/median/p90/last` of sorted times."""
+    if not times:
+        return "-"
+    p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
+    return f"{times[0]:.1f}/{statistics.median(times):.1f}/{p90:.1f}/{times[-1]:.1f}"
 
 
 def report_many(results: dict[str, Timing], many: int) -> None:
@@ -341,11 +452,29 @@ def report_many(results: dict[str, Timing], many: int) -> None:
         f"{kcm.claims_gone:.2f} s, volumes {kcm.volumes_gone:.2f} s), "
         f"ratio {sluice.seconds / kcm.seconds:.2f}"
     )
+    print("  when each workload reached each stage (s after the requests; first/median/p90/last):")
     for label, timing in results.items():
-        reads, writes = reads_and_writes(timing.requests)
+        if timing.timeline is None:
+            continue
+        stages = timing.timeline.relative(timing.start)
         print(
-            f"  {label}: {reads} reads, {writes} writes (all clients): {by_verb(timing.requests)}"
+            f"    {label:<7}"
+            + ", ".join(f"{stage} {_median_max(times)}" for stage, times in stages.items())
         )
+        gaps = ", ".join(
+            f"{first} -> {then} {_median_max(timing.timeline.gaps(first, then))}"
+            for first, then in GAPS
+        )
+        print(f"    {'':<7}gaps per workload: {gaps}")
+    print("  CPU seconds used while clearing, by command (the top 8):")
+    for label, timing in results.items():
+        top = sorted((timing.cpu or {}).items(), key=lambda item: -item[1])[:8]
+        print(f"    {label:<7}" + ", ".join(f"{command} {seconds:.1f}" for command, seconds in top))
+    for label, timing in results.items():
+        counts = ours(timing.requests)
+        reads, writes = reads_and_writes(counts)
+        print(f"  {label}: {reads} reads, {writes} writes (all clients): {by_verb(counts)}")
+        print(f"    other resources, all verbs: {others(timing.requests)}")
 
 
 @pytest.fixture(params=["real", "kwok"])

@@ -29,6 +29,7 @@ from bench.watching import (
     Requests,
     by_verb,
     cpu_seconds,
+    ours,
     reads_and_writes,
     rss_mib,
     wait_quiet,
@@ -81,7 +82,7 @@ def many_stopped_pipelines(
         watch_until(listing, _observed, lambda n: n >= pipelines, TIMEOUT, "all observed") - start
     )
     wait_quiet(lambda: writes(kubectl, OWNED_RESOURCES))  # trailing writes land first
-    settle_counts = settling.delta()
+    settle_counts = ours(settling.delta())
     cpu_settle = cpu_seconds(_pid(operator))
     rss = rss_mib(_pid(operator))
 
@@ -113,7 +114,7 @@ def many_stopped_pipelines(
     )
     restarted = time.perf_counter() - restarted
     wait_quiet(lambda: cpu_seconds(_pid(operator)))
-    restart_counts = restart.delta()
+    restart_counts = ours(restart.delta())
     cpu_restart = cpu_seconds(_pid(operator))
     rss_restart = rss_mib(_pid(operator))
 

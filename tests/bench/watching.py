@@ -25,8 +25,10 @@ def watch_until(
     done: Callable[[int], bool],
     timeout: float,
     what: str,
+    on_event: Callable[[str, Obj, float], None] | None = None,
 ) -> float:
-    """perf_counter() at the first moment `done(number of objects that match)` holds."""
+    """perf_counter() at the first moment `done(number of objects that match)` holds.
+    `on_event(type, object, perf_counter())` sees every watch event on the way (timelines)."""
     deadline = time.monotonic() + timeout
     listed = json.loads(list_call(_preload_content=False).data)
     matching = {o["metadata"]["name"] for o in listed["items"] if matches(o)}
@@ -40,6 +42,8 @@ def watch_until(
         )
         for event in stream:
             obj = event["raw_object"]
+            if on_event is not None:
+                on_event(event["type"], obj, time.perf_counter())
             version = obj["metadata"]["resourceVersion"]
             name = obj["metadata"]["name"]
             if event["type"] != "DELETED" and matches(obj):
@@ -54,6 +58,37 @@ def watch_until(
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def cpu_by_command() -> dict[str, float]:
+    """CPU seconds used so far by every running process, summed by command name (the
+    process's comm): taken before and after a phase, where the machine's CPU went."""
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        head, tail = text.rsplit(")", 1)
+        fields = tail.split()
+        command = head.split("(", 1)[1]
+        if command.startswith("python"):  # which Python: the operator, or this client
+            command = _python_program(stat.parent / "cmdline")
+        used[command] = used.get(command, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return used
+
+
+def _python_program(cmdline: Path) -> str:
+    try:
+        argv = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return "python"
+    words = [a.decode(errors="replace") for a in argv]
+    if any("pytest" in w for w in words):
+        return "pytest (this benchmark)"
+    if "sluice" in words or any(w.endswith("/sluice") for w in words):
+        return "sluice operator"
+    return "python"
 
 
 def wait_quiet(read: Callable[[], float], quiet: float = 1.0, timeout: float = 120) -> None:
@@ -96,14 +131,30 @@ class Requests:
         self.before = requests_by_verb(kubectl)
 
     def delta(self) -> Counter[tuple[str, str]]:
+        """Requests since, for the resources a clear touches (RESOURCES); the others (the
+        endpoint controllers', leases, ...) summed by resource under the verb "*"."""
         after = requests_by_verb(self.kubectl)
-        return Counter(
-            {
-                key: after[key] - self.before[key]
-                for key in after
-                if key[1].split("/")[0] in RESOURCES and after[key] != self.before[key]
-            }
-        )
+        counts: Counter[tuple[str, str]] = Counter()
+        for key in after:
+            n = after[key] - self.before[key]
+            if n <= 0 or key[1] == "":
+                continue
+            if key[1].split("/")[0] in RESOURCES:
+                counts[key] += n
+            else:
+                counts[("*", key[1])] += n
+        return counts
+
+
+def ours(counts: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Without the other resources' sums (see Requests.delta)."""
+    return Counter({key: n for key, n in counts.items() if key[0] != "*"})
+
+
+def others(counts: Counter[tuple[str, str]], top: int = 6) -> str:
+    """The other resources with the most requests: `endpointslices 412, leases 40`."""
+    rest = Counter({key[1]: n for key, n in counts.items() if key[0] == "*"})
+    return ", ".join(f"{resource} {n}" for resource, n in rest.most_common(top))
 
 
 def reads_and_writes(counts: Counter[tuple[str, str]]) -> tuple[int, int]:

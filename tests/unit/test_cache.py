@@ -145,7 +145,7 @@ def test_a_volume_is_trimmed_to_what_the_volume_rules_read() -> None:
             "storageClassName": "standard",
             "claimRef": {"name": "orders-storage-0", "namespace": "ns"},
         },
-        "status": {"phase": "Released"},
+        "status": {"phase": "Released", "lastPhaseTransitionTime": "2026-01-01T00:00:00Z"},
     }
     assert trim("persistentvolumes", kept) == kept  # a LIST's page is trimmed, then stored
 

@@ -186,6 +186,37 @@ def test_failure_events_are_read_only_for_released_delete_volumes() -> None:
     assert volumes.failed_deletion([{"reason": "Other", "lastTimestamp": LATER}], NOW) is None
 
 
+def released_at(stamp: str) -> dict[str, Any]:
+    pv = volume(phase="Released")
+    pv["status"]["lastPhaseTransitionTime"] = stamp
+    return pv
+
+
+def test_the_provisioner_is_asked_why_only_once_it_has_had_time_to_delete() -> None:
+    """A deletion takes about a second: its Events are read (one LIST) only about a volume
+    Released for ASK_PROVISIONER_AFTER_SECONDS, or for an unknown time; never about one in
+    use or kept."""
+    just_now, a_while_ago = released_at("2026-11-28T10:00:03Z"), released_at(NOW)
+    assert not volumes.provisioner_to_ask(just_now, LATER)
+    assert volumes.provisioner_to_ask(a_while_ago, LATER)
+    assert volumes.provisioner_to_ask(volume(phase="Released"), LATER)  # since unknown
+    assert not volumes.provisioner_to_ask(volume(phase="Bound"), LATER)
+    assert not volumes.provisioner_to_ask(
+        {**released_at(NOW), "spec": {"persistentVolumeReclaimPolicy": "Retain"}}, LATER
+    )
+    assert volumes.ask_provisioner_in([just_now, a_while_ago], LATER) == 3.0
+    assert volumes.ask_provisioner_in([a_while_ago, volume(phase="Bound")], LATER) is None
+
+
+def test_a_clear_waiting_on_a_fresh_release_looks_again_when_it_is_time_to_ask() -> None:
+    """A failing provisioner changes nothing a watch brings: the clear comes back by a timer
+    when the volume is old enough to ask about."""
+    released = released_at("2026-11-28T10:00:03Z")
+    plan = d.decide(Observed(clearing(), volumes={"pvc-1": released}), LATER)
+    assert plan.status.storage.status == StorageStatus.CLEARING
+    assert plan.requeue_after == 3.0
+
+
 def test_a_volume_that_outlives_the_deadline_is_a_failure_but_the_clear_keeps_waiting() -> None:
     plan = d.decide(Observed(clearing(), volumes={"pvc-1": volume(phase="Released")}), MUCH_LATER)
     assert plan.status.storage.status == StorageStatus.CLEARING

@@ -62,6 +62,8 @@ def start_clearing(
         volumes.record(c, observed.volumes) for c in observed.associated_claims
     ]
     policy = observed.spec.storage.clear_policy
+    # What the next step (the deletes) says too: one status write fewer per clear.
+    plan.waiting_for = _claims_in_progress(storage.claims, policy)
     plan.events.append(
         Event(
             "Normal",
@@ -97,10 +99,7 @@ def continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
             plan.actions.append(_detach(observed, claim, now))
     if claims:
         storage.claims = [c["metadata"]["name"] for c in claims]
-        plan.waiting_for = (
-            f"Claims {', '.join(storage.claims)} are being "
-            f"{'deleted' if policy == ClearPolicy.DELETE else 'detached'}."
-        )
+        plan.waiting_for = _claims_in_progress(storage.claims, policy)
         return
     storage.claims = []
     detached = {c["metadata"]["name"] for c in observed.detached_claims}
@@ -115,7 +114,7 @@ def continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
         )
         for record in storage.clearing_volumes
     ]
-    if _wait_for_volumes(observed, plan, verdicts):
+    if _wait_for_volumes(observed, plan, verdicts, now):
         return
     done, done_action = storage.clearing_request, storage.clearing_action_request
     retained = [v.record for v in verdicts if v.fate == volumes.VolumeFate.RETAINED]
@@ -226,10 +225,14 @@ def expire_snapshots(observed: Observed, plan: Plan, now: str) -> None:
         plan.events.append(
             Event("Normal", snapshots.EXPIRED_EVENT, f"Snapshot {delete.name} expired; deleted.")
         )
-    plan.requeue_after = snapshots.next_expiry_in(observed.snapshots, now)
+    expiry = snapshots.next_expiry_in(observed.snapshots, now)
+    if expiry is not None:
+        plan.requeue_after = min(expiry, plan.requeue_after or expiry)
 
 
-def _wait_for_volumes(observed: Observed, plan: Plan, verdicts: list[volumes.Verdict]) -> bool:
+def _wait_for_volumes(
+    observed: Observed, plan: Plan, verdicts: list[volumes.Verdict], now: str
+) -> bool:
     """True while a Delete volume still exists: the clear stays Clearing. A failed deletion
     becomes a StorageClearFailed error naming the volume, in the provisioner's words."""
     failed = [v for v in verdicts if v.fate == volumes.VolumeFate.FAILED]
@@ -238,6 +241,8 @@ def _wait_for_volumes(observed: Observed, plan: Plan, verdicts: list[volumes.Ver
         return False
     plan.recheck = True
     plan.recheck_max_delay = None if failed else VOLUME_RECHECK_MAX_DELAY
+    waiting = [observed.volumes[v.record.persistent_volume or ""] for v in deleting]
+    plan.requeue_after = volumes.ask_provisioner_in(waiting, now)
     names = ", ".join(str(v.record.persistent_volume) for v in deleting)
     plan.waiting_for = f"Claims deleted; waiting for the provisioner to delete {names}."
     if failed:
@@ -265,6 +270,11 @@ def _wait_for_volumes(observed: Observed, plan: Plan, verdicts: list[volumes.Ver
         if old is None or old.message != message:
             plan.events.append(Event("Warning", STORAGE_CLEAR_FAILED, message))
     return True
+
+
+def _claims_in_progress(claims: list[str], policy: ClearPolicy) -> str:
+    verb = "deleted" if policy == ClearPolicy.DELETE else "detached"
+    return f"Claims {', '.join(claims)} are being {verb}."
 
 
 def _detach(observed: Observed, claim: dict[str, Any], now: str) -> DetachClaim:

@@ -19,7 +19,7 @@ class Observed:
     holds the PersistentVolumes (by name) bound to those claims or recorded by a clear in
     progress, read only while a clear may run (`volumes.volume_names_to_observe`).
     `volume_events` holds the Events about those of them waiting for their provisioner
-    (`volumes.awaits_deletion`), by PV name: a CSI provisioner reports a failing deletion
+    (`volumes.provisioner_to_ask`), by PV name: a CSI provisioner reports a failing deletion
     only there. `snapshots` holds the VolumeSnapshots labelled with the pipeline's name
     (of this object or of an earlier one of the same name; none has an ownerReference).
     `restore_source` is the VolumeSnapshot `spec.storage.restoreFrom` names, read only

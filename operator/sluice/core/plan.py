@@ -129,7 +129,8 @@ class Plan:
     recheck_max_delay: float | None = None
     # While Clearing: what the clear is waiting for, for the StorageCleared condition.
     waiting_for: str | None = None
-    # Come back after this many seconds even if nothing changes (the next snapshot expiry).
+    # Come back after this many seconds even if nothing changes (the next snapshot expiry,
+    # the time to ask a slow provisioner why: volumes.ask_provisioner_in).
     requeue_after: float | None = None
     # The recheck waits on something no watch of the operator reports at all (a user's
     # VolumeSnapshot to restore from): back off, also where PVs are watched.

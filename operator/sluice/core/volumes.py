@@ -25,6 +25,10 @@ VOLUME_DELETE_DEADLINE_SECONDS = 300.0
 FAILED_DELETE_REASON = "VolumeFailedDelete"
 # Where Events about cluster-scoped objects (PVs) are recorded.
 CLUSTER_EVENTS_NAMESPACE = "default"
+# The provisioner is asked why (its Events on the PV read, one LIST) only about a volume it
+# has left Released this long: a deletion normally takes about a second, and asking on every
+# look was one LIST per volume per look, hundreds with 100 clears at once.
+ASK_PROVISIONER_AFTER_SECONDS = 5.0
 
 
 class VolumeFate(StrEnum):
@@ -92,7 +96,7 @@ def judge(
     pv_events: list[dict[str, Any]] | None = None,
 ) -> Verdict:
     """The fate of one recorded volume once its claim is gone (or detached). `pv_events`:
-    the Events about the PV (read only while it waits for deletion, `awaits_deletion`)."""
+    the Events about the PV (read only once it has waited a while for deletion, `provisioner_to_ask`)."""
     if detached:
         return Verdict(rec, VolumeFate.RETAINED)
     if rec.persistent_volume is None or pv is None or not _still_ours(pv, rec):
@@ -128,6 +132,35 @@ def awaits_deletion(pv: dict[str, Any]) -> bool:
     return (
         spec.get("persistentVolumeReclaimPolicy") == "Delete" and status.get("phase") == "Released"
     )
+
+
+def _released_for(pv: dict[str, Any], now: str) -> float | None:
+    """Seconds since the volume turned Released (its lastPhaseTransitionTime); None if the
+    API server does not say."""
+    return _seconds_between((pv.get("status") or {}).get("lastPhaseTransitionTime"), now)
+
+
+def provisioner_to_ask(pv: dict[str, Any], now: str) -> bool:
+    """Whether to read the provisioner's Events about this volume: Released for
+    ASK_PROVISIONER_AFTER_SECONDS already, or since when is unknown."""
+    if not awaits_deletion(pv):
+        return False
+    waited = _released_for(pv, now)
+    return waited is None or waited >= ASK_PROVISIONER_AFTER_SECONDS
+
+
+def ask_provisioner_in(pvs: list[dict[str, Any]], now: str) -> float | None:
+    """Seconds until the first of these volumes is to be asked about (provisioner_to_ask);
+    None if none is waiting to be. The clear looks again then: a failing provisioner changes
+    nothing on the PV that a watch would bring."""
+    waits = [
+        ASK_PROVISIONER_AFTER_SECONDS - waited
+        for pv in pvs
+        if awaits_deletion(pv)
+        and (waited := _released_for(pv, now)) is not None
+        and waited < ASK_PROVISIONER_AFTER_SECONDS
+    ]
+    return max(0.0, min(waits)) if waits else None
 
 
 def failed_deletion(events: list[dict[str, Any]], clearing_since: str | None) -> str | None:
