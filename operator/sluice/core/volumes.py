@@ -96,7 +96,8 @@ def judge(
     pv_events: list[dict[str, Any]] | None = None,
 ) -> Verdict:
     """The fate of one recorded volume once its claim is gone (or detached). `pv_events`:
-    the Events about the PV (read only once it has waited a while for deletion, `provisioner_to_ask`)."""
+    the Events about the PV (read only once it has waited a while for its deletion,
+    `provisioner_to_ask`)."""
     if detached:
         return Verdict(rec, VolumeFate.RETAINED)
     if rec.persistent_volume is None or pv is None or not _still_ours(pv, rec):
