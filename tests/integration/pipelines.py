@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, watch
-from localkube.cluster import CSI_CLASS, STORAGE_CLASS
+from localkube.cluster import CSI_CLASS, KWOK_TAINT, STORAGE_CLASS
 from localkube.fixtures import Kubectl, wait_for
 
 # The engine pipeline (tests/pipeline: Feldera's engine), imported into the real node's
@@ -440,7 +440,9 @@ def release(api: client.ApiClient, kind: str, namespace: str, name: str) -> None
 
 def failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any]) -> None:
     """A pod of the pipeline (by its labels) that fails; owned by a ConfigMap as controller so
-    the StatefulSet controller neither adopts nor replaces it."""
+    the StatefulSet controller neither adopts nor replaces it. On the kwok node: a real
+    kubelet runs its container and writes back the status it sees, so the failure patched in
+    below would not stay (it was seen gone within 0.1 s)."""
     core = client.CoreV1Api(api)
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "failed-owner"}})
     meta = pipeline["metadata"]
@@ -454,7 +456,11 @@ def failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any]) 
     }
     body = {
         "metadata": {"name": "failed-extra", "labels": labels, "ownerReferences": [ref]},
-        "spec": {"containers": [{"name": "pipeline", "image": IMAGE}]},
+        "spec": {
+            "containers": [{"name": "pipeline", "image": IMAGE}],
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": KWOK_TAINT["key"], "operator": "Exists"}],
+        },
     }
     core.create_namespaced_pod(namespace, body)
     wait_for(
