@@ -114,8 +114,12 @@ lint: venv
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each with a local cluster of its own and
+# whole test files at a time (module fixtures are set up once): the tests mostly wait on
+# their cluster, so two of them share two cores well. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: venv kube-bins node-runtime pipeline argocd feldera-schema promtool lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The operator, and the REST API on http://127.0.0.1:8080; Ctrl-C stops both.
 # Quiet start: right after the CRD is installed the API server answers 429 "storage is

@@ -12,10 +12,16 @@ import pytest
 import yaml
 from kubernetes import client, config
 from localkube.cluster import LocalCluster
-from localkube.fixtures import TEST_STATE_DIR, Kubectl, fresh_namespace, kubectl_for
+from localkube.fixtures import (
+    TEST_STATE_DIR,
+    Kubectl,
+    for_this_worker,
+    fresh_namespace,
+    kubectl_for,
+)
 from sluice_fixtures import CRD_DIR, Operator
 
-FAULTS_STATE_DIR = TEST_STATE_DIR.parent / "faults"
+FAULTS_STATE_DIR = for_this_worker(TEST_STATE_DIR.parent / "faults")
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Enable it with ``pytest_plugins = ["localkube.fixtures"]`` in ``tests/conftest.py``.
 The cluster lives in ``.cache/localkube/test`` (LOCALKUBE_TEST_STATE_DIR overrides),
-apart from the one ``python -m localkube up`` starts, and is stopped at the end.
+apart from the one ``python -m localkube up`` starts, and is stopped at the end. Run by
+pytest-xdist (`make test`), each worker process has a cluster of its own: its state
+directory ends in the worker's id (``test-gw0``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from kubernetes import client, config
 from localkube.cluster import KWOK_NAMESPACE_ANNOTATIONS, REPO, LocalCluster
 
 TEST_STATE_DIR = REPO / ".cache/localkube/test"
+
+
+def for_this_worker(state_dir: Path) -> Path:
+    """`state_dir`, or under pytest-xdist one per worker process (`test` -> `test-gw1`):
+    clusters run side by side, never sharing a state directory."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return state_dir.with_name(f"{state_dir.name}-{worker}") if worker else state_dir
+
 
 T = TypeVar("T")
 
@@ -61,7 +71,7 @@ def wait_for(
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    state_dir = Path(os.environ.get("LOCALKUBE_TEST_STATE_DIR", TEST_STATE_DIR))
+    state_dir = for_this_worker(Path(os.environ.get("LOCALKUBE_TEST_STATE_DIR", TEST_STATE_DIR)))
     local = LocalCluster(state_dir=state_dir)
     local.up()
     try:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from localkube.cluster import LocalCluster
-from localkube.fixtures import TEST_STATE_DIR
+from localkube.fixtures import TEST_STATE_DIR, for_this_worker
 
 from upgrade.release import extract_previous
 
-UPGRADE_STATE_DIR = TEST_STATE_DIR.parent / "upgrade"
+UPGRADE_STATE_DIR = for_this_worker(TEST_STATE_DIR.parent / "upgrade")
 
 
 @pytest.fixture(scope="module")
