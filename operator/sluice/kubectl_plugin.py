@@ -141,7 +141,9 @@ def _api_message(error: ApiException) -> str:
 def clear(args: argparse.Namespace, out: TextIO) -> int:
     pipelines = _pipelines(args)
     request = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    spec: dict[str, Any] = {"storage": {"clearRequest": request}}
+    # actionClearRequest: a request made on the live object, never git's clearRequest (which
+    # a GitOps tool's selfHeal would put back over this one; docs/gitops.md).
+    spec: dict[str, Any] = {"storage": {"actionClearRequest": request}}
     if args.stop:
         spec["desiredState"] = "Stopped"
     try:
@@ -160,7 +162,7 @@ def clear(args: argparse.Namespace, out: TextIO) -> int:
 def _phase(obj: dict[str, Any], request: str) -> str:
     status = obj.get("status") or {}
     storage = status.get("storage") or {}
-    if storage.get("lastClearRequest") == request and storage.get("status") == "Cleared":
+    if storage.get("lastActionClearRequest") == request and storage.get("status") == "Cleared":
         return "Cleared"
     if storage.get("status") == "Clearing":
         return "Clearing"
@@ -214,6 +216,16 @@ def _retained(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return list(storage.get("retainedVolumes") or [])
 
 
+def _last_clears(storage: dict[str, Any]) -> str:
+    """The handled requests of both kinds: clearRequest's (git's, an apply's) and
+    actionClearRequest's (`kubectl sluice clear`, the REST API, Argo CD's action)."""
+    parts = [storage.get("lastClearRequest"), storage.get("lastActionClearRequest")]
+    shown = [str(parts[0])] if parts[0] else []
+    if parts[1]:
+        shown.append(f"{parts[1]} (action)")
+    return ", ".join(shown) or "-"
+
+
 def _row(obj: dict[str, Any], wide: bool) -> tuple[str, ...]:
     st = obj.get("status") or {}
     storage = st.get("storage") or {}
@@ -222,7 +234,7 @@ def _row(obj: dict[str, Any], wide: bool) -> tuple[str, ...]:
         obj["spec"].get("desiredState", ""),
         st.get("deploymentStatus", "-"),
         storage.get("status", "-"),
-        storage.get("lastClearRequest") or "-",
+        _last_clears(storage),
         (st.get("error") or {}).get("error_code") or "-",
     )
     if wide:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client, watch
-from localkube.cluster import CSI_CLASS, KWOK_TAINT, STORAGE_CLASS
+from localkube.cluster import CSI_CLASS, KWOK_TAINT, STORAGE_CLASS, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 # The engine pipeline (tests/pipeline: Feldera's engine), imported into the real node's
@@ -479,4 +483,23 @@ def failed_pod(api: client.ApiClient, namespace: str, pipeline: dict[str, Any]) 
             }
         },
         _content_type=MERGE,
+    )
+
+
+def kubectl_sluice(
+    cluster: LocalCluster, *args: str, timeout: float = 120, kubeconfig: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl sluice ARGS` as a user runs it: kubectl finds kubectl-sluice on PATH."""
+    env = {
+        **os.environ,
+        # kubectl looks plugins up on PATH; the venv's bin holds the console script.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
+    }
+    return subprocess.run(
+        [str(cluster.bin_dir / "kubectl"), "sluice", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )

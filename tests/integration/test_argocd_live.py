@@ -20,7 +20,15 @@ from localkube.cluster import CSI_CLASS, LocalCluster
 from localkube.fixtures import Kubectl, wait_for
 
 from .conftest import Operator
-from .pipelines import IMAGE, claims, events, get, pod_security, read_claim
+from .pipelines import (
+    IMAGE,
+    claims,
+    events,
+    get,
+    kubectl_sluice,
+    pod_security,
+    read_claim,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -234,6 +242,39 @@ def test_clear_storage_action(
     app = gitops.wait("Synced and Suspended", lambda a: settled(a, sha, "Suspended"))
     assert "storage InUse" in resource(app)["health"]["message"]
     assert cleared_events(api_client, ns) == 1
+
+
+def test_kubectl_sluice_clear_under_self_heal_clears_once_and_the_sync_keeps_succeeding(
+    gitops: GitOps,
+    api_client: client.ApiClient,
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    live_operator: Operator,
+) -> None:
+    """`kubectl sluice clear --stop` on a pipeline whose git carries a handled clearRequest,
+    with selfHeal on: the plugin's request is an actionClearRequest, so selfHeal, putting
+    git's clearRequest and `Running` back, neither overwrites it (refused while Running: a
+    failing sync) nor turns git's old value into a second clear."""
+    ns = gitops.namespace
+    sha, app = start_app(gitops, self_heal=True, clear_request="c1")
+    (first,) = claim_names(api_client, ns)
+
+    before = started(app)
+    done = kubectl_sluice(cluster, "clear", "orders", "--stop", f"--namespace={ns}")
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        lambda: cleared_events(api_client, ns) == 1 and read_claim(api_client, ns, first) is None,
+        timeout=120,
+        what="the plugin's clear",
+    )
+    gitops.wait("selfHeal's sync to succeed", healed(before))
+    app = gitops.wait("Synced and Healthy", lambda a: settled(a, sha, "Healthy"))
+    (second,) = claim_names(api_client, ns)
+    assert second != first
+    no_failed_sync(fresh(gitops))
+    assert cleared_events(api_client, ns) == 1
+    storage = get(kubectl, ns, "orders")["spec"]["storage"]
+    assert storage["clearRequest"] == "c1"  # git's, untouched
 
 
 @pytest.mark.parametrize("self_heal", [True, False], ids=["selfHeal", "noSelfHeal"])

@@ -43,7 +43,8 @@ def test_client_clears_a_stopped_pipeline_and_sees_cleared(
     assert feldera.get_pipeline("orders", PipelineFieldSelector.STATUS).storage_status == "Cleared"
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["storage"]["status"] == "Cleared"
-    assert obj["status"]["storage"]["lastClearRequest"] == obj["spec"]["storage"]["clearRequest"]
+    storage = obj["spec"]["storage"]
+    assert obj["status"]["storage"]["lastActionClearRequest"] == storage["actionClearRequest"]
 
     # The high-level Pipeline object works the same way.
     pipeline = Pipeline.get("orders", feldera)

@@ -14,28 +14,18 @@ from localkube.cluster import CSI_CLASS, LocalCluster
 from localkube.fixtures import Kubectl
 
 from .conftest import Operator
-from .pipelines import apply, get, manifest, run_and_wait, wait_condition, wait_jsonpath
+from .pipelines import (
+    apply,
+    get,
+    kubectl_sluice,
+    manifest,
+    run_and_wait,
+    wait_condition,
+    wait_jsonpath,
+)
 from .volumes import volume_snapshot
 
 HEADER = ["NAME", "DESIRED", "DEPLOYMENT", "STORAGE", "LAST-CLEAR", "ERROR"]
-
-
-def kubectl_sluice(
-    cluster: LocalCluster, *args: str, timeout: float = 120, kubeconfig: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        # kubectl looks plugins up on PATH; the venv's bin holds the console script.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
-    }
-    return subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), "sluice", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def _kubeconfig_with_context(cluster: LocalCluster, tmp_path: Path, namespace: str) -> Path:
@@ -81,7 +71,10 @@ def test_clear_refused_while_running_then_stop_wait_clears(
     assert "Cleared" in done.stdout
     obj = get(kubectl, namespace, "orders")
     assert obj["status"]["storage"]["status"] == "Cleared"
-    assert obj["spec"]["storage"]["clearRequest"] == obj["status"]["storage"]["lastClearRequest"]
+    # An actionClearRequest: a GitOps tool's clearRequest is never overwritten.
+    request = obj["spec"]["storage"]["actionClearRequest"]
+    assert request == obj["status"]["storage"]["lastActionClearRequest"]
+    assert "clearRequest" not in obj["spec"]["storage"]
 
     table = kubectl_sluice(cluster, "-n", namespace, "status").stdout.splitlines()
     assert table[0].split() == HEADER

@@ -168,10 +168,15 @@ def test_clear_lifecycle_and_status_codes(
 
     accepted = api.request("POST", "/v0/pipelines/orders/clear", writer)
     assert accepted.status_code == 202, accepted.text
-    request = get(kubectl, namespace, "orders")["spec"]["storage"]["clearRequest"]
+    # Recorded as actionClearRequest: git's clearRequest, if any, is left as it is.
+    storage = get(kubectl, namespace, "orders")["spec"]["storage"]
+    request = storage["actionClearRequest"]
     assert request.startswith("api-")
-    assert request != before["spec"]["storage"].get("clearRequest")
+    assert request != before["spec"]["storage"].get("actionClearRequest")
+    assert storage.get("clearRequest") == before["spec"]["storage"].get("clearRequest")
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
+    done = get(kubectl, namespace, "orders")["status"]["storage"]
+    assert done["lastActionClearRequest"] == request
     info = api.request("GET", "/v0/pipelines/orders?selector=status", writer).json()
     assert info["storage_status"] == "Cleared"
 
@@ -247,7 +252,7 @@ def test_accepted_actions_are_recorded_as_events_naming_the_caller(
     stopped_with_storage(kubectl, namespace, "orders")
     caller = f"system:serviceaccount:{namespace}:writer"
     assert api.request("POST", "/v0/pipelines/orders/clear", writer).status_code == 202
-    request = get(kubectl, namespace, "orders")["spec"]["storage"]["clearRequest"]
+    request = get(kubectl, namespace, "orders")["spec"]["storage"]["actionClearRequest"]
     wait_jsonpath(kubectl, namespace, "orders", ".status.storage.status", "Cleared")
     # Accepted but nothing to do (already Cleared): nothing is recorded.
     assert api.request("POST", "/v0/pipelines/orders/clear", writer).status_code == 202

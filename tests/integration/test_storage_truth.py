@@ -29,6 +29,7 @@ from .pipelines import (
     event_once,
     events,
     get,
+    kubectl_sluice,
     manifest,
     patch,
     reasons_once,
@@ -38,7 +39,6 @@ from .pipelines import (
     wait_error,
     wait_jsonpath,
 )
-from .test_kubectl_plugin import kubectl_sluice
 from .test_rest_api import ApiServer, token_for
 from .volumes import (
     bound_volume,

@@ -40,6 +40,23 @@ def test_wide_shows_claims_retained_volumes_and_ready() -> None:
     assert lines[1].split() == row
 
 
+def test_last_clear_shows_both_kinds_of_request() -> None:
+    """`kubectl sluice clear` (and the REST API, Argo CD's action) record their requests as
+    actionClearRequest: LAST-CLEAR shows them beside git's clearRequest."""
+    both = _pipeline("orders", lastActionClearRequest="2026-12-06T10:00:00.000000Z")
+    action_only = _pipeline("orders", lastClearRequest=None, lastActionClearRequest="t1")
+    last_clear = plugin.COLUMNS.index("LAST-CLEAR")
+    assert plugin.table([both], False, wide=False)[1].split()[last_clear:-1] == [
+        "r1,",
+        "2026-12-06T10:00:00.000000Z",
+        "(action)",
+    ]
+    assert plugin.table([action_only], False, wide=False)[1].split()[last_clear:-1] == [
+        "t1",
+        "(action)",
+    ]
+
+
 def test_all_namespaces_adds_a_namespace_column_sorted_by_namespace_then_name() -> None:
     items = [_pipeline("b", "ns2"), _pipeline("a", "ns2"), _pipeline("z", "ns1")]
     lines = plugin.table(items, True, wide=False)

@@ -151,9 +151,11 @@ def test_a_pipeline_without_status_yet() -> None:
 
 
 def test_clear_of_a_stopped_pipeline_patches_a_new_request_with_a_precondition() -> None:
+    """The request goes in actionClearRequest, never in clearRequest, which may be git's:
+    a GitOps tool's selfHeal would write git's value back over it (docs/gitops.md)."""
     assert d.decide_clear(pipeline(), "tok") == {
         "metadata": {"resourceVersion": "4242"},
-        "spec": {"storage": {"clearRequest": "tok"}},
+        "spec": {"storage": {"actionClearRequest": "tok"}},
     }
 
 

@@ -495,7 +495,8 @@ class StorageSpec(_Model):
         default=None,
         max_length=253,
         description="A clear request made on the live object by a tool that is not the "
-        "source of truth (Argo CD's clear-storage action): a new value requests one clear, as "
+        "source of truth (Argo CD's clear-storage action, the REST API's clear, `kubectl "
+        "sluice clear`): a new value requests one clear, as "
         "clearRequest does, and is recorded apart (status.storage.lastActionClearRequest), so "
         "git's clearRequest put back by a sync never counts as new. Never set it in git. "
         "Accepted only together with desiredState: Stopped; it cannot be cancelled.",

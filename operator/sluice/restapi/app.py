@@ -330,7 +330,8 @@ ROUTES: list[Route] = [
         f"{_PIPELINE}/clear",
         "post_pipeline_clear",
         "Clear Storage",
-        "Clears the pipeline storage asynchronously: records a new spec.storage.clearRequest "
+        "Clears the pipeline storage asynchronously: records a new "
+        "spec.storage.actionClearRequest "
         "and the operator deletes (or detaches) the claims. Only while fully stopped (400 "
         "StorageStatusImmutableUnlessStopped otherwise); on Cleared storage, 202 and nothing "
         "changes. Progress: poll GET until storage_status is Cleared. Cannot be cancelled.",

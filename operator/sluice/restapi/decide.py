@@ -85,7 +85,8 @@ def _status(obj: dict[str, Any]) -> api.PipelineStatus:
 
 
 def clear_pending(obj: dict[str, Any]) -> bool:
-    """A clearRequest (or an Argo CD action's actionClearRequest) not handled yet."""
+    """A clearRequest (from git or a user's apply) or an actionClearRequest (this API's
+    /clear, `kubectl sluice clear`, Argo CD's action) not handled yet."""
     storage = _status(obj).storage
     spec = ((obj.get("spec") or {}).get("storage")) or {}
     request = spec.get("clearRequest") or None
@@ -249,7 +250,10 @@ def decide_clear(obj: dict[str, Any], token: str) -> dict[str, Any] | None:
         )
     if current != api.StorageStatus.IN_USE:
         return None  # Cleared: nothing to clear; Clearing: already under way (Feldera: 202)
-    return {"metadata": _precondition(obj), "spec": {"storage": {"clearRequest": token}}}
+    # actionClearRequest, not clearRequest: a request made on the live object, as Argo CD's
+    # clear-storage action makes one. clearRequest may be git's, and selfHeal would put
+    # git's value back over ours (refused while Running: a failing sync; else a second clear).
+    return {"metadata": _precondition(obj), "spec": {"storage": {"actionClearRequest": token}}}
 
 
 def decide_start(obj: dict[str, Any]) -> dict[str, Any] | None:
