@@ -13,6 +13,7 @@ from sluice.core.labels import DETACHED_FROM_UID
 from sluice.core.observed import Observed
 
 from .test_decide import NOW, UID, claim, kinds, pipeline, settled_status
+from .test_snapshots import snapshot
 
 LATER = "2026-11-28T10:00:05Z"
 MUCH_LATER = "2026-11-28T11:00:00Z"
@@ -215,6 +216,12 @@ def test_a_clear_waiting_on_a_fresh_release_looks_again_when_it_is_time_to_ask()
     plan = d.decide(Observed(clearing(), volumes={"pvc-1": released}), LATER)
     assert plan.status.storage.status == StorageStatus.CLEARING
     assert plan.requeue_after == 3.0
+    # A kept snapshot's expiry (looked at a second after it) is the other timer: the
+    # earlier of the two comes first.
+    for expires, first in (("2026-11-28T10:05:05Z", 3.0), ("2026-11-28T10:00:06Z", 2.0)):
+        kept = snapshot(ready=True, expires=expires)
+        observed = Observed(clearing(), volumes={"pvc-1": released}, snapshots=[kept])
+        assert d.decide(observed, LATER).requeue_after == first
 
 
 def test_a_volume_that_outlives_the_deadline_is_a_failure_but_the_clear_keeps_waiting() -> None:

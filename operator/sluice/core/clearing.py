@@ -227,7 +227,9 @@ def expire_snapshots(observed: Observed, plan: Plan, now: str) -> None:
         )
     expiry = snapshots.next_expiry_in(observed.snapshots, now)
     if expiry is not None:
-        plan.requeue_after = min(expiry, plan.requeue_after or expiry)
+        plan.requeue_after = (
+            expiry if plan.requeue_after is None else min(expiry, plan.requeue_after)
+        )
 
 
 def _wait_for_volumes(
