@@ -41,6 +41,7 @@ from sluice.core.labels import (
     SNAPSHOT_EXPIRES_AT,
     SNAPSHOT_OF_CLAIM,
 )
+from sluice.transient import api_server_message
 
 REFUSED, TIMED_OUT = 1, 2
 SNAPSHOTS = "volumesnapshots"
@@ -131,13 +132,6 @@ def _pipelines(args: argparse.Namespace) -> Pipelines:
     return Pipelines(namespace, args.kubeconfig, args.context)
 
 
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "")["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"{error.status} {error.reason}"
-
-
 def clear(args: argparse.Namespace, out: TextIO) -> int:
     pipelines = _pipelines(args)
     request = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -149,7 +143,7 @@ def clear(args: argparse.Namespace, out: TextIO) -> int:
     try:
         pipelines.patch(args.name, {"spec": spec})
     except ApiException as error:
-        print(f"error: {_api_message(error)}", file=sys.stderr)
+        print(f"error: {api_server_message(error)}", file=sys.stderr)
         if error.status == 422 and not args.stop:
             print("hint: add --stop to stop the pipeline and clear in one step", file=sys.stderr)
         return REFUSED
@@ -219,10 +213,10 @@ def _retained(obj: dict[str, Any]) -> list[dict[str, Any]]:
 def _last_clears(storage: dict[str, Any]) -> str:
     """The handled requests of both kinds: clearRequest's (git's, an apply's) and
     actionClearRequest's (`kubectl sluice clear`, the REST API, Argo CD's action)."""
-    parts = [storage.get("lastClearRequest"), storage.get("lastActionClearRequest")]
-    shown = [str(parts[0])] if parts[0] else []
-    if parts[1]:
-        shown.append(f"{parts[1]} (action)")
+    git, action = storage.get("lastClearRequest"), storage.get("lastActionClearRequest")
+    shown = [str(git)] if git else []
+    if action:
+        shown.append(f"{action} (action)")
     return ", ".join(shown) or "-"
 
 
@@ -307,7 +301,7 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     try:
         items = [pipelines.get(args.name)] if args.name else pipelines.list()
     except ApiException as error:
-        print(f"error: {_api_message(error)}", file=sys.stderr)
+        print(f"error: {api_server_message(error)}", file=sys.stderr)
         return REFUSED
     output = args.output or ""
     if output in ("json", "yaml"):
@@ -383,7 +377,7 @@ def list_snapshots(args: argparse.Namespace, out: TextIO) -> int:
         pipeline: dict[str, Any] | None = pipelines.get(args.name)
     except ApiException as error:
         if error.status != 404:
-            print(f"error: {_api_message(error)}", file=sys.stderr)
+            print(f"error: {api_server_message(error)}", file=sys.stderr)
             return REFUSED
         pipeline = None  # deleted: its snapshots are found by their label
     try:
@@ -396,7 +390,7 @@ def list_snapshots(args: argparse.Namespace, out: TextIO) -> int:
                 file=sys.stderr,
             )
         else:
-            print(f"error: listing VolumeSnapshots: {_api_message(error)}", file=sys.stderr)
+            print(f"error: listing VolumeSnapshots: {api_server_message(error)}", file=sys.stderr)
         return REFUSED
     output = args.output or ""
     if output in ("json", "yaml"):
@@ -435,7 +429,7 @@ def restore(args: argparse.Namespace, out: TextIO) -> int:
     try:
         obj = pipelines.get(name)
     except ApiException as error:
-        print(f"error: {_api_message(error)}", file=sys.stderr)
+        print(f"error: {api_server_message(error)}", file=sys.stderr)
         return REFUSED
     storage_spec = (obj.get("spec") or {}).get("storage") or {}
     if storage_spec.get("restoreFrom") == snapshot and (
@@ -467,7 +461,7 @@ def restore(args: argparse.Namespace, out: TextIO) -> int:
     try:
         patched = pipelines.patch(name, body)
     except ApiException as error:
-        print(f"error: {_api_message(error)}", file=sys.stderr)
+        print(f"error: {api_server_message(error)}", file=sys.stderr)
         if error.status == 422 and _storage(obj).get("status") != "Cleared":
             print(
                 f"hint: a restore replaces the next claim, so storage must be Cleared first: "

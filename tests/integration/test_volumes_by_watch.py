@@ -12,11 +12,19 @@ from typing import Any
 
 import yaml
 from kubernetes import client
-from localkube.cluster import LocalCluster
+from localkube.cluster import CSI_CLASS, LocalCluster
 from localkube.fixtures import Kubectl
 from sluice_fixtures import Operator
 
-from .pipelines import clear_and_wait, get, pipeline_claim, run_and_wait
+from .pipelines import (
+    clear_and_wait,
+    get,
+    pipeline_claim,
+    run_and_wait,
+    stop_and_clear,
+    wait_error,
+    wait_storage,
+)
 from .volumes import claim_volume
 from .volumes import volume as read_volume
 
@@ -56,6 +64,42 @@ def test_the_volume_wait_is_driven_by_the_pv_watch(
     finally:
         operator.stop()
         operator.start()
+
+
+def test_a_failing_csi_deletion_is_asked_about_by_a_timer_not_the_safety_recheck(
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+) -> None:
+    """The provisioner's Events are read only once a volume has been Released for a few
+    seconds, and a failing CSI deletion changes nothing on the PV that its watch would bring:
+    a timer brings that look. With the safety recheck an hour away, the failure is still
+    reported in the provisioner's words."""
+    operator.stop()
+    marker: Path | None = None
+    try:
+        operator.start(namespace=namespace, extra=NO_SAFETY_RECHECK)
+        run_and_wait(kubectl, namespace, "orders", storage_class=CSI_CLASS)
+        pv_name = claim_volume(
+            api_client, namespace, pipeline_claim(api_client, namespace, "orders")
+        )
+        pv = read_volume(api_client, pv_name)
+        assert pv is not None and pv.spec.csi is not None
+        refusal = f"injected: disk {uuid.uuid4().hex[:6]} is read-only"
+        marker = cluster.csi_dir / "fail-delete" / pv.spec.csi.volume_handle
+        marker.write_text(refusal)
+        stop_and_clear(kubectl, namespace, "orders")
+        stuck = wait_error(kubectl, namespace, "orders", "StorageClearFailed", timeout=90)
+        assert refusal in stuck["status"]["error"]["message"]
+        assert stuck["status"]["storage"]["status"] == "Clearing"
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+        operator.stop()
+        operator.start()
+    wait_storage(kubectl, namespace, "orders", "Cleared", timeout=120)
 
 
 def _rules_without_watching_volumes() -> list[dict[str, Any]]:
