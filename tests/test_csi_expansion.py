@@ -16,6 +16,7 @@ import http.client
 import json
 import ssl
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -122,15 +123,22 @@ def test_a_csi_local_claim_fills_up_reports_its_usage_and_grows_while_mounted(
     )
     assert filled.returncode != 0, filled.stdout
     assert "No space left on device" in filled.stderr, filled.stderr
+    filled_at = datetime.now(UTC)
 
     # The kubelet's view of the volume: its own filesystem (64Mi less XFS's log), nearly full.
-    def full() -> dict[str, Any] | None:
+    # The kubelet measures volumes every volumeStatsAggPeriod (5 s here) and serves the last
+    # measurement: only one taken after the fill ended says what the fill left.
+    def measured_after_fill() -> dict[str, Any] | None:
         stats = _volume_stats(cluster, namespace, "probe")
-        return stats if stats and stats["usedBytes"] > 48 * MI else None
+        if not stats:
+            return None
+        taken = datetime.fromisoformat(stats["time"].replace("Z", "+00:00"))
+        return stats if taken > filled_at else None
 
-    before = wait_for(full, timeout=60, what="the Summary API's stats of the full volume")
+    before = wait_for(measured_after_fill, timeout=60, what="the kubelet's stats after the fill")
     assert before["pvcRef"] == {"name": "data", "namespace": namespace}, before
     assert 48 * MI < before["capacityBytes"] <= 64 * MI, before
+    assert before["usedBytes"] > 48 * MI, before
     assert before["availableBytes"] < 2 * MI, before
     assert before["inodesUsed"] > 0, before
     metrics = _kubelet_get(cluster, "/metrics")
