@@ -164,6 +164,9 @@ class Controller:
         was = observed.status.storage.status
         new = status_body(plan.status)
         wrote = _drop_none(new) != _comparable(observed.pipeline.get("status"))
+        for event in plan.events:
+            if event.once:
+                self._post_before_status(observed, event)
         if wrote:
             now = plan.status.storage.status
             if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
@@ -174,6 +177,7 @@ class Controller:
                 metrics.CLEARS_REQUESTED.inc()
                 failpoints.hit(failpoints.AFTER_CLEARING_WRITTEN)
             if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
+                failpoints.hit(failpoints.AFTER_CLEARED_WRITTEN)
                 metrics.CLEARS_COMPLETED.inc()
                 started = observed.status.storage.clearing_since
                 if started:
@@ -184,7 +188,8 @@ class Controller:
             if event.reason == "ClearRequestHandled":
                 metrics.CLEARS_REQUESTED.inc()
                 metrics.CLEARS_COMPLETED.inc()
-            self._emit(observed, event)
+            if not event.once:
+                self._emit(observed, event)
             log.info(
                 "%s/%s: %s: %s",
                 observed.namespace,
@@ -206,6 +211,25 @@ class Controller:
             status.error.error_code if status.error else None,
             time.time(),
         )
+
+    def _post_before_status(self, observed: Observed, event: d.Event) -> None:
+        """An Event that records a transition exactly once (plan.Event.once): posted now,
+        before the status write, under its own name. A crash after it and before the write
+        retries the step, which finds it posted (409). Posted after the write, as the others
+        are, a crash in between would lose it: the next leader sees the transition done."""
+        try:
+            self.kube.emit_event(observed, event)
+        except ApiException as error:
+            if error.status != 409:  # still best effort: status says it all the same
+                log.warning(
+                    "could not record Event %s on %s/%s: %s %s",
+                    event.reason,
+                    observed.namespace,
+                    observed.name,
+                    error.status,
+                    error.reason,
+                    extra={"namespace": observed.namespace, "pipeline": observed.name},
+                )
 
     def _emit(self, observed: Observed, event: d.Event) -> None:
         """Events are best effort, as with client-go's recorder (events.py): the state they

@@ -13,6 +13,7 @@ import signal
 AFTER_CLEARING_WRITTEN = "after-clearing-written"
 AFTER_FIRST_CLAIM_DELETE = "after-first-claim-delete"
 BEFORE_CLEARED_WRITTEN = "before-cleared-written"
+AFTER_CLEARED_WRITTEN = "after-cleared-written"  # before anything else: its Event must be out
 WHILE_WAITING_FOR_VOLUME = "while-waiting-for-volume"
 AFTER_SNAPSHOTS_READY = "after-snapshots-ready"  # before the first claim is deleted/detached
 

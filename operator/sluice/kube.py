@@ -480,9 +480,17 @@ class Kube:
         self._remember("pipelines", response)
 
     def emit_event(self, observed: Observed, event: d.Event) -> None:
+        """Post an Event on the pipeline. One with `once` is named by it: 409 AlreadyExists
+        means a step before a crash posted it, and is raised for the caller to judge."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         body: Any = manifests.event(  # the client takes plain JSON too
-            observed.pipeline, event.type, event.reason, event.message, REPORTING_COMPONENT, now
+            observed.pipeline,
+            event.type,
+            event.reason,
+            event.message,
+            REPORTING_COMPONENT,
+            now,
+            event.once,
         )
         # The transition it records is already in status and will not come again: retry an
         # overloaded or unreachable API server a few times (client-go's recorder retries too).

@@ -261,9 +261,9 @@ def events(api: client.ApiClient, namespace: str, name: str) -> list[client.Core
 def reasons_once(
     api: client.ApiClient, namespace: str, name: str, reason: str = "StorageCleared"
 ) -> list[str]:
-    """The pipeline's Event reasons, once `reason` is among them. Events are posted off the
-    reconcile path (and retried across an API server outage), so status can say what they
-    say a moment before they are there."""
+    """The pipeline's Event reasons, once `reason` is among them. Most Events are posted off
+    the reconcile path (and retried across an API server outage), so status can say what
+    they say a moment before they are there (a clear's own are posted before its status)."""
 
     def listed() -> list[str] | None:
         reasons = [str(e.reason) for e in events(api, namespace, name)]

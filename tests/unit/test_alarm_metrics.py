@@ -15,6 +15,7 @@ from sluice import metrics
 from sluice.core import decide as d
 from sluice.core import snapshots
 from sluice.core.labels import SNAPSHOT_EXPIRES_AT
+from sluice.core.manifests import event_name
 from sluice.core.observed import Observed
 
 from .test_decide import claim, pipeline, settled_status
@@ -32,6 +33,8 @@ class FakeKube:
         self.claims = claims
         self.snapshots: list[dict[str, Any]] = []
         self.fail_deletes = False
+        self.log: list[str] = []  # what was written, in order: "event X", "status Y"
+        self.event_names: set[str] = set()
 
     def observe(self, namespace: str, name: str) -> Observed | None:
         if self.obj is None:
@@ -51,6 +54,16 @@ class FakeKube:
     def write_status(self, observed: Observed, status: dict[str, Any]) -> None:
         assert self.obj is not None
         self.obj["status"] = c._drop_none(status)
+        self.log.append(f"status {status['storage']['status']}")
+
+    def emit_event(self, observed: Observed, event: d.Event) -> None:
+        """As the API server does with a named Event: a second one of that name is a 409."""
+        assert event.once, "only Events with an identity of their own are posted directly"
+        name = event_name(observed.pipeline["metadata"], event.reason, event.once)
+        if name in self.event_names:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.event_names.add(name)
+        self.log.append(f"event {event.reason}")
 
     def pipeline_snapshots(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.snapshots)
@@ -60,8 +73,13 @@ class FakeKube:
 
 
 class NoEvents:
+    """The recorder of the other Events (posted after status, best effort)."""
+
+    def __init__(self) -> None:
+        self.recorded: list[str] = []
+
     def record(self, observed: Observed, event: d.Event) -> None:
-        pass
+        self.recorded.append(event.reason)
 
 
 def exported() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

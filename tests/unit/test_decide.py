@@ -8,7 +8,7 @@ from sluice.api.v1alpha1 import DeploymentStatus, StorageSpec, StorageState, Sto
 from sluice.controller import _drop_none, status_body
 from sluice.core import decide as d
 from sluice.core.labels import DETACHED_FROM_UID, FINALIZER, claim_name
-from sluice.core.manifests import mounted_claim
+from sluice.core.manifests import event, event_name, mounted_claim
 from sluice.core.observed import Observed
 
 NOW = "2026-11-28T10:00:00Z"
@@ -405,6 +405,60 @@ def test_changing_the_request_mid_clear_finishes_it_then_handles_the_new_one_onc
     assert [e.reason for e in then.events] == ["ClearRequestHandled"]
     again = then.status.model_dump(by_alias=True, mode="json", exclude_none=True)
     assert d.decide(Observed(pipeline("Stopped", "r2", status=again)), NOW).events == []
+
+
+def test_a_clears_events_have_one_identity_per_clear_stable_when_a_step_is_retried() -> None:
+    """StorageClearing, StorageCleared and StorageRetained are named by the clear (the claim
+    generation it ends): a step retried after a crash, at another time, gives the same
+    identity (posted once: 409), the next clear another."""
+
+    def clear(generation: int, when: str) -> tuple[str | None, str | None]:
+        start = settled_status(claimGeneration=generation)
+        begun = d.decide(Observed(pipeline("Stopped", "r1", status=start), claims=[claim()]), when)
+        (clearing,) = begun.events
+        end = settled_status("Clearing", clearingRequest="r1", claimGeneration=generation)
+        (cleared,) = d.decide(Observed(pipeline("Stopped", "r1", status=end)), when).events
+        assert (clearing.reason, cleared.reason) == ("StorageClearing", "StorageCleared")
+        return clearing.once, cleared.once
+
+    first = clear(0, NOW)
+    assert first[0] and first[0] == first[1]
+    assert clear(0, "2026-11-28T10:05:00Z") == first
+    assert clear(1, NOW) != first
+
+
+def test_a_handled_request_is_one_event_per_request() -> None:
+    """ClearRequestHandled is named by the spec change that carried the request (its
+    metadata.generation): the same for a retried step, another for the next request."""
+
+    def handled(generation: int) -> str | None:
+        spec = pipeline("Stopped", "r2", status=settled_status("Cleared"))
+        spec["metadata"]["generation"] = generation
+        (event,) = d.decide(Observed(spec), NOW).events
+        assert event.reason == "ClearRequestHandled"
+        return event.once
+
+    assert handled(3) and handled(3) == handled(3)
+    assert handled(4) != handled(3)
+
+
+def test_an_events_own_name_is_a_valid_name_per_pipeline_reason_and_transition() -> None:
+    meta = {"name": "orders", "namespace": "analytics", "uid": UID}
+    name = event_name(meta, "StorageCleared", "clear-0")
+    assert name.startswith("orders.storagecleared-")
+    assert name == event_name(meta, "StorageCleared", "clear-0")
+    others = {
+        event_name(meta, "StorageRetained", "clear-0"),
+        event_name(meta, "StorageCleared", "clear-1"),
+        event_name({**meta, "uid": "another-uid"}, "StorageCleared", "clear-0"),
+    }
+    assert name not in others and len(others) == 3
+    long = event_name({**meta, "name": "p" * 253}, "StorageCleared", "clear-0")
+    assert len(long) == 253 and long.endswith(name.removeprefix("orders"))
+    body = event(meta_pipeline := {"metadata": meta}, "Normal", "StorageCleared", "m", "c", NOW)
+    assert "generateName" in body["metadata"] and "name" not in body["metadata"]
+    named = event(meta_pipeline, "Normal", "StorageCleared", "m", "c", NOW, "clear-0")
+    assert named["metadata"] == {"name": name, "namespace": "analytics"}
 
 
 def test_deletion_clears_by_policy_then_drops_the_finalizer() -> None:

@@ -47,6 +47,8 @@ def start_clearing(
                     "Normal",
                     "ClearRequestHandled",
                     f"Storage already Cleared ({request or action_request}).",
+                    # Each new request is a spec change: its own metadata.generation.
+                    once=f"request-{observed.generation}",
                 )
             )
         return
@@ -70,6 +72,7 @@ def start_clearing(
             "StorageClearing",
             f"Clearing storage ({request or 'deletion'}): claims {', '.join(storage.claims)} "
             f"will be {'deleted' if policy == ClearPolicy.DELETE else 'detached'}.",
+            once=_this_clear(storage),
         )
     )
 
@@ -117,6 +120,7 @@ def continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     if _wait_for_volumes(observed, plan, verdicts, now):
         return
     done, done_action = storage.clearing_request, storage.clearing_action_request
+    once = _this_clear(storage)
     retained = [v.record for v in verdicts if v.fate == volumes.VolumeFate.RETAINED]
     storage.status = StorageStatus.CLEARED
     storage.clearing_request = None
@@ -135,11 +139,24 @@ def continue_clearing(observed: Observed, plan: Plan, now: str) -> None:
     message = f"Storage cleared: claims {verb}"
     if gone and policy == ClearPolicy.DELETE:
         message += f", volumes {', '.join(r.persistent_volume or r.claim for r in gone)} deleted"
-    plan.events.append(Event("Normal", "StorageCleared", f"{message} ({done or 'deletion'})."))
+    plan.events.append(
+        Event("Normal", "StorageCleared", f"{message} ({done or 'deletion'}).", once=once)
+    )
     if retained:
         plan.events.append(
-            Event("Warning", "StorageRetained", f"Data remains in {volumes.describe(retained)}.")
+            Event(
+                "Warning",
+                "StorageRetained",
+                f"Data remains in {volumes.describe(retained)}.",
+                once=once,
+            )
         )
+
+
+def _this_clear(storage: api.StorageState) -> str:
+    """A clear's identity for its Events: the claim generation it ends (each clear ends one;
+    persisted, so the same when a step is retried after a crash)."""
+    return f"clear-{storage.claim_generation or 0}"
 
 
 def _snapshots_taken(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from sluice.api import v1alpha1 as api
@@ -192,12 +193,22 @@ def running_container(statefulset: dict[str, Any]) -> dict[str, Any]:
 
 
 def event(
-    pipeline: dict[str, Any], type_: str, reason: str, message: str, component: str, now: str
+    pipeline: dict[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    component: str,
+    now: str,
+    once: str | None = None,
 ) -> dict[str, Any]:
-    """A core/v1 Event on the pipeline, as `kubectl describe pipeline` lists them."""
+    """A core/v1 Event on the pipeline, as `kubectl describe pipeline` lists them. With
+    `once` (plan.Event.once), a name of its own instead of a generated one."""
     meta = pipeline["metadata"]
+    named = (
+        {"name": event_name(meta, reason, once)} if once else {"generateName": f"{meta['name']}."}
+    )
     return {
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "metadata": {**named, "namespace": meta["namespace"]},
         "involvedObject": {
             "apiVersion": api.API_VERSION,
             "kind": api.KIND,
@@ -216,6 +227,14 @@ def event(
         "reportingComponent": component,
         "reportingInstance": component,
     }
+
+
+def event_name(meta: dict[str, Any], reason: str, once: str) -> str:
+    """`<pipeline>.<reason>-<digest of UID and transition>`: the same for a retried step,
+    another for another pipeline of that name or another transition."""
+    digest = hashlib.sha256(f"{meta['uid']}/{reason}/{once}".encode()).hexdigest()[:12]
+    suffix = f".{reason.lower()}-{digest}"
+    return f"{meta['name'][: 253 - len(suffix)]}{suffix}"
 
 
 def volume_snapshot(

@@ -114,6 +114,11 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    # A transition that must be recorded exactly once, also across a crash (a clear's start
+    # and end, a handled request): its identity, stable when the step is retried. Such an
+    # Event gets a name derived from it and is posted before the status write that records
+    # the transition, so a retry finds it there (409) instead of losing or doubling it.
+    once: str | None = None
 
 
 @dataclass
