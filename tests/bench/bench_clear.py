@@ -3,11 +3,12 @@ on the real node (the engine pipeline as real pods) and on kwok.
 
 Sluice: one request sets `desiredState: Stopped` and a new `clearRequest` on a running
 pipeline; timed until `Cleared` (which Sluice writes only once the claim's Delete volume is
-gone). KCM, the anchor: a one-replica StatefulSet with a volumeClaimTemplate and
-`persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete}` is deleted; timed until its
-PVC and the PV bound to it are gone. Both are the same chain (compute goes, then the claim,
-then the provisioner deletes the volume) and both are timed from watches; when the claims
-were gone is printed too. One clear (median of RUNS, interleaved), then MANY at once
+gone). KCM, the anchor: a one-replica StatefulSet with its headless Service, a
+volumeClaimTemplate and `persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete}` is
+deleted (the Service stays, as Sluice's does when stopped); timed until its PVC and the PV
+bound to it are gone. Both are the same chain (compute goes, then the claim, then the
+provisioner deletes the volume) and both are timed from watches; when the claims were gone
+is printed too. One clear (median of RUNS, interleaved), then MANY at once
 (one client, MANY requests). Also the API requests one clear costs, by verb, from the API
 server's `apiserver_request_total` (all clients, so KCM's and kwok's share is in both).
 
@@ -74,7 +75,7 @@ def statefulset(name: str, namespace: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "replicas": 1,
-            "serviceName": name,
+            "serviceName": service_name(name),
             "selector": {"matchLabels": labels},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
             "template": {
@@ -98,6 +99,29 @@ def statefulset(name: str, namespace: str) -> dict[str, Any]:
                     },
                 }
             ],
+        },
+    }
+
+
+def service_name(statefulset: str) -> str:
+    """Not the StatefulSet's own name: Sluice's side, in the same namespace, keeps a Service
+    of the pipeline's name."""
+    return f"sts-{statefulset}"
+
+
+def governing_service(name: str, namespace: str) -> dict[str, Any]:
+    """The StatefulSet's headless Service, as Kubernetes documents a StatefulSet (its
+    serviceName names it; "you are responsible for creating this Service"). Sluice makes one
+    per pipeline and keeps it while stopped, so both sides have the same objects, and the
+    endpoint controllers follow both sides' pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_name(name), "namespace": namespace},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": 8080, "targetPort": 8080}],
         },
     }
 
@@ -186,6 +210,9 @@ class Timing:
     timeline: Timeline | None = None
     start: float = 0.0
     cpu: dict[str, float] | None = None  # CPU seconds by command while clearing
+    # The API server's time in requests while clearing, by (verb, resource): where its
+    # CPU goes, from its own latency sums.
+    request_seconds: dict[tuple[str, str], float] | None = None
 
 
 class Side:
@@ -248,6 +275,7 @@ class Side:
         cpu_after = cpu_by_command()
         cpu = {c: used - cpu_before.get(c, 0.0) for c, used in cpu_after.items()}
         time.sleep(1.0)  # trailing writes (Events) land before counting
+        seconds = requests.seconds()
         nan = float("nan")
         return Timing(
             elapsed,
@@ -258,6 +286,7 @@ class Side:
             self.timeline,
             start,
             {c: used for c, used in cpu.items() if used > 0},
+            seconds,
         )
 
     def _of_workload(self, names: list[str]) -> Callable[[dict[str, Any]], bool]:
@@ -352,7 +381,11 @@ class ControllerManager(Side):
     workload_label = "app"
 
     def create(self, names: list[str]) -> None:
-        docs = [statefulset(name, self.namespace) for name in names]
+        docs = [
+            doc
+            for name in names
+            for doc in (governing_service(name, self.namespace), statefulset(name, self.namespace))
+        ]
         self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
 
     def wait_running(self, names: list[str]) -> None:
@@ -470,6 +503,14 @@ def report_many(results: dict[str, Timing], many: int) -> None:
     for label, timing in results.items():
         top = sorted((timing.cpu or {}).items(), key=lambda item: -item[1])[:8]
         print(f"    {label:<7}" + ", ".join(f"{command} {seconds:.1f}" for command, seconds in top))
+    print("  the API server's time in requests while clearing (sum of latencies; the top 8):")
+    for label, timing in results.items():
+        spent = timing.request_seconds or {}
+        costly = sorted(spent.items(), key=lambda item: -item[1])[:8]
+        print(
+            f"    {label:<7}total {sum(spent.values()):.1f} s: "
+            + ", ".join(f"{verb} {resource} {s:.1f}" for (verb, resource), s in costly)
+        )
     for label, timing in results.items():
         counts = ours(timing.requests)
         reads, writes = reads_and_writes(counts)

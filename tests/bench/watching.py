@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -123,12 +124,43 @@ RESOURCES = {
 }
 
 
+_DURATION_SUM = re.compile(
+    r"^apiserver_request_duration_seconds_sum\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def request_seconds(kubectl: Kubectl) -> dict[tuple[str, str], float]:
+    """The API server's time spent in requests so far (the sum of their latencies), keyed
+    (verb, resource[/subresource]); watches and other long-running requests left out."""
+    seconds: dict[tuple[str, str], float] = {}
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = _DURATION_SUM.match(line)
+        if not match:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        resource, verb = labels.get("resource", ""), labels.get("verb", "")
+        if not resource or verb in {"WATCH", "CONNECT"}:
+            continue
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        seconds[(verb, resource)] = seconds.get((verb, resource), 0.0) + float(match["value"])
+    return seconds
+
+
 class Requests:
     """The API server's request counters between two instants, for our resources."""
 
     def __init__(self, kubectl: Kubectl) -> None:
         self.kubectl = kubectl
         self.before = requests_by_verb(kubectl)
+        self.seconds_before = request_seconds(kubectl)
+
+    def seconds(self) -> dict[tuple[str, str], float]:
+        """Time the API server spent in each kind of request since (all resources)."""
+        after = request_seconds(self.kubectl)
+        spent = {key: s - self.seconds_before.get(key, 0.0) for key, s in after.items()}
+        return {key: s for key, s in spent.items() if s > 0}
 
     def delta(self) -> Counter[tuple[str, str]]:
         """Requests since, for the resources a clear touches (RESOURCES); the others (the
