@@ -1,7 +1,8 @@
 """Events are recorded off the reconcile path, as client-go's EventRecorder does: the state
 they describe is already in status, so the next step of a clear need not wait for them.
 Best effort: a failure is logged, never retried (a namespace being deleted refuses new
-Events with 403)."""
+Events with 403). A clear's own Events are not queued here: they are posted before the
+status write they describe, exactly once (plan.Event.once, Controller._post_before_status)."""
 
 from __future__ import annotations
 

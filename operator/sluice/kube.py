@@ -492,8 +492,8 @@ class Kube:
             now,
             event.once,
         )
-        # The transition it records is already in status and will not come again: retry an
-        # overloaded or unreachable API server a few times (client-go's recorder retries too).
+        # The transition it records will not come again: retry an overloaded or unreachable
+        # API server a few times (client-go's recorder retries too).
         for delay in (*EVENT_RETRY_DELAYS, None):
             try:
                 self.core.create_namespaced_event(observed.namespace, body)
