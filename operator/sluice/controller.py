@@ -165,8 +165,8 @@ class Controller:
         new = status_body(plan.status)
         wrote = _drop_none(new) != _comparable(observed.pipeline.get("status"))
         for event in plan.events:
-            if event.once:
-                self._post_before_status(observed, event)
+            if event.once:  # a clear's Events: exactly once, so before status (events.py)
+                self.events.post_now(observed, event)
         if wrote:
             now = plan.status.storage.status
             if was == api.StorageStatus.CLEARING and now == api.StorageStatus.CLEARED:
@@ -211,25 +211,6 @@ class Controller:
             status.error.error_code if status.error else None,
             time.time(),
         )
-
-    def _post_before_status(self, observed: Observed, event: d.Event) -> None:
-        """An Event that records a transition exactly once (plan.Event.once): posted now,
-        before the status write, under its own name. A crash after it and before the write
-        retries the step, which finds it posted (409). Posted after the write, as the others
-        are, a crash in between would lose it: the next leader sees the transition done."""
-        try:
-            self.kube.emit_event(observed, event)
-        except ApiException as error:
-            if error.status != 409:  # still best effort: status says it all the same
-                log.warning(
-                    "could not record Event %s on %s/%s: %s %s",
-                    event.reason,
-                    observed.namespace,
-                    observed.name,
-                    error.status,
-                    error.reason,
-                    extra={"namespace": observed.namespace, "pipeline": observed.name},
-                )
 
     def _emit(self, observed: Observed, event: d.Event) -> None:
         """Events are best effort, as with client-go's recorder (events.py): the state they

@@ -57,12 +57,12 @@ class FakeKube:
         self.log.append(f"status {status['storage']['status']}")
 
     def emit_event(self, observed: Observed, event: d.Event) -> None:
-        """As the API server does with a named Event: a second one of that name is a 409."""
-        assert event.once, "only Events with an identity of their own are posted directly"
-        name = event_name(observed.pipeline["metadata"], event.reason, event.once)
-        if name in self.event_names:
-            raise ApiException(status=409, reason="AlreadyExists")
-        self.event_names.add(name)
+        """As the API server does: a second Event of a name (plan.Event.once) is a 409."""
+        if event.once:
+            name = event_name(observed.pipeline["metadata"], event.reason, event.once)
+            if name in self.event_names:
+                raise ApiException(status=409, reason="AlreadyExists")
+            self.event_names.add(name)
         self.log.append(f"event {event.reason}")
 
     def pipeline_snapshots(self, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -73,13 +73,11 @@ class FakeKube:
 
 
 class NoEvents:
-    """The recorder of the other Events (posted after status, best effort)."""
-
-    def __init__(self) -> None:
-        self.recorded: list[str] = []
-
     def record(self, observed: Observed, event: d.Event) -> None:
-        self.recorded.append(event.reason)
+        pass
+
+    def post_now(self, observed: Observed, event: d.Event) -> None:
+        pass
 
 
 def exported() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
